@@ -1,0 +1,67 @@
+//! Core configuration. Every duration is on the replica's own (possibly drifting) clock.
+use crate::quorum::Quorum;
+use crate::types::SiteId;
+use std::time::Duration;
+
+/// Bugs planted on purpose so that tests can prove the checkers catch them. Never set in
+/// production: the only way to set one is this field, and only `meridian sim --bug` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Acceptors accept proposals of ballots lower than the one they promised.
+    AcceptLowerBallot,
+}
+
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub me: SiteId,
+    pub quorum: Quorum,
+    /// Planner-chosen leader site: campaigns first and takes leadership back when healthy.
+    pub preferred_leader: Option<SiteId>,
+    pub heartbeat_interval: Duration,
+    /// Base election timeout; a random jitter in `[0, election_jitter)` is added.
+    pub election_timeout: Duration,
+    pub election_jitter: Duration,
+    /// Backoff after failed elections doubles the timeout, up to this factor.
+    pub max_backoff: u32,
+    /// Leader lease length; `None` disables lease reads.
+    pub lease: Option<Duration>,
+    /// Bound on clock drift *rate* between any two sites (ε of DESIGN.md §2).
+    pub drift_bound: f64,
+    /// Slots in flight (pipelining window).
+    pub window: usize,
+    pub max_batch_commands: usize,
+    pub max_batch_bytes: usize,
+    /// Resend an unacknowledged accept after this long.
+    pub retransmit_interval: Duration,
+    pub catchup_max_entries: usize,
+    /// Log entries kept behind a snapshot for cheap catch-up.
+    pub log_retain: u64,
+    /// Seed for election jitter.
+    pub seed: u64,
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl CoreConfig {
+    /// WAN defaults: tuned for inter-continental RTTs up to ~300 ms.
+    pub fn wan(me: SiteId, quorum: Quorum, seed: u64) -> CoreConfig {
+        CoreConfig {
+            me,
+            quorum,
+            preferred_leader: None,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1500),
+            election_jitter: Duration::from_millis(1000),
+            max_backoff: 8,
+            lease: Some(Duration::from_millis(1000)),
+            drift_bound: 0.01,
+            window: 32,
+            max_batch_commands: 1024,
+            max_batch_bytes: 1 << 20,
+            retransmit_interval: Duration::from_millis(700),
+            catchup_max_entries: 64,
+            log_retain: 64,
+            seed,
+            planted_bug: None,
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! The core: one Multi-Paxos replica of one shard group, as a deterministic state machine.
+//! `step(now, input) -> outputs`; see `io.rs` for the persistence contract.
+use crate::config::CoreConfig;
+use crate::io::{Input, Output, Record, Rejection};
+use crate::lease::LeaseTracker;
+use crate::log::Log;
+use crate::message::Message;
+use crate::quorum::{QuorumSystem, SiteSet};
+use crate::rng::Rng;
+use crate::types::{Ballot, Batch, Command, LogEntry, SiteId, Slot};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+pub(crate) enum Role {
+    Follower,
+    Candidate(Candidate),
+    Leader(Box<Leader>),
+}
+
+pub(crate) struct Candidate {
+    pub ballot: Ballot,
+    pub promised_by: SiteSet,
+    /// Per slot above our commit index: the value phase 2 must propose.
+    pub merged: BTreeMap<Slot, LogEntry>,
+    /// The highest snapshot point among the promises, and who holds it.
+    pub max_snapshot: (Slot, SiteId),
+}
+
+pub(crate) struct InFlight {
+    pub batch: Batch,
+    pub accepted: SiteSet,
+    pub sent_at: Duration,
+}
+
+pub(crate) struct Leader {
+    pub ballot: Ballot,
+    pub next_slot: Slot,
+    pub inflight: BTreeMap<Slot, InFlight>,
+    pub queue: VecDeque<Command>,
+    /// Lease reads wait until the commit index reaches this slot (the first slot proposed
+    /// after recovery): then every write chosen under earlier ballots is applied here.
+    pub ready_slot: Slot,
+    pub lease: LeaseTracker,
+    pub last_contact: Vec<Duration>,
+    pub peer_commit: Vec<Slot>,
+    pub last_heartbeat: Duration,
+    /// Leadership transfer in progress, until this time.
+    pub transfer: Option<Duration>,
+}
+
+/// A promise this acceptor made: no prepare of another ballot until `until` (own clock).
+/// `ballot: None` blocks every prepare (used after a restart, when promises made before the
+/// crash are forgotten).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LeasePromise {
+    pub ballot: Option<Ballot>,
+    pub until: Duration,
+}
+
+pub struct Core {
+    pub(crate) cfg: CoreConfig,
+    pub(crate) rng: Rng,
+    pub(crate) now: Duration,
+    pub(crate) n: usize,
+    // Durable acceptor state.
+    pub(crate) promised: Ballot,
+    pub(crate) log: Log,
+    // Learner state.
+    pub(crate) commit: Slot,
+    pub(crate) applied: Slot,
+    pub(crate) leader_commit_seen: Slot,
+    // Role.
+    pub(crate) role: Role,
+    pub(crate) leader_hint: Option<SiteId>,
+    pub(crate) highest_seen: Ballot,
+    pub(crate) election_deadline: Duration,
+    pub(crate) failed_elections: u32,
+    pub(crate) transfer_backoff_until: Duration,
+    pub(crate) lease_promise: Option<LeasePromise>,
+    pub(crate) catchup_next_allowed: Duration,
+    // Persistence plumbing.
+    next_token: u64,
+    staged_records: Vec<Record>,
+    staged_sends: Vec<(SiteId, Message)>,
+    awaiting: BTreeMap<u64, Vec<(SiteId, Message)>>,
+    loopback: VecDeque<(SiteId, Message)>,
+    pub(crate) out: Vec<Output>,
+}
+
+impl Core {
+    /// A fresh replica with an empty log.
+    pub fn new(cfg: CoreConfig, now: Duration) -> Core {
+        let n = cfg.quorum.size();
+        assert!(
+            (cfg.me.0 as usize) < n,
+            "site {:?} outside a group of {n}",
+            cfg.me
+        );
+        let rng = Rng::new(cfg.seed ^ (cfg.me.0 as u64).wrapping_mul(0x51_7CC1_B727_220A));
+        let mut core = Core {
+            cfg,
+            rng,
+            now,
+            n,
+            promised: Ballot::ZERO,
+            log: Log::default(),
+            commit: Slot::ZERO,
+            applied: Slot::ZERO,
+            leader_commit_seen: Slot::ZERO,
+            role: Role::Follower,
+            leader_hint: None,
+            highest_seen: Ballot::ZERO,
+            election_deadline: now,
+            failed_elections: 0,
+            transfer_backoff_until: now,
+            lease_promise: None,
+            catchup_next_allowed: now,
+            next_token: 1,
+            staged_records: Vec::new(),
+            staged_sends: Vec::new(),
+            awaiting: BTreeMap::new(),
+            loopback: VecDeque::new(),
+            out: Vec::new(),
+        };
+        core.reset_election_timer();
+        core
+    }
+
+    /// Rebuilds a replica from its durable records (in the order they were persisted). The
+    /// returned outputs restore the state machine (`InstallSnapshot`, then `Apply`s).
+    pub fn recover(
+        cfg: CoreConfig,
+        now: Duration,
+        records: impl IntoIterator<Item = Record>,
+    ) -> (Core, Vec<Output>) {
+        let mut core = Core::new(cfg, now);
+        for r in records {
+            match r {
+                Record::Promise(b) => core.promised = core.promised.max(b),
+                Record::Accept {
+                    slot,
+                    ballot,
+                    batch,
+                } => {
+                    core.log.accept(slot, ballot, batch);
+                }
+                Record::Chosen { slot, batch } => {
+                    core.log.insert_chosen(slot, batch);
+                }
+                Record::Snapshot { through, data } => core.log.install(through, data),
+            }
+        }
+        core.highest_seen = core.promised;
+        if let Some((through, data)) = core.log.snapshot().cloned() {
+            core.out.push(Output::InstallSnapshot { through, data });
+            core.commit = through;
+            core.applied = through;
+        }
+        core.advance_commit();
+        // Lease promises made before the crash were not persisted: honour them all by
+        // answering no prepare for one full promise period.
+        if let Some(lease) = core.cfg.lease {
+            let until = now + lease.mul_f64(1.0 + core.cfg.drift_bound);
+            core.lease_promise = Some(LeasePromise {
+                ballot: None,
+                until,
+            });
+        }
+        let out = std::mem::take(&mut core.out);
+        (core, out)
+    }
+
+    /// Advances the core. `now` is this replica's local clock (monotonic).
+    pub fn step(&mut self, now: Duration, input: Input) -> Vec<Output> {
+        self.now = self.now.max(now);
+        match input {
+            Input::Message { from, msg } => self.on_message(from, msg),
+            Input::Tick => self.on_tick(),
+            Input::Persisted { token } => self.on_persisted(token),
+            Input::Propose(commands) => self.on_propose(commands),
+            Input::Read { id } => self.on_read(id),
+            Input::Snapshot { through, data } => {
+                assert!(
+                    through <= self.applied,
+                    "snapshot {through:?} beyond applied {:?}",
+                    self.applied
+                );
+                if through > self.log.snapshot_through() {
+                    self.log.compact(through, data.clone(), self.cfg.log_retain);
+                    self.staged_records.push(Record::Snapshot { through, data });
+                }
+            }
+        }
+        self.settle();
+        std::mem::take(&mut self.out)
+    }
+
+    // ----- accessors (for drivers, metrics and the simulator's checkers) -----
+
+    pub fn me(&self) -> SiteId {
+        self.cfg.me
+    }
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+    /// The ballot this replica leads, if it leads.
+    pub fn leader_ballot(&self) -> Option<Ballot> {
+        match &self.role {
+            Role::Leader(l) => Some(l.ballot),
+            _ => None,
+        }
+    }
+    pub fn leader_hint(&self) -> Option<SiteId> {
+        self.leader_hint
+    }
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+    pub fn commit_index(&self) -> Slot {
+        self.commit
+    }
+    pub fn applied_index(&self) -> Slot {
+        self.applied
+    }
+    pub fn snapshot_through(&self) -> Slot {
+        self.log.snapshot_through()
+    }
+    /// The ballot at which this acceptor holds a value for `slot` (chosen entries report
+    /// `Ballot::MAX`-like semantics through `is_chosen`).
+    pub fn accepted_ballot(&self, slot: Slot) -> Option<Ballot> {
+        self.log.get(slot).map(|e| e.ballot)
+    }
+    pub fn is_chosen(&self, slot: Slot) -> bool {
+        self.log.is_chosen(slot)
+    }
+    /// Whether this replica currently believes it may serve lease reads.
+    pub fn holds_lease(&self, now: Duration) -> bool {
+        match &self.role {
+            Role::Leader(l) => {
+                self.cfg.lease.is_some()
+                    && l.transfer.is_none()
+                    && self.commit >= l.ready_slot
+                    && l.lease.valid(now, &self.cfg.quorum)
+            }
+            _ => false,
+        }
+    }
+    /// Commands queued or in flight at the leader (for admission control and metrics).
+    pub fn pending(&self) -> usize {
+        match &self.role {
+            Role::Leader(l) => l.queue.len() + l.inflight.len(),
+            _ => 0,
+        }
+    }
+
+    // ----- plumbing -----
+
+    pub(crate) fn send(&mut self, to: SiteId, msg: Message) {
+        if to == self.cfg.me {
+            self.loopback.push_back((to, msg));
+        } else {
+            self.out.push(Output::Send { to, msg });
+        }
+    }
+
+    /// Sends `msg` once every record staged so far (and every earlier write) is durable.
+    pub(crate) fn send_durable(&mut self, to: SiteId, msg: Message) {
+        self.staged_sends.push((to, msg));
+    }
+
+    pub(crate) fn broadcast(&mut self, msg: Message) {
+        for s in 0..self.n {
+            self.send(SiteId(s as u8), msg.clone());
+        }
+    }
+
+    /// Processes messages to self and turns staged records into one `Persist` output.
+    fn settle(&mut self) {
+        loop {
+            while let Some((from, msg)) = self.loopback.pop_front() {
+                self.on_message(from, msg);
+            }
+            if !self.staged_records.is_empty() {
+                let token = self.next_token;
+                self.next_token += 1;
+                let records = std::mem::take(&mut self.staged_records);
+                self.out.push(Output::Persist { records, token });
+                let sends = std::mem::take(&mut self.staged_sends);
+                self.awaiting.insert(token, sends);
+            } else if !self.staged_sends.is_empty() {
+                let sends = std::mem::take(&mut self.staged_sends);
+                match self.awaiting.values_mut().next_back() {
+                    Some(last) => last.extend(sends),
+                    None => sends.into_iter().for_each(|(to, m)| self.send(to, m)),
+                }
+            }
+            if self.loopback.is_empty()
+                && self.staged_records.is_empty()
+                && self.staged_sends.is_empty()
+            {
+                break;
+            }
+        }
+    }
+
+    fn on_persisted(&mut self, token: u64) {
+        let later = self.awaiting.split_off(&(token + 1));
+        let ready = std::mem::replace(&mut self.awaiting, later);
+        for (_, sends) in ready {
+            for (to, msg) in sends {
+                self.send(to, msg);
+            }
+        }
+    }
+
+    pub(crate) fn reset_election_timer(&mut self) {
+        let mut base = self.cfg.election_timeout;
+        if self.cfg.preferred_leader == Some(self.cfg.me) {
+            base /= 2;
+        }
+        let factor = (1u32 << self.failed_elections.min(16)).min(self.cfg.max_backoff.max(1));
+        let jitter_ns = self.cfg.election_jitter.as_nanos() as u64;
+        let jitter = Duration::from_nanos(if jitter_ns == 0 {
+            0
+        } else {
+            self.rng.below(jitter_ns)
+        });
+        self.election_deadline = self.now + base * factor + jitter;
+    }
+
+    fn on_message(&mut self, from: SiteId, msg: Message) {
+        if (from.0 as usize) >= self.n {
+            return;
+        }
+        match msg {
+            Message::Prepare { ballot, from_slot } => self.on_prepare(from, ballot, from_slot),
+            Message::Promise {
+                ballot,
+                entries,
+                snapshot_through,
+            } => self.on_promise(from, ballot, entries, snapshot_through),
+            Message::Accept {
+                ballot,
+                slot,
+                batch,
+                commit,
+                t_send,
+            } => self.on_accept(from, ballot, slot, batch, commit, t_send),
+            Message::Accepted {
+                ballot,
+                slot,
+                t_send,
+            } => self.on_accepted(from, ballot, slot, t_send),
+            Message::Heartbeat {
+                ballot,
+                commit,
+                t_send,
+                relinquish,
+            } => self.on_heartbeat(from, ballot, commit, t_send, relinquish),
+            Message::HeartbeatAck {
+                ballot,
+                t_send,
+                commit,
+            } => self.on_heartbeat_ack(from, ballot, t_send, commit),
+            Message::Nack { promised } => self.on_nack(promised),
+            Message::CatchUpRequest { from_slot } => self.on_catchup_request(from, from_slot),
+            Message::CatchUpReply { entries, commit } => {
+                self.on_catchup_reply(from, entries, commit)
+            }
+            Message::Snapshot { through, data } => self.on_snapshot(from, through, data),
+            Message::TimeoutNow { ballot } => self.on_timeout_now(from, ballot),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if self.is_leader() {
+            self.leader_tick();
+        } else if self.now >= self.election_deadline {
+            self.start_election();
+        }
+    }
+
+    fn on_propose(&mut self, commands: Vec<Command>) {
+        match &mut self.role {
+            Role::Leader(l) => {
+                l.queue.extend(commands);
+                self.try_propose();
+            }
+            _ => self.out.push(Output::NotLeader {
+                commands,
+                hint: self.leader_hint,
+            }),
+        }
+    }
+
+    fn on_read(&mut self, id: u64) {
+        let out = if self.holds_lease(self.now) {
+            debug_assert_eq!(self.applied, self.commit);
+            Output::ReadReady { id }
+        } else if self.is_leader() {
+            Output::ReadRejected {
+                id,
+                reason: Rejection::LeaseExpired,
+            }
+        } else {
+            Output::ReadRejected {
+                id,
+                reason: Rejection::NotLeader {
+                    hint: self.leader_hint,
+                },
+            }
+        };
+        self.out.push(out);
+    }
+
+    /// The ballot of our own candidacy or leadership, if any.
+    pub(crate) fn own_ballot(&self) -> Option<Ballot> {
+        match &self.role {
+            Role::Leader(l) => Some(l.ballot),
+            Role::Candidate(c) => Some(c.ballot),
+            Role::Follower => None,
+        }
+    }
+
+    /// Gives up candidacy or leadership; never-proposed commands are handed back.
+    pub(crate) fn step_down(&mut self) {
+        let old = std::mem::replace(&mut self.role, Role::Follower);
+        if let Role::Leader(l) = old {
+            if !l.queue.is_empty() {
+                let commands = l.queue.into_iter().collect();
+                self.out.push(Output::NotLeader {
+                    commands,
+                    hint: None,
+                });
+            }
+            if self.leader_hint == Some(self.cfg.me) {
+                self.leader_hint = None;
+            }
+        }
+        self.reset_election_timer();
+    }
+
+    /// Raises the promised ballot (persisting it) and steps down if we campaigned or led lower.
+    pub(crate) fn raise_promise(&mut self, ballot: Ballot) {
+        self.highest_seen = self.highest_seen.max(ballot);
+        if ballot > self.promised {
+            self.promised = ballot;
+            self.staged_records.push(Record::Promise(ballot));
+        }
+        if self.own_ballot().is_some_and(|b| b < ballot) {
+            self.step_down();
+        }
+    }
+
+    pub(crate) fn stage(&mut self, record: Record) {
+        self.staged_records.push(record);
+    }
+
+    /// Moves the commit index over every consecutive chosen slot and applies them.
+    pub(crate) fn advance_commit(&mut self) {
+        while self.log.is_chosen(self.commit.next()) {
+            self.commit = self.commit.next();
+        }
+        while self.applied < self.commit {
+            self.applied = self.applied.next();
+            if self.applied <= self.log.snapshot_through() {
+                continue;
+            }
+            let batch = self
+                .log
+                .get(self.applied)
+                .expect("chosen entry present")
+                .batch
+                .clone();
+            self.out.push(Output::Apply {
+                slot: self.applied,
+                batch,
+            });
+        }
+    }
+}

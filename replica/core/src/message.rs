@@ -1,0 +1,75 @@
+//! Peer-to-peer protocol messages. `t_send` is the leader's local clock when it sent the message;
+//! acceptors echo it so the leader can time its lease from the send (DESIGN.md §2 "Leases").
+use crate::types::{Ballot, Batch, LogEntry, Slot};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Phase 1a: promise `ballot`, report what you accepted from `from_slot` on.
+    Prepare { ballot: Ballot, from_slot: Slot },
+    /// Phase 1b. `snapshot_through`: entries at or below it were compacted into a snapshot.
+    Promise {
+        ballot: Ballot,
+        entries: Vec<(Slot, LogEntry)>,
+        snapshot_through: Slot,
+    },
+    /// Phase 2a, with the leader's commit index piggybacked.
+    Accept {
+        ballot: Ballot,
+        slot: Slot,
+        batch: Batch,
+        commit: Slot,
+        t_send: Duration,
+    },
+    /// Phase 2b.
+    Accepted {
+        ballot: Ballot,
+        slot: Slot,
+        t_send: Duration,
+    },
+    /// Leader liveness, commit index and lease renewal. `relinquish` releases lease promises.
+    Heartbeat {
+        ballot: Ballot,
+        commit: Slot,
+        t_send: Duration,
+        relinquish: bool,
+    },
+    HeartbeatAck {
+        ballot: Ballot,
+        t_send: Duration,
+        commit: Slot,
+    },
+    /// "I promised a higher ballot than yours."
+    Nack { promised: Ballot },
+    /// Send me the chosen entries from `from_slot` on.
+    CatchUpRequest { from_slot: Slot },
+    CatchUpReply {
+        entries: Vec<(Slot, Batch)>,
+        commit: Slot,
+    },
+    /// The state machine up to `through`, for a replica whose missing entries were compacted.
+    Snapshot { through: Slot, data: Bytes },
+    /// Leadership transfer: the leader of `ballot` asks the receiver to campaign now.
+    TimeoutNow { ballot: Ballot },
+}
+
+impl Message {
+    /// Short name, for traces and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Prepare { .. } => "prepare",
+            Message::Promise { .. } => "promise",
+            Message::Accept { .. } => "accept",
+            Message::Accepted { .. } => "accepted",
+            Message::Heartbeat { .. } => "heartbeat",
+            Message::HeartbeatAck { .. } => "heartbeat_ack",
+            Message::Nack { .. } => "nack",
+            Message::CatchUpRequest { .. } => "catchup_request",
+            Message::CatchUpReply { .. } => "catchup_reply",
+            Message::Snapshot { .. } => "snapshot",
+            Message::TimeoutNow { .. } => "timeout_now",
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Handler-level tests of the core over the instant in-memory group.
+use crate::harness::LocalGroup;
+use crate::{CoreConfig, Input, Message, Output, Quorum, Record, SiteId, Slot};
+use bytes::Bytes;
+use std::time::Duration;
+
+const TICK: Duration = Duration::from_millis(10);
+
+fn cmd(x: u32) -> Bytes {
+    Bytes::from(x.to_le_bytes().to_vec())
+}
+
+fn elected(n: usize) -> (LocalGroup, SiteId) {
+    let mut g = LocalGroup::majority(n);
+    g.advance(Duration::from_secs(4), TICK);
+    let l = g.leader().expect("a leader within the election bound");
+    (g, l)
+}
+
+#[test]
+fn one_leader_is_elected_and_everyone_follows_it() {
+    let (g, l) = elected(5);
+    let leaders = g.cores.iter().filter(|c| c.is_leader()).count();
+    assert_eq!(leaders, 1);
+    for c in &g.cores {
+        assert_eq!(c.leader_hint(), Some(l));
+        assert_eq!(c.promised(), g.cores[l.0 as usize].leader_ballot().unwrap());
+    }
+}
+
+#[test]
+fn proposals_are_batched_committed_and_applied_in_order_everywhere() {
+    let (mut g, l) = elected(5);
+    g.propose(l, (0..10).map(cmd).collect());
+    g.advance(Duration::from_millis(500), TICK);
+    let reference = g.applied[l.0 as usize].clone();
+    let cmds: Vec<_> = reference.iter().flat_map(|(_, b)| b.0.clone()).collect();
+    assert_eq!(cmds, (0..10).map(cmd).collect::<Vec<_>>());
+    // The ten commands went out in one slot's batch (batching), not ten slots.
+    assert_eq!(reference.iter().filter(|(_, b)| !b.0.is_empty()).count(), 1);
+    for a in &g.applied {
+        assert_eq!(a, &reference);
+    }
+}
+
+#[test]
+fn followers_refuse_proposals_with_a_hint() {
+    let (mut g, l) = elected(3);
+    let f = SiteId(((l.0 + 1) % 3) as u8);
+    let out = g.cores[f.0 as usize].step(g.now, Input::Propose(vec![cmd(1)]));
+    assert_eq!(
+        out,
+        vec![Output::NotLeader {
+            commands: vec![cmd(1)],
+            hint: Some(l)
+        }]
+    );
+}
+
+#[test]
+fn promise_is_released_only_after_persisted() {
+    let mut c = crate::Core::new(
+        CoreConfig::wan(SiteId(1), Quorum::Majority(3), 1),
+        Duration::ZERO,
+    );
+    let b = crate::Ballot {
+        round: 1,
+        site: SiteId(0),
+    };
+    let out = c.step(
+        Duration::ZERO,
+        Input::Message {
+            from: SiteId(0),
+            msg: Message::Prepare {
+                ballot: b,
+                from_slot: Slot(1),
+            },
+        },
+    );
+    assert_eq!(out.len(), 1, "only the write, no promise yet: {out:?}");
+    let Output::Persist { records, token } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(records, &vec![Record::Promise(b)]);
+    let out = c.step(Duration::ZERO, Input::Persisted { token: *token });
+    assert!(
+        matches!(
+            &out[..],
+            [Output::Send {
+                to: SiteId(0),
+                msg: Message::Promise { .. }
+            }]
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn accepted_is_released_only_after_persisted() {
+    let mut c = crate::Core::new(
+        CoreConfig::wan(SiteId(1), Quorum::Majority(3), 1),
+        Duration::ZERO,
+    );
+    let b = crate::Ballot {
+        round: 1,
+        site: SiteId(0),
+    };
+    let accept = Message::Accept {
+        ballot: b,
+        slot: Slot(1),
+        batch: crate::Batch(vec![cmd(9)]),
+        commit: Slot(0),
+        t_send: Duration::ZERO,
+    };
+    let out = c.step(
+        Duration::ZERO,
+        Input::Message {
+            from: SiteId(0),
+            msg: accept,
+        },
+    );
+    assert!(
+        out.iter().all(|o| matches!(o, Output::Persist { .. })),
+        "{out:?}"
+    );
+    let token = out
+        .iter()
+        .find_map(|o| {
+            if let Output::Persist { token, .. } = o {
+                Some(*token)
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    let out = c.step(Duration::ZERO, Input::Persisted { token });
+    assert!(
+        matches!(
+            &out[..],
+            [Output::Send {
+                msg: Message::Accepted { .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn acceptor_rejects_lower_ballot_with_nack() {
+    let mut c = crate::Core::new(
+        CoreConfig::wan(SiteId(1), Quorum::Majority(3), 1),
+        Duration::ZERO,
+    );
+    let hi = crate::Ballot {
+        round: 5,
+        site: SiteId(2),
+    };
+    let lo = crate::Ballot {
+        round: 4,
+        site: SiteId(0),
+    };
+    c.step(
+        Duration::ZERO,
+        Input::Message {
+            from: SiteId(2),
+            msg: Message::Prepare {
+                ballot: hi,
+                from_slot: Slot(1),
+            },
+        },
+    );
+    let accept = Message::Accept {
+        ballot: lo,
+        slot: Slot(1),
+        batch: crate::Batch::noop(),
+        commit: Slot(0),
+        t_send: Duration::ZERO,
+    };
+    let out = c.step(
+        Duration::ZERO,
+        Input::Message {
+            from: SiteId(0),
+            msg: accept,
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Output::Send {
+            to: SiteId(0),
+            msg: Message::Nack { promised: hi }
+        }]
+    );
+}
+
+#[test]
+fn leader_crash_elects_another_and_restarted_replica_catches_up() {
+    let (mut g, l) = elected(5);
+    g.propose(l, vec![cmd(1)]);
+    g.advance(Duration::from_millis(200), TICK);
+    g.down[l.0 as usize] = true;
+    g.advance(Duration::from_secs(6), TICK);
+    let l2 = g.leader().expect("new leader");
+    assert_ne!(l2, l);
+    g.propose(l2, vec![cmd(2)]);
+    g.advance(Duration::from_millis(300), TICK);
+    g.restart(l, CoreConfig::wan(l, Quorum::Majority(5), 7));
+    g.advance(Duration::from_secs(3), TICK);
+    let cmds =
+        |a: &Vec<(Slot, crate::Batch)>| a.iter().flat_map(|(_, b)| b.0.clone()).collect::<Vec<_>>();
+    assert_eq!(cmds(&g.applied[l.0 as usize]), vec![cmd(1), cmd(2)]);
+}
+
+#[test]
+fn lease_reads_served_by_leader_only() {
+    let (mut g, l) = elected(5);
+    g.advance(Duration::from_millis(300), TICK);
+    let out = g.cores[l.0 as usize].step(g.now, Input::Read { id: 1 });
+    assert_eq!(out, vec![Output::ReadReady { id: 1 }]);
+    let f = SiteId(((l.0 + 1) % 5) as u8);
+    let out = g.cores[f.0 as usize].step(g.now, Input::Read { id: 2 });
+    assert!(matches!(out[0], Output::ReadRejected { id: 2, .. }));
+}
+
+#[test]
+fn isolated_leader_loses_its_lease_before_a_rival_can_be_elected() {
+    let (mut g, l) = elected(5);
+    g.advance(Duration::from_millis(300), TICK);
+    // Cut the leader off: it keeps believing it leads but the lease runs out after ~1 s.
+    let li = l.0 as usize;
+    let lease_end = (0..200)
+        .map(|k| g.now + TICK * k)
+        .find(|t| !g.cores[li].holds_lease(*t))
+        .unwrap();
+    assert!(lease_end <= g.now + Duration::from_millis(1000));
+    for (i, d) in g.down.iter_mut().enumerate() {
+        *d = i == li;
+    }
+    g.advance(Duration::from_secs(6), TICK);
+    let l2 = g.leader().unwrap();
+    assert_ne!(l2, l);
+}
+
+#[test]
+fn preferred_leader_takes_leadership_back() {
+    let preferred = SiteId(3);
+    let cfg = move |me| CoreConfig {
+        preferred_leader: Some(preferred),
+        ..CoreConfig::wan(me, Quorum::Majority(5), 3)
+    };
+    let mut g = LocalGroup::new(5, cfg);
+    g.advance(Duration::from_secs(3), TICK);
+    assert_eq!(g.leader(), Some(preferred), "preferred campaigns first");
+    g.down[3] = true;
+    g.advance(Duration::from_secs(6), TICK);
+    assert_ne!(g.leader(), Some(preferred));
+    g.restart(preferred, cfg(preferred));
+    g.advance(Duration::from_secs(6), TICK);
+    assert_eq!(g.leader(), Some(preferred), "leadership transferred back");
+}
+
+#[test]
+fn snapshot_is_installed_on_a_replica_that_missed_compacted_entries() {
+    let (mut g, l) = elected(3);
+    let f = SiteId(((l.0 + 1) % 3) as u8);
+    g.down[f.0 as usize] = true;
+    for i in 0..200 {
+        g.propose(l, vec![cmd(i)]);
+        g.advance(TICK, TICK);
+    }
+    let applied = g.cores[l.0 as usize].applied_index();
+    g.input(
+        l,
+        Input::Snapshot {
+            through: applied,
+            data: Bytes::from_static(b"state"),
+        },
+    );
+    g.down[f.0 as usize] = false;
+    g.advance(Duration::from_secs(2), TICK);
+    assert_eq!(g.cores[f.0 as usize].snapshot_through(), applied);
+    assert!(g.cores[f.0 as usize].commit_index() >= applied);
+}
