@@ -1,0 +1,98 @@
+//! The commands the KV state machine executes and the results it returns. Encoded with bincode
+//! inside the core's opaque `Command` bytes.
+use serde::{Deserialize, Serialize};
+
+pub type Key = Vec<u8>;
+pub type Value = Vec<u8>;
+
+/// One client command with its exactly-once identity: a client never reuses `(client, seq)` for a
+/// different command, and retries carry the same pair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvCommand {
+    pub client: u64,
+    pub seq: u64,
+    pub op: Op,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Put { key: Key, value: Value },
+    Delete { key: Key },
+    Get { key: Key },
+    Range { prefix: Key, limit: usize },
+    Txn(Txn),
+}
+
+/// If every compare holds, run `success`, else `failure` (etcd v3 semantics).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Put { key: Key, value: Value },
+    Delete { key: Key },
+    Get { key: Key },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: Key,
+    pub target: CompareTarget,
+}
+
+/// What to compare the key's current state with. An absent key has value `None`, version 0 and
+/// mod revision 0.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    Value(Option<Value>),
+    Version(u64),
+    ModRevision(u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: Key,
+    pub value: Value,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    /// Number of puts since creation (1 after the first put).
+    pub version: u64,
+}
+
+/// Every reply carries the shard's revision after the command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvResult {
+    pub revision: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Put { prev: Option<KeyValue> },
+    Delete { deleted: Option<KeyValue> },
+    Get { kv: Option<KeyValue> },
+    Range { kvs: Vec<KeyValue>, more: bool },
+    Txn { succeeded: bool, gets: Vec<Option<KeyValue>> },
+    /// The client already moved past this sequence number: the command was not executed.
+    Stale,
+}
+
+impl KvCommand {
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serialize(self).expect("commands always serialize")
+    }
+    pub fn decode(bytes: &[u8]) -> Result<KvCommand, crate::Error> {
+        bincode::deserialize(bytes).map_err(|e| crate::Error::Decode(e.to_string()))
+    }
+    pub fn is_read_only(&self) -> bool {
+        match &self.op {
+            Op::Get { .. } | Op::Range { .. } => true,
+            Op::Txn(t) => t.success.iter().chain(&t.failure).all(|o| matches!(o, TxnOp::Get { .. })),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The key-value state machine (DESIGN.md §2 "State machine").
+mod command;
+mod state_machine;
+#[cfg(test)]
+mod tests;
+
+pub use command::{Compare, CompareTarget, Key, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp, Value};
+pub use state_machine::KvStore;

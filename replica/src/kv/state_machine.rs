@@ -1,0 +1,138 @@
+//! The versioned key-value state machine: an ordered map with one revision counter per shard,
+//! and a per-client session table that makes retried writes apply exactly once.
+use super::command::{Compare, CompareTarget, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvStore {
+    data: BTreeMap<Vec<u8>, KeyValue>,
+    revision: u64,
+    /// Per client: the last executed sequence number and its result.
+    sessions: BTreeMap<u64, (u64, KvResult)>,
+}
+
+impl KvStore {
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Executes one command, at most once per `(client, seq)`: a retry of the last command
+    /// returns the remembered result; an older sequence number returns `Stale`.
+    pub fn apply(&mut self, cmd: &KvCommand) -> KvResult {
+        if let Some((seq, result)) = self.sessions.get(&cmd.client) {
+            if cmd.seq == *seq {
+                return result.clone();
+            }
+            if cmd.seq < *seq {
+                return KvResult { revision: self.revision, outcome: Outcome::Stale };
+            }
+        }
+        let result = self.execute(&cmd.op);
+        self.sessions.insert(cmd.client, (cmd.seq, result.clone()));
+        result
+    }
+
+    /// Serves a read without going through the log (lease or quorum reads).
+    pub fn read(&self, op: &Op) -> KvResult {
+        let outcome = match op {
+            Op::Get { key } => Outcome::Get { kv: self.data.get(key).cloned() },
+            Op::Range { prefix, limit } => self.range(prefix, *limit),
+            _ => panic!("read() takes Get or Range, got {op:?}"),
+        };
+        KvResult { revision: self.revision, outcome }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&KeyValue> {
+        self.data.get(key)
+    }
+
+    fn execute(&mut self, op: &Op) -> KvResult {
+        let outcome = match op {
+            Op::Put { key, value } => {
+                self.revision += 1;
+                Outcome::Put { prev: self.put(key, value) }
+            }
+            Op::Delete { key } => {
+                if self.data.contains_key(key) {
+                    self.revision += 1;
+                }
+                Outcome::Delete { deleted: self.data.remove(key) }
+            }
+            Op::Get { .. } | Op::Range { .. } => return self.read(op),
+            Op::Txn(t) => self.txn(t),
+        };
+        KvResult { revision: self.revision, outcome }
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Option<KeyValue> {
+        let rev = self.revision;
+        let prev = self.data.get(key).cloned();
+        let (create, version) = prev.as_ref().map_or((rev, 1), |p| (p.create_revision, p.version + 1));
+        let kv = KeyValue {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            create_revision: create,
+            mod_revision: rev,
+            version,
+        };
+        self.data.insert(key.to_vec(), kv);
+        prev
+    }
+
+    fn range(&self, prefix: &[u8], limit: usize) -> Outcome {
+        let mut kvs: Vec<KeyValue> = Vec::new();
+        let mut more = false;
+        for (k, v) in self.data.range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if limit > 0 && kvs.len() == limit {
+                more = true;
+                break;
+            }
+            kvs.push(v.clone());
+        }
+        Outcome::Range { kvs, more }
+    }
+
+    fn holds(&self, c: &Compare) -> bool {
+        let kv = self.data.get(&c.key);
+        match &c.target {
+            CompareTarget::Value(v) => kv.map(|kv| &kv.value) == v.as_ref(),
+            CompareTarget::Version(v) => kv.map_or(0, |kv| kv.version) == *v,
+            CompareTarget::ModRevision(r) => kv.map_or(0, |kv| kv.mod_revision) == *r,
+        }
+    }
+
+    /// All of a transaction's writes share one new revision (etcd semantics).
+    fn txn(&mut self, t: &Txn) -> Outcome {
+        let succeeded = t.compares.iter().all(|c| self.holds(c));
+        let ops = if succeeded { &t.success } else { &t.failure };
+        let writes = ops.iter().any(|o| !matches!(o, TxnOp::Get { .. }));
+        if writes {
+            self.revision += 1;
+        }
+        let mut gets = Vec::new();
+        for op in ops {
+            match op {
+                TxnOp::Put { key, value } => {
+                    self.put(key, value);
+                }
+                TxnOp::Delete { key } => {
+                    self.data.remove(key);
+                }
+                TxnOp::Get { key } => gets.push(self.data.get(key).cloned()),
+            }
+        }
+        Outcome::Txn { succeeded, gets }
+    }
+
+    pub fn snapshot(&self) -> Vec<u8> {
+        bincode::serialize(self).expect("state serializes")
+    }
+
+    pub fn restore(bytes: &[u8]) -> Result<KvStore, crate::Error> {
+        bincode::deserialize(bytes).map_err(|e| crate::Error::Decode(e.to_string()))
+    }
+}
