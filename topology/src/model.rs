@@ -14,7 +14,11 @@ pub enum QuorumShape {
 impl QuorumShape {
     /// 3 groups of 3 consecutive positions.
     pub fn three_by_three() -> QuorumShape {
-        QuorumShape::Hierarchical((0..3).map(|g| (0..3).map(|i| g * 3 + i).collect()).collect())
+        QuorumShape::Hierarchical(
+            (0..3)
+                .map(|g| (0..3).map(|i| g * 3 + i).collect())
+                .collect(),
+        )
     }
 }
 
@@ -30,16 +34,29 @@ fn rtt_or_inf(m: &RttMatrix, x: usize, s: Option<usize>) -> f64 {
 
 /// `ql(x)`: time for a round trip from region `x` to reach a quorum of `sites` (a lost site
 /// never answers, and the quorum sizes of the full group stay). Infinite if no quorum survives.
-pub fn quorum_latency(m: &RttMatrix, sites: &[Option<usize>], shape: &QuorumShape, x: usize) -> f64 {
+pub fn quorum_latency(
+    m: &RttMatrix,
+    sites: &[Option<usize>],
+    shape: &QuorumShape,
+    x: usize,
+) -> f64 {
     match shape {
         QuorumShape::Majority => {
             let n = sites.len();
-            kth(n / 2 + 1, sites.iter().map(|s| rtt_or_inf(m, x, *s)).collect())
+            kth(
+                n / 2 + 1,
+                sites.iter().map(|s| rtt_or_inf(m, x, *s)).collect(),
+            )
         }
         QuorumShape::Hierarchical(groups) => {
             let t: Vec<f64> = groups
                 .iter()
-                .map(|g| kth(g.len() / 2 + 1, g.iter().map(|&p| rtt_or_inf(m, x, sites[p])).collect()))
+                .map(|g| {
+                    kth(
+                        g.len() / 2 + 1,
+                        g.iter().map(|&p| rtt_or_inf(m, x, sites[p])).collect(),
+                    )
+                })
                 .collect();
             kth(groups.len() / 2 + 1, t)
         }
@@ -48,9 +65,19 @@ pub fn quorum_latency(m: &RttMatrix, sites: &[Option<usize>], shape: &QuorumShap
 
 /// write(c) = rtt(c, L) + ql(L); with quorum leases held by `holders`, the leader also waits for
 /// every holder: rtt(c, L) + max(ql(L), max_h rtt(L, h)).
-pub fn write_ms(m: &RttMatrix, sites: &[Option<usize>], shape: &QuorumShape, leader: usize, holders: &[usize], c: usize) -> f64 {
+pub fn write_ms(
+    m: &RttMatrix,
+    sites: &[Option<usize>],
+    shape: &QuorumShape,
+    leader: usize,
+    holders: &[usize],
+    c: usize,
+) -> f64 {
     let ql = quorum_latency(m, sites, shape, leader);
-    let hold = holders.iter().map(|&h| m.rtt(leader, h)).fold(0.0, f64::max);
+    let hold = holders
+        .iter()
+        .map(|&h| m.rtt(leader, h))
+        .fold(0.0, f64::max);
     m.rtt(c, leader) + ql.max(hold)
 }
 
@@ -60,13 +87,21 @@ pub fn leader_read_ms(m: &RttMatrix, leader: usize, c: usize) -> f64 {
 }
 
 /// quorum read(c) = ql(c), from the client's own region.
-pub fn quorum_read_ms(m: &RttMatrix, sites: &[Option<usize>], shape: &QuorumShape, c: usize) -> f64 {
+pub fn quorum_read_ms(
+    m: &RttMatrix,
+    sites: &[Option<usize>],
+    shape: &QuorumShape,
+    c: usize,
+) -> f64 {
     quorum_latency(m, sites, shape, c)
 }
 
 /// lease read(c) = min over holders of rtt(c, h); None without holders.
 pub fn lease_read_ms(m: &RttMatrix, holders: &[usize], c: usize) -> Option<f64> {
-    holders.iter().map(|&h| m.rtt(c, h)).min_by(|a, b| a.total_cmp(b))
+    holders
+        .iter()
+        .map(|&h| m.rtt(c, h))
+        .min_by(|a, b| a.total_cmp(b))
 }
 
 #[cfg(test)]
@@ -78,7 +113,10 @@ mod tests {
         let pos = [0.0, 10.0, 30.0, 60.0];
         RttMatrix {
             regions: (0..4).map(|i| format!("r{i}")).collect(),
-            ms: pos.iter().map(|a: &f64| pos.iter().map(|b| (a - b).abs()).collect()).collect(),
+            ms: pos
+                .iter()
+                .map(|a: &f64| pos.iter().map(|b| (a - b).abs()).collect())
+                .collect(),
         }
     }
 
@@ -99,7 +137,10 @@ mod tests {
         let lost = [Some(0), None, Some(2), Some(3), Some(3)];
         assert_eq!(quorum_latency(&m, &lost, &QuorumShape::Majority, 0), 60.0);
         let gone = [Some(0), None, None, None, Some(3)];
-        assert_eq!(quorum_latency(&m, &gone, &QuorumShape::Majority, 0), f64::INFINITY);
+        assert_eq!(
+            quorum_latency(&m, &gone, &QuorumShape::Majority, 0),
+            f64::INFINITY
+        );
     }
 
     #[test]

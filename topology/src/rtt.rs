@@ -21,8 +21,14 @@ impl RttMatrix {
     /// and symmetry (within 0.5 ms).
     pub fn from_csv(text: &str) -> Result<RttMatrix, Error> {
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let header = lines.next().ok_or_else(|| Error::Matrix("empty file".into()))?;
-        let regions: Vec<String> = header.split(',').skip(1).map(|s| s.trim().to_string()).collect();
+        let header = lines
+            .next()
+            .ok_or_else(|| Error::Matrix("empty file".into()))?;
+        let regions: Vec<String> = header
+            .split(',')
+            .skip(1)
+            .map(|s| s.trim().to_string())
+            .collect();
         if regions.is_empty() {
             return Err(Error::Matrix("header names no regions".into()));
         }
@@ -31,17 +37,28 @@ impl RttMatrix {
             let cells: Vec<&str> = line.split(',').map(str::trim).collect();
             let name = cells[0];
             if regions.get(row).map(String::as_str) != Some(name) {
-                return Err(Error::Matrix(format!("row {} is '{name}', expected '{}'", row + 2, regions.get(row).map_or("<none>", |s| s))));
+                return Err(Error::Matrix(format!(
+                    "row {} is '{name}', expected '{}'",
+                    row + 2,
+                    regions.get(row).map_or("<none>", |s| s)
+                )));
             }
             if cells.len() != regions.len() + 1 {
-                return Err(Error::Matrix(format!("row '{name}' has {} values, expected {}", cells.len() - 1, regions.len())));
+                return Err(Error::Matrix(format!(
+                    "row '{name}' has {} values, expected {}",
+                    cells.len() - 1,
+                    regions.len()
+                )));
             }
             let vals = cells[1..]
                 .iter()
                 .enumerate()
                 .map(|(j, c)| match c.parse::<f64>() {
                     Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-                    _ => Err(Error::Matrix(format!("row '{name}', column '{}': '{c}' is not a non-negative number", regions[j]))),
+                    _ => Err(Error::Matrix(format!(
+                        "row '{name}', column '{}': '{c}' is not a non-negative number",
+                        regions[j]
+                    ))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             ms.push(vals);
@@ -55,11 +72,17 @@ impl RttMatrix {
     pub fn validate(&self) -> Result<(), Error> {
         let n = self.regions.len();
         if self.ms.len() != n || self.ms.iter().any(|r| r.len() != n) {
-            return Err(Error::Matrix(format!("not square: {n} regions, {} rows", self.ms.len())));
+            return Err(Error::Matrix(format!(
+                "not square: {n} regions, {} rows",
+                self.ms.len()
+            )));
         }
         for i in 0..n {
             if self.ms[i][i] != 0.0 {
-                return Err(Error::Matrix(format!("diagonal entry of '{}' is {}, expected 0", self.regions[i], self.ms[i][i])));
+                return Err(Error::Matrix(format!(
+                    "diagonal entry of '{}' is {}, expected 0",
+                    self.regions[i], self.ms[i][i]
+                )));
             }
             for j in 0..i {
                 let (a, b) = (self.ms[i][j], self.ms[j][i]);
@@ -75,7 +98,10 @@ impl RttMatrix {
     }
 
     pub fn index(&self, region: &str) -> Result<usize, Error> {
-        self.regions.iter().position(|r| r == region).ok_or_else(|| Error::UnknownRegion(region.to_string()))
+        self.regions
+            .iter()
+            .position(|r| r == region)
+            .ok_or_else(|| Error::UnknownRegion(region.to_string()))
     }
 
     pub fn rtt(&self, a: usize, b: usize) -> f64 {
@@ -97,19 +123,30 @@ mod tests {
         assert_eq!(m.regions.len(), 32);
         assert_eq!(m.rtt_by_name("us-east-1", "us-east-2").unwrap(), 15.4);
         assert_eq!(m.rtt_by_name("us-east-2", "us-east-1").unwrap(), 15.4);
-        assert!(matches!(m.rtt_by_name("us-east-1", "mars-1"), Err(Error::UnknownRegion(_))));
+        assert!(matches!(
+            m.rtt_by_name("us-east-1", "mars-1"),
+            Err(Error::UnknownRegion(_))
+        ));
     }
 
     #[test]
     fn malformed_matrices_are_refused_with_the_reason() {
         let asym = "region,a,b\na,0,10\nb,20,0\n";
-        assert!(matches!(RttMatrix::from_csv(asym), Err(Error::Matrix(m)) if m.contains("asymmetric")));
+        assert!(
+            matches!(RttMatrix::from_csv(asym), Err(Error::Matrix(m)) if m.contains("asymmetric"))
+        );
         let short = "region,a,b\na,0\nb,1,0\n";
-        assert!(matches!(RttMatrix::from_csv(short), Err(Error::Matrix(m)) if m.contains("values")));
+        assert!(
+            matches!(RttMatrix::from_csv(short), Err(Error::Matrix(m)) if m.contains("values"))
+        );
         let nan = "region,a,b\na,0,x\nb,x,0\n";
-        assert!(matches!(RttMatrix::from_csv(nan), Err(Error::Matrix(m)) if m.contains("not a non-negative")));
+        assert!(
+            matches!(RttMatrix::from_csv(nan), Err(Error::Matrix(m)) if m.contains("not a non-negative"))
+        );
         let diag = "region,a,b\na,1,2\nb,2,0\n";
-        assert!(matches!(RttMatrix::from_csv(diag), Err(Error::Matrix(m)) if m.contains("diagonal")));
+        assert!(
+            matches!(RttMatrix::from_csv(diag), Err(Error::Matrix(m)) if m.contains("diagonal"))
+        );
         assert!(RttMatrix::from_csv("").is_err());
     }
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub enum PlantedBug {
     /// Acceptors accept proposals of ballots lower than the one they promised.
     AcceptLowerBallot,
+    /// The leader answers reads locally without checking that its lease is valid.
+    ReadWithoutLease,
 }
 
 #[derive(Clone, Debug)]

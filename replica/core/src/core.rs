@@ -1,6 +1,6 @@
 //! The core: one Multi-Paxos replica of one shard group, as a deterministic state machine.
 //! `step(now, input) -> outputs`; see `io.rs` for the persistence contract.
-use crate::config::CoreConfig;
+use crate::config::{CoreConfig, PlantedBug};
 use crate::io::{Input, Output, Record, Rejection};
 use crate::lease::LeaseTracker;
 use crate::log::Log;
@@ -236,6 +236,7 @@ impl Core {
     /// Whether this replica currently believes it may serve lease reads.
     pub fn holds_lease(&self, now: Duration) -> bool {
         match &self.role {
+            Role::Leader(_) if self.cfg.planted_bug == Some(PlantedBug::ReadWithoutLease) => true,
             Role::Leader(l) => {
                 self.cfg.lease.is_some()
                     && l.transfer.is_none()

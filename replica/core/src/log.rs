@@ -43,7 +43,13 @@ impl Log {
             return false;
         }
         match self.entries.get_mut(&slot) {
-            Some(e) if e.chosen => false,
+            // A chosen value stays, but the acceptor still records that it accepted it at the
+            // higher ballot: what it acknowledged must survive a crash.
+            Some(e) if e.chosen => {
+                let raised = ballot > e.ballot;
+                e.ballot = e.ballot.max(ballot);
+                raised
+            }
             Some(e) if e.ballot == ballot => false,
             Some(e) => {
                 e.ballot = ballot;
@@ -161,8 +167,12 @@ mod tests {
         let mut log = Log::default();
         assert!(log.accept(Slot(1), b(1), v(1)));
         assert!(log.mark_chosen_if(Slot(1), b(1)));
-        assert!(!log.accept(Slot(1), b(2), v(2)));
+        assert!(
+            log.accept(Slot(1), b(2), v(2)),
+            "the higher ballot is recorded"
+        );
         assert_eq!(log.get(Slot(1)).unwrap().batch, v(1));
+        assert_eq!(log.get(Slot(1)).unwrap().ballot, b(2));
     }
 
     #[test]

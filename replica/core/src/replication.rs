@@ -109,7 +109,8 @@ impl Core {
             return;
         }
         self.follow(ballot, from, false);
-        if self.log.accept(slot, ballot, batch.clone()) {
+        if self.log.accept(slot, ballot, batch) {
+            let batch = self.log.get(slot).expect("just accepted").batch.clone();
             self.stage(Record::Accept {
                 slot,
                 ballot,
@@ -135,7 +136,8 @@ impl Core {
         t_send: Duration,
         relinquish: bool,
     ) {
-        if ballot < self.promised {
+        let planted = self.cfg.planted_bug == Some(PlantedBug::AcceptLowerBallot);
+        if ballot < self.promised && !planted {
             self.send(
                 from,
                 Message::Nack {

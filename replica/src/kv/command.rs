@@ -72,11 +72,23 @@ pub struct KvResult {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    Put { prev: Option<KeyValue> },
-    Delete { deleted: Option<KeyValue> },
-    Get { kv: Option<KeyValue> },
-    Range { kvs: Vec<KeyValue>, more: bool },
-    Txn { succeeded: bool, gets: Vec<Option<KeyValue>> },
+    Put {
+        prev: Option<KeyValue>,
+    },
+    Delete {
+        deleted: Option<KeyValue>,
+    },
+    Get {
+        kv: Option<KeyValue>,
+    },
+    Range {
+        kvs: Vec<KeyValue>,
+        more: bool,
+    },
+    Txn {
+        succeeded: bool,
+        gets: Vec<Option<KeyValue>>,
+    },
     /// The client already moved past this sequence number: the command was not executed.
     Stale,
 }
@@ -91,7 +103,11 @@ impl KvCommand {
     pub fn is_read_only(&self) -> bool {
         match &self.op {
             Op::Get { .. } | Op::Range { .. } => true,
-            Op::Txn(t) => t.success.iter().chain(&t.failure).all(|o| matches!(o, TxnOp::Get { .. })),
+            Op::Txn(t) => t
+                .success
+                .iter()
+                .chain(&t.failure)
+                .all(|o| matches!(o, TxnOp::Get { .. })),
             _ => false,
         }
     }

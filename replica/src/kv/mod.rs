@@ -4,5 +4,7 @@ mod state_machine;
 #[cfg(test)]
 mod tests;
 
-pub use command::{Compare, CompareTarget, Key, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp, Value};
+pub use command::{
+    Compare, CompareTarget, Key, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp, Value,
+};
 pub use state_machine::KvStore;

@@ -1,6 +1,8 @@
 //! The versioned key-value state machine: an ordered map with one revision counter per shard,
 //! and a per-client session table that makes retried writes apply exactly once.
-use super::command::{Compare, CompareTarget, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp};
+use super::command::{
+    Compare, CompareTarget, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -25,7 +27,10 @@ impl KvStore {
                 return result.clone();
             }
             if cmd.seq < *seq {
-                return KvResult { revision: self.revision, outcome: Outcome::Stale };
+                return KvResult {
+                    revision: self.revision,
+                    outcome: Outcome::Stale,
+                };
             }
         }
         let result = self.execute(&cmd.op);
@@ -36,11 +41,16 @@ impl KvStore {
     /// Serves a read without going through the log (lease or quorum reads).
     pub fn read(&self, op: &Op) -> KvResult {
         let outcome = match op {
-            Op::Get { key } => Outcome::Get { kv: self.data.get(key).cloned() },
+            Op::Get { key } => Outcome::Get {
+                kv: self.data.get(key).cloned(),
+            },
             Op::Range { prefix, limit } => self.range(prefix, *limit),
             _ => panic!("read() takes Get or Range, got {op:?}"),
         };
-        KvResult { revision: self.revision, outcome }
+        KvResult {
+            revision: self.revision,
+            outcome,
+        }
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&KeyValue> {
@@ -51,24 +61,33 @@ impl KvStore {
         let outcome = match op {
             Op::Put { key, value } => {
                 self.revision += 1;
-                Outcome::Put { prev: self.put(key, value) }
+                Outcome::Put {
+                    prev: self.put(key, value),
+                }
             }
             Op::Delete { key } => {
                 if self.data.contains_key(key) {
                     self.revision += 1;
                 }
-                Outcome::Delete { deleted: self.data.remove(key) }
+                Outcome::Delete {
+                    deleted: self.data.remove(key),
+                }
             }
             Op::Get { .. } | Op::Range { .. } => return self.read(op),
             Op::Txn(t) => self.txn(t),
         };
-        KvResult { revision: self.revision, outcome }
+        KvResult {
+            revision: self.revision,
+            outcome,
+        }
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Option<KeyValue> {
         let rev = self.revision;
         let prev = self.data.get(key).cloned();
-        let (create, version) = prev.as_ref().map_or((rev, 1), |p| (p.create_revision, p.version + 1));
+        let (create, version) = prev
+            .as_ref()
+            .map_or((rev, 1), |p| (p.create_revision, p.version + 1));
         let kv = KeyValue {
             key: key.to_vec(),
             value: value.to_vec(),

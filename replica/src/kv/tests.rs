@@ -4,7 +4,10 @@ fn cmd(client: u64, seq: u64, op: Op) -> KvCommand {
     KvCommand { client, seq, op }
 }
 fn put(k: &str, v: &str) -> Op {
-    Op::Put { key: k.into(), value: v.into() }
+    Op::Put {
+        key: k.into(),
+        value: v.into(),
+    }
 }
 
 #[test]
@@ -13,8 +16,18 @@ fn put_get_delete_carry_revisions_and_versions() {
     assert_eq!(s.apply(&cmd(1, 1, put("a", "1"))).revision, 1);
     assert_eq!(s.apply(&cmd(1, 2, put("a", "2"))).revision, 2);
     let r = s.apply(&cmd(1, 3, Op::Get { key: "a".into() }));
-    let Outcome::Get { kv: Some(kv) } = r.outcome else { panic!() };
-    assert_eq!((kv.value.as_slice(), kv.version, kv.create_revision, kv.mod_revision), (&b"2"[..], 2, 1, 2));
+    let Outcome::Get { kv: Some(kv) } = r.outcome else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            kv.value.as_slice(),
+            kv.version,
+            kv.create_revision,
+            kv.mod_revision
+        ),
+        (&b"2"[..], 2, 1, 2)
+    );
     assert_eq!(r.revision, 2, "reads do not bump the revision");
     let r = s.apply(&cmd(1, 4, Op::Delete { key: "a".into() }));
     assert_eq!(r.revision, 3);
@@ -30,7 +43,11 @@ fn retried_write_applies_once_and_returns_the_same_result() {
     s.apply(&cmd(8, 1, put("k", "w")));
     let again = s.apply(&c);
     assert_eq!(first, again);
-    assert_eq!(s.get(b"k").unwrap().value, b"w", "the retry did not overwrite w");
+    assert_eq!(
+        s.get(b"k").unwrap().value,
+        b"w",
+        "the retry did not overwrite w"
+    );
     assert_eq!(s.revision(), 2);
     assert_eq!(s.apply(&cmd(7, 0, put("k", "old"))).outcome, Outcome::Stale);
 }
@@ -41,8 +58,19 @@ fn range_is_ordered_limited_and_prefix_bounded() {
     for (i, k) in ["b/2", "a/1", "b/1", "b/3", "c"].iter().enumerate() {
         s.apply(&cmd(1, i as u64 + 1, put(k, "x")));
     }
-    let Outcome::Range { kvs, more } = s.read(&Op::Range { prefix: "b/".into(), limit: 2 }).outcome else { panic!() };
-    let keys: Vec<_> = kvs.iter().map(|k| String::from_utf8(k.key.clone()).unwrap()).collect();
+    let Outcome::Range { kvs, more } = s
+        .read(&Op::Range {
+            prefix: "b/".into(),
+            limit: 2,
+        })
+        .outcome
+    else {
+        panic!()
+    };
+    let keys: Vec<_> = kvs
+        .iter()
+        .map(|k| String::from_utf8(k.key.clone()).unwrap())
+        .collect();
     assert_eq!(keys, ["b/1", "b/2"]);
     assert!(more);
 }
@@ -53,28 +81,70 @@ fn txn_compares_value_version_and_mod_revision() {
     s.apply(&cmd(1, 1, put("k", "v1")));
     let cas = |expect: Option<&str>, new: &str| {
         Op::Txn(Txn {
-            compares: vec![Compare { key: "k".into(), target: CompareTarget::Value(expect.map(|e| e.into())) }],
-            success: vec![TxnOp::Put { key: "k".into(), value: new.into() }],
+            compares: vec![Compare {
+                key: "k".into(),
+                target: CompareTarget::Value(expect.map(|e| e.into())),
+            }],
+            success: vec![TxnOp::Put {
+                key: "k".into(),
+                value: new.into(),
+            }],
             failure: vec![TxnOp::Get { key: "k".into() }],
         })
     };
     let r = s.apply(&cmd(1, 2, cas(Some("nope"), "v2")));
-    assert!(matches!(r.outcome, Outcome::Txn { succeeded: false, .. }));
-    assert_eq!(r.revision, 1, "a failed compare with read-only else-branch writes nothing");
+    assert!(matches!(
+        r.outcome,
+        Outcome::Txn {
+            succeeded: false,
+            ..
+        }
+    ));
+    assert_eq!(
+        r.revision, 1,
+        "a failed compare with read-only else-branch writes nothing"
+    );
     let r = s.apply(&cmd(1, 3, cas(Some("v1"), "v2")));
-    assert!(matches!(r.outcome, Outcome::Txn { succeeded: true, .. }));
+    assert!(matches!(
+        r.outcome,
+        Outcome::Txn {
+            succeeded: true,
+            ..
+        }
+    ));
     assert_eq!(s.get(b"k").unwrap().value, b"v2");
     let ver = Op::Txn(Txn {
         compares: vec![
-            Compare { key: "k".into(), target: CompareTarget::Version(2) },
-            Compare { key: "k".into(), target: CompareTarget::ModRevision(2) },
-            Compare { key: "missing".into(), target: CompareTarget::Version(0) },
+            Compare {
+                key: "k".into(),
+                target: CompareTarget::Version(2),
+            },
+            Compare {
+                key: "k".into(),
+                target: CompareTarget::ModRevision(2),
+            },
+            Compare {
+                key: "missing".into(),
+                target: CompareTarget::Version(0),
+            },
         ],
-        success: vec![TxnOp::Delete { key: "k".into() }, TxnOp::Put { key: "n".into(), value: "1".into() }],
+        success: vec![
+            TxnOp::Delete { key: "k".into() },
+            TxnOp::Put {
+                key: "n".into(),
+                value: "1".into(),
+            },
+        ],
         failure: vec![],
     });
     let r = s.apply(&cmd(1, 4, ver));
-    assert!(matches!(r.outcome, Outcome::Txn { succeeded: true, .. }));
+    assert!(matches!(
+        r.outcome,
+        Outcome::Txn {
+            succeeded: true,
+            ..
+        }
+    ));
     assert_eq!(r.revision, 3, "one revision for the whole transaction");
     assert!(s.get(b"k").is_none());
     assert_eq!(s.get(b"n").unwrap().mod_revision, 3);

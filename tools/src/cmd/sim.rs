@@ -1,0 +1,115 @@
+//! `meridian sim --seeds A..B --sites 5|9 [--faults LIST] [--ops N] [--bug NAME]`
+use anyhow::{bail, Context, Result};
+use meridian_core::PlantedBug;
+use meridian_testkit::sim::{sweep, Faults, SimConfig};
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct SimArgs {
+    /// Seed range, end exclusive: `1000..1050`, or one seed: `7`.
+    #[arg(long, default_value = "0..20")]
+    seeds: String,
+    /// 5 (majority quorum) or 9 (hierarchical 3x3 quorum).
+    #[arg(long, default_value_t = 5)]
+    sites: usize,
+    /// Faults to inject: all, none, or a list of loss,dup,reorder,partition,crash,drift.
+    #[arg(long, default_value = "all")]
+    faults: String,
+    /// Client operations per seed.
+    #[arg(long, default_value_t = 200)]
+    ops: usize,
+    /// Plant a bug to prove the checkers catch it: accept-lower-ballot (acceptors accept lower
+    /// ballots), read-without-lease (leaders read locally without a valid lease) or
+    /// drift-beyond-bound (clocks drift far beyond the lease's ε).
+    #[arg(long)]
+    bug: Option<String>,
+    /// Disable leader leases (every read goes through the log).
+    #[arg(long)]
+    no_lease: bool,
+    /// Write the history of each failing seed to DIR/seed-N.jsonl.
+    #[arg(long)]
+    history_dir: Option<std::path::PathBuf>,
+}
+
+pub fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>> {
+    if let Some((a, b)) = s.split_once("..") {
+        let (a, b): (u64, u64) = (
+            a.trim().parse().context("seed range start")?,
+            b.trim().parse().context("seed range end")?,
+        );
+        if b <= a {
+            bail!("empty seed range {s} (the end is exclusive)");
+        }
+        Ok(a..b)
+    } else {
+        let a: u64 = s
+            .trim()
+            .parse()
+            .with_context(|| format!("--seeds '{s}' is neither A..B nor a number"))?;
+        Ok(a..a + 1)
+    }
+}
+
+pub fn run(a: SimArgs) -> Result<ExitCode> {
+    let seeds = parse_seeds(&a.seeds)?;
+    let mut cfg = SimConfig::for_sites(a.sites).map_err(anyhow::Error::msg)?;
+    cfg.faults = Faults::parse(&a.faults).map_err(anyhow::Error::msg)?;
+    if a.ops == 0 {
+        bail!("--ops must be at least 1");
+    }
+    cfg.ops = a.ops;
+    cfg.lease = !a.no_lease;
+    match a.bug.as_deref() {
+        None => {}
+        Some("accept-lower-ballot") => cfg.planted_bug = Some(PlantedBug::AcceptLowerBallot),
+        Some("read-without-lease") => cfg.planted_bug = Some(PlantedBug::ReadWithoutLease),
+        Some("drift-beyond-bound") => {
+            cfg.drift_beyond_bound = true;
+            cfg.preferred_leader = Some(meridian_core::SiteId(0));
+        }
+        Some(other) => bail!("unknown --bug '{other}' (known: accept-lower-ballot, read-without-lease, drift-beyond-bound)"),
+    }
+    if let Some(d) = &a.history_dir {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let summary = sweep(&cfg, seeds, |r| {
+        if r.failed() {
+            let mut line = format!(
+                "seed {} FAILED: violations={} agreement={} incomplete={}; reproduce: meridian sim --seeds {} --sites {} --faults {} --ops {}",
+                r.seed,
+                r.violations(),
+                r.agreement_violations,
+                r.incomplete_after_heal,
+                r.seed,
+                a.sites,
+                cfg.faults.names(),
+                a.ops
+            );
+            if let Some(b) = &a.bug {
+                line += &format!(" --bug {b}");
+            }
+            if a.no_lease {
+                line += " --no-lease";
+            }
+            println!("{line}");
+            for e in &r.examples {
+                println!("  {e}");
+            }
+            if let Some(d) = &a.history_dir {
+                let path = d.join(format!("seed-{}.jsonl", r.seed));
+                if let Err(e) =
+                    std::fs::write(&path, meridian_testkit::history::to_jsonl(&r.history))
+                {
+                    eprintln!("could not write {}: {e}", path.display());
+                }
+            }
+        }
+    });
+    println!("{}", serde_json::to_string(&summary)?);
+    let bad = summary.violations + summary.agreement_violations + summary.incomplete_after_heal;
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
