@@ -24,6 +24,8 @@ pub(crate) struct Candidate {
     pub merged: BTreeMap<Slot, LogEntry>,
     /// The highest snapshot point among the promises, and who holds it.
     pub max_snapshot: (Slot, SiteId),
+    /// Commands a leader had queued when it re-prepared at a higher ballot.
+    pub carried: VecDeque<Command>,
 }
 
 pub(crate) struct InFlight {
@@ -46,11 +48,17 @@ pub(crate) struct Leader {
     pub last_heartbeat: Duration,
     /// Leadership transfer in progress, until this time.
     pub transfer: Option<Duration>,
+    /// An acceptor refused us for a higher ballot: re-prepare above it (a lone stale
+    /// candidate must not unseat a leader that still reaches a quorum).
+    pub bump: bool,
 }
 
-/// A promise this acceptor made: no prepare of another ballot until `until` (own clock).
-/// `ballot: None` blocks every prepare (used after a restart, when promises made before the
-/// crash are forgotten).
+/// A hold this acceptor placed: no prepare from a site other than `ballot.site` is answered
+/// before `until` (own clock), and we do not campaign ourselves. It is set by a leader's
+/// accept or heartbeat (the leader-lease promise, DESIGN.md §2) and, for a shorter time, by
+/// promising a candidate (stickiness: no rival candidacy while one is under way).
+/// `ballot: None` blocks every prepare (after a restart, when holds made before the crash are
+/// forgotten).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LeasePromise {
     pub ballot: Option<Ballot>,
@@ -426,17 +434,20 @@ impl Core {
     /// Gives up candidacy or leadership; never-proposed commands are handed back.
     pub(crate) fn step_down(&mut self) {
         let old = std::mem::replace(&mut self.role, Role::Follower);
-        if let Role::Leader(l) = old {
-            if !l.queue.is_empty() {
-                let commands = l.queue.into_iter().collect();
-                self.out.push(Output::NotLeader {
-                    commands,
-                    hint: None,
-                });
-            }
-            if self.leader_hint == Some(self.cfg.me) {
-                self.leader_hint = None;
-            }
+        let queued = match old {
+            Role::Leader(l) => l.queue,
+            Role::Candidate(c) => c.carried,
+            Role::Follower => VecDeque::new(),
+        };
+        if !queued.is_empty() {
+            let commands = queued.into_iter().collect();
+            self.out.push(Output::NotLeader {
+                commands,
+                hint: None,
+            });
+        }
+        if self.leader_hint == Some(self.cfg.me) {
+            self.leader_hint = None;
         }
         self.reset_election_timer();
     }

@@ -9,14 +9,20 @@ use crate::types::{Ballot, Batch, LogEntry, SiteId, Slot};
 use std::collections::{BTreeMap, VecDeque};
 
 impl Core {
-    /// Campaigns for a new ballot, unless a lease promise we made still forbids it.
+    /// Campaigns for a new ballot, unless a hold we placed for another site still forbids it.
+    /// A leader re-preparing at a higher ballot keeps its queued commands.
     pub(crate) fn start_election(&mut self) {
-        if let Some(LeasePromise { until, .. }) = self.lease_promise {
-            if self.now < until {
+        if let Some(LeasePromise { until, ballot }) = self.lease_promise {
+            if self.now < until && ballot.map(|b| b.site) != Some(self.cfg.me) {
                 self.election_deadline = until;
                 return;
             }
         }
+        let carried = match std::mem::replace(&mut self.role, Role::Follower) {
+            Role::Leader(l) => l.queue,
+            Role::Candidate(c) => c.carried,
+            Role::Follower => VecDeque::new(),
+        };
         let round = self.promised.round.max(self.highest_seen.round) + 1;
         let ballot = Ballot {
             round,
@@ -27,6 +33,7 @@ impl Core {
             promised_by: SiteSet::default(),
             merged: BTreeMap::new(),
             max_snapshot: (Slot::ZERO, self.cfg.me),
+            carried,
         });
         self.leader_hint = None;
         self.failed_elections = (self.failed_elections + 1).min(16);
@@ -49,13 +56,14 @@ impl Core {
             return;
         }
         if let Some(p) = self.lease_promise {
-            if self.now < p.until && p.ballot != Some(ballot) {
-                // Withheld: we promised a leader's lease that no other ballot starts before
-                // `until`. The candidate retries after its timeout.
+            if self.now < p.until && p.ballot.map(|b| b.site) != Some(ballot.site) {
+                // Withheld: we hold for another site (its lease, or its candidacy). The
+                // candidate retries after its timeout.
                 return;
             }
         }
         self.raise_promise(ballot);
+        self.hold_for(ballot, self.cfg.election_timeout / 2);
         if from != self.cfg.me {
             self.reset_election_timer();
         }
@@ -141,6 +149,7 @@ impl Core {
             peer_commit: vec![Slot::ZERO; n],
             last_heartbeat: self.now,
             transfer: None,
+            bump: false,
         }));
         self.leader_hint = Some(self.cfg.me);
         self.failed_elections = 0;
@@ -157,13 +166,37 @@ impl Core {
             slot = slot.next();
         }
         self.propose_at(last.next(), Batch::noop());
+        if let Role::Leader(l) = &mut self.role {
+            l.queue = c.carried;
+        }
+        self.try_propose();
     }
 
     pub(crate) fn on_nack(&mut self, promised: Ballot) {
         self.highest_seen = self.highest_seen.max(promised);
-        if self.own_ballot().is_some_and(|b| b < promised) {
-            self.step_down();
+        match &mut self.role {
+            Role::Leader(l) if l.ballot < promised => l.bump = true,
+            Role::Candidate(c) if c.ballot < promised => self.step_down(),
+            _ => {}
         }
+    }
+
+    /// Places (or extends) a hold for `ballot`'s site until `now + d`, unless a hold for
+    /// another site is still active.
+    pub(crate) fn hold_for(&mut self, ballot: Ballot, d: std::time::Duration) {
+        let mut until = self.now + d;
+        if let Some(p) = self.lease_promise {
+            if self.now < p.until {
+                if p.ballot.map(|b| b.site) != Some(ballot.site) {
+                    return;
+                }
+                until = until.max(p.until);
+            }
+        }
+        self.lease_promise = Some(LeasePromise {
+            ballot: Some(ballot),
+            until,
+        });
     }
 
     /// The leader asks us to campaign now (it gave up its lease for this transfer).

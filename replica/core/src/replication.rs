@@ -74,14 +74,19 @@ impl Core {
             self.failed_elections = 0;
             self.reset_election_timer();
         }
-        let Some(lease) = self.cfg.lease else { return };
         if relinquish {
             if self.lease_promise.is_some_and(|p| p.ballot == Some(ballot)) {
                 self.lease_promise = None;
             }
             return;
         }
-        let until = self.now + lease.mul_f64(1.0 + self.cfg.drift_bound);
+        // The leader-lease promise; without leases, still stickiness, so that a live leader is
+        // not unseated by a rival that merely timed out.
+        let hold = match self.cfg.lease {
+            Some(lease) => lease.mul_f64(1.0 + self.cfg.drift_bound),
+            None => self.cfg.election_timeout / 2,
+        };
+        let until = self.now + hold;
         let until = self.lease_promise.map_or(until, |p| p.until.max(until));
         self.lease_promise = Some(LeasePromise {
             ballot: Some(ballot),
@@ -251,6 +256,10 @@ impl Core {
             }
         }
         let lost_quorum = !self.cfg.quorum.is_phase2_quorum(contact);
+        if l.bump && !lost_quorum && l.transfer.is_none() {
+            self.start_election();
+            return;
+        }
         let transfer_failed = l.transfer.is_some_and(|t| now >= t);
         if lost_quorum || transfer_failed {
             if transfer_failed {

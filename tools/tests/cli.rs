@@ -1,0 +1,90 @@
+//! The `meridian` command as users and scripts drive it.
+use std::process::Command;
+
+fn meridian(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sim_prints_a_json_summary_last() {
+    let (code, out, _) = meridian(&["sim", "--seeds", "5..8", "--sites", "5", "--ops", "50"]);
+    assert_eq!(code, 0, "{out}");
+    let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(last["seeds"], 3);
+    assert_eq!(last["violations"], 0);
+    assert_eq!(last["agreement_violations"], 0);
+    assert_eq!(last["incomplete_after_heal"], 0);
+}
+
+#[test]
+fn sim_prints_a_reproduce_line_for_each_failing_seed() {
+    let (code, out, _) = meridian(&[
+        "sim",
+        "--seeds",
+        "0..30",
+        "--sites",
+        "5",
+        "--bug",
+        "read-without-lease",
+    ]);
+    assert_eq!(code, 1);
+    let line = out
+        .lines()
+        .find(|l| l.contains("FAILED"))
+        .expect("a failing seed");
+    let cmd = line
+        .split("reproduce: meridian ")
+        .nth(1)
+        .expect("reproduce command");
+    let args: Vec<&str> = cmd.split_whitespace().collect();
+    let (code, again, _) = meridian(&args);
+    assert_eq!(code, 1, "the reproduce command fails the same way");
+    let seed = line.split_whitespace().nth(1).unwrap();
+    assert!(again.contains(&format!("seed {seed} FAILED")));
+}
+
+#[test]
+fn sim_rejects_bad_arguments_clearly() {
+    let (code, _, err) = meridian(&["sim", "--sites", "7"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("5 or 9"), "{err}");
+    let (code, _, err) = meridian(&["sim", "--seeds", "9..3"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("empty seed range"), "{err}");
+    let (code, _, err) = meridian(&["sim", "--faults", "meteor"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown fault 'meteor'"), "{err}");
+    let (code, _, err) = meridian(&["sim", "--bug", "nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown --bug"), "{err}");
+}
+
+#[test]
+fn check_accepts_a_linearizable_history_and_rejects_a_stale_read() {
+    let dir = std::env::temp_dir().join(format!("meridian-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = r#"{"process":1,"op":"put","key":"k","value":"a","expect":null,"invoke_ns":0,"complete_ns":10,"outcome":"ok","read":null}
+{"process":2,"op":"get","key":"k","value":null,"expect":null,"invoke_ns":20,"complete_ns":30,"outcome":"ok","read":"a","path":"quorum"}
+"#;
+    let bad = good.replace(r#""read":"a""#, r#""read":null"#);
+    std::fs::write(dir.join("good.jsonl"), good).unwrap();
+    std::fs::write(dir.join("bad.jsonl"), bad).unwrap();
+    std::fs::write(dir.join("broken.jsonl"), "{not json\n").unwrap();
+    let (code, out, _) = meridian(&["check", dir.join("good.jsonl").to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(r#""linearizable":true"#));
+    let (code, out, _) = meridian(&["check", dir.join("bad.jsonl").to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("NOT linearizable"));
+    let (code, _, err) = meridian(&["check", dir.join("broken.jsonl").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("line 1"), "{err}");
+}
