@@ -22,6 +22,8 @@ enum Command {
     Sim(cmd::sim::SimArgs),
     /// Check a recorded history file (DESIGN.md §7b) for linearizability.
     Check(cmd::check::CheckArgs),
+    /// Score replica placements over an RTT matrix, with failure-domain analysis.
+    Plan(cmd::plan::PlanArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +35,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Sim(a) => cmd::sim::run(a),
         Command::Check(a) => cmd::check::run(a),
+        Command::Plan(a) => cmd::plan::run(a),
     };
     match result {
         Ok(code) => code,

@@ -88,3 +88,113 @@ fn check_accepts_a_linearizable_history_and_rejects_a_stale_read() {
     assert_eq!(code, 2);
     assert!(err.contains("line 1"), "{err}");
 }
+
+#[test]
+fn plan_json_follows_the_design_schema() {
+    let (code, out, err) = meridian(&[
+        "plan",
+        "--candidates",
+        "us-east-1,us-west-2,eu-west-1,eu-central-1,ap-northeast-1,ap-southeast-2,sa-east-1",
+        "--replicas",
+        "5",
+        "--demand",
+        "us-east-1=1,eu-central-1=1,ap-northeast-1=1",
+        "--leases",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["model"], "v1");
+    assert_eq!(j["search"]["method"], "exhaustive");
+    let p = &j["placements"][0];
+    for f in [
+        "rank",
+        "sites",
+        "leader",
+        "lease_holders",
+        "objective_ms",
+        "per_region",
+        "failures",
+        "linchpin",
+    ] {
+        assert!(p.get(f).is_some(), "missing {f}");
+    }
+    let r = &p["per_region"][0];
+    for f in [
+        "region",
+        "write_ms",
+        "leader_read_ms",
+        "quorum_read_ms",
+        "lease_read_ms",
+        "read_ms",
+    ] {
+        assert!(r.get(f).is_some(), "missing per_region.{f}");
+    }
+    let f = &p["failures"][0];
+    for k in [
+        "lost",
+        "kind",
+        "feasible",
+        "leader",
+        "objective_ms",
+        "per_region",
+    ] {
+        assert!(f.get(k).is_some(), "missing failures.{k}");
+    }
+}
+
+#[test]
+fn plan_reads_a_json_matrix_and_draws_a_map() {
+    let dir = std::env::temp_dir().join(format!("meridian-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = r#"{"regions":["a","b","c","d","e"],"ms":[[0,10,20,30,40],[10,0,10,20,30],[20,10,0,10,20],[30,20,10,0,10],[40,30,20,10,0]]}"#;
+    let mpath = dir.join("rtt.json");
+    std::fs::write(&mpath, json).unwrap();
+    let svg = dir.join("map.svg");
+    let (code, out, err) = meridian(&[
+        "plan",
+        "--rtt-from",
+        mpath.to_str().unwrap(),
+        "--json",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["placements"][0]["sites"].as_array().unwrap().len(), 5);
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.starts_with("<svg") && drawn.trim_end().ends_with("</svg>"));
+}
+
+#[test]
+fn plan_errors_say_what_is_wrong() {
+    let dir = std::env::temp_dir().join(format!("meridian-plan-err-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let asym = dir.join("asym.csv");
+    std::fs::write(&asym, "region,a,b\na,0,10\nb,30,0\n").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["plan", "--rtt", asym.to_str().unwrap()], "asymmetric"),
+        (
+            vec!["plan", "--candidates", "us-east-1,mars-1"],
+            "unknown region 'mars-1'",
+        ),
+        (vec!["plan", "--replicas", "7"], "5 or 9"),
+        (vec!["plan", "--quorum", "hierarchical"], "--replicas 9"),
+        (
+            vec![
+                "plan",
+                "--fixed",
+                "eu-west-1,eu-west-2,eu-central-1,us-east-1,us-east-2",
+                "--survive",
+                "continent",
+            ],
+            "losing continent 'Europe'",
+        ),
+        (vec!["plan", "--demand", "us-east-1=x"], "not a number"),
+    ];
+    for (args, want) in cases {
+        let (code, _, err) = meridian(&args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
