@@ -4,5 +4,6 @@
 
 mod error;
 pub mod kv;
+pub mod storage;
 
 pub use error::Error;

@@ -8,11 +8,22 @@ use meridian_testkit::sim::{run_seed, sweep, SimConfig};
 fn acceptors_accepting_lower_ballots_are_caught_within_200_seeds() {
     let mut cfg = SimConfig::for_sites(5).unwrap();
     cfg.planted_bug = Some(PlantedBug::AcceptLowerBallot);
-    let s = sweep(&cfg, 3000..3200, |_| {});
+    let mut acceptor_rule = 0;
+    let s = sweep(&cfg, 3000..3200, |r| {
+        acceptor_rule += r.examples.iter().any(|e| e.starts_with("acceptor:")) as u32
+    });
     assert!(
         s.violations + s.agreement_violations > 0,
         "the planted bug went unnoticed: {s:?}"
     );
+    // Not a lucky seed: the acceptor-rule checker sees it in many runs, and the end-to-end
+    // checkers (agreement or linearizability) see its consequences too.
+    assert!(
+        acceptor_rule >= 20,
+        "acceptor rule broken in only {acceptor_rule} of 200 seeds"
+    );
+    assert!(s.failing_seeds.len() >= 20);
+    assert!(s.agreement_violations > 0, "no divergence observed: {s:?}");
 }
 
 #[test]

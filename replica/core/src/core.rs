@@ -254,6 +254,36 @@ impl Core {
             _ => false,
         }
     }
+    /// The whole durable state as a short record list equivalent to everything persisted so
+    /// far (promise, snapshot, held entries): storage may replace its log with it (compaction).
+    /// It may include records whose own `Persist` is still in flight; making them durable
+    /// early is harmless.
+    pub fn compaction_records(&self) -> Vec<Record> {
+        let mut out = vec![Record::Promise(self.promised)];
+        if let Some((through, data)) = self.log.snapshot() {
+            out.push(Record::Snapshot {
+                through: *through,
+                data: data.clone(),
+            });
+        }
+        for (slot, e) in self.log.entries_from(Slot::ZERO) {
+            if e.ballot != Ballot::ZERO {
+                out.push(Record::Accept {
+                    slot,
+                    ballot: e.ballot,
+                    batch: e.batch.clone(),
+                });
+            }
+            if e.chosen {
+                out.push(Record::Chosen {
+                    slot,
+                    batch: e.batch,
+                });
+            }
+        }
+        out
+    }
+
     /// Commands queued or in flight at the leader (for admission control and metrics).
     pub fn pending(&self) -> usize {
         match &self.role {

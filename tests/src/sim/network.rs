@@ -19,6 +19,8 @@ pub struct Network {
 pub const LOSS_P: f64 = 0.03;
 pub const DUP_P: f64 = 0.02;
 pub const REORDER_JITTER_NS: u64 = 30_000_000;
+/// A duplicate may arrive much later than the original (a replay from a stale connection).
+pub const DUP_DELAY_MAX_NS: u64 = 3_000_000_000;
 
 impl Network {
     pub fn new(m: &RttMatrix, sites: usize) -> Network {
@@ -95,7 +97,7 @@ impl Network {
         }
         let mut out = vec![at];
         if self.faulty && self.dup && rng.chance(DUP_P) {
-            out.push(at + rng.below(REORDER_JITTER_NS));
+            out.push(at + rng.below(DUP_DELAY_MAX_NS));
         }
         out
     }

@@ -4,18 +4,22 @@
 use super::invariants::durability::Acknowledged;
 use meridian_core::{Core, Record};
 use meridian_replica::kv::KvStore;
+use meridian_replica::storage::{LogStore, MemLog};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use super::client::ClientRequest;
+
+/// Rewrite the simulated log once it holds this many records.
+pub const COMPACT_AT_RECORDS: u64 = 100;
 
 pub struct SimNode {
     pub core: Option<Core>,
     pub kv: KvStore,
     pub region: usize,
     pub incarnation: u64,
-    /// Durable records, in order.
-    pub disk: Vec<Record>,
+    /// Durable records (the same in-memory log the storage conformance suite checks).
+    pub disk: MemLog,
     /// Written but not yet fsync'd.
     pub pending_disk: VecDeque<(u64, Vec<Record>)>,
     pub disk_free_at: u64,
@@ -37,7 +41,7 @@ impl SimNode {
             kv: KvStore::default(),
             region,
             incarnation: 0,
-            disk: Vec::new(),
+            disk: MemLog::default(),
             pending_disk: VecDeque::new(),
             disk_free_at: 0,
             waiting: BTreeMap::new(),
@@ -70,7 +74,16 @@ impl SimNode {
     pub fn persisted(&mut self, token: u64) {
         while self.pending_disk.front().is_some_and(|(t, _)| *t <= token) {
             let (_, records) = self.pending_disk.pop_front().expect("front exists");
-            self.disk.extend(records);
+            self.disk.append(&records).expect("memory");
+        }
+        self.disk.sync().expect("memory");
+        // Compact like the real WAL does: replace the log with the core's equivalent state.
+        if self.disk.size() > COMPACT_AT_RECORDS {
+            if let Some(core) = &self.core {
+                self.disk
+                    .rewrite(&core.compaction_records())
+                    .expect("memory");
+            }
         }
     }
 }

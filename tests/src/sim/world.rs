@@ -3,7 +3,9 @@
 use super::client::{ClientOp, ClientReply, ClientRequest, Pending, SimClient, CLIENT_TIMEOUT_NS};
 use super::config::SimConfig;
 use super::events::{Event, Queue};
-use super::invariants::{agreement::Agreement, election::ElectionSafety, lease, Findings};
+use super::invariants::{
+    acceptor, agreement::Agreement, election::ElectionSafety, lease, Findings,
+};
 use super::network::Network;
 use super::node::SimNode;
 use crate::history::{HistoryOp, OpKind, Outcome as HOutcome};
@@ -254,7 +256,7 @@ impl World {
             self.nodes[i].core = Some(Core::new(cfg, local));
             Vec::new()
         } else {
-            let (core, outs) = Core::recover(cfg, local, self.nodes[i].disk.clone());
+            let (core, outs) = Core::recover(cfg, local, self.nodes[i].disk.durable().to_vec());
             self.nodes[i]
                 .acked
                 .check_recovered(i, &core, &mut self.findings);
@@ -417,6 +419,7 @@ impl World {
         for o in outs {
             match o {
                 Output::Send { to, msg } => {
+                    acceptor::check_send(i, &self.nodes[i].acked, &msg, &mut self.findings);
                     self.nodes[i].acked.sent(&msg);
                     let to = to.0 as usize;
                     let (ra, rb) = (self.nodes[i].region, self.nodes[to].region);

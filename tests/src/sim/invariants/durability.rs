@@ -12,6 +12,11 @@ pub struct Acknowledged {
 }
 
 impl Acknowledged {
+    /// The highest ballot this site has acknowledged (promised or accepted).
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+
     /// Notes what an outgoing message acknowledges.
     pub fn sent(&mut self, msg: &Message) {
         match msg {

@@ -1,4 +1,5 @@
 //! One file per invariant (DESIGN.md §9). Each records what it finds; the run reports it.
+pub mod acceptor;
 pub mod agreement;
 pub mod durability;
 pub mod election;

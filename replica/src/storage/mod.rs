@@ -1,0 +1,24 @@
+//! Durable storage (DESIGN.md §3): the write-ahead log of a shard group's acceptor state, and the
+//! in-memory log the simulator uses. Both pass the same conformance suite.
+#[cfg(test)]
+mod conformance;
+mod frame;
+mod mem;
+mod wal;
+
+pub use mem::MemLog;
+pub use wal::{FileLog, Recovery, StorageError};
+
+use meridian_core::Record;
+
+/// What the driver needs from a log: append, make durable, reload, and rewrite compacted.
+pub trait LogStore {
+    /// Buffers records (not yet durable).
+    fn append(&mut self, records: &[Record]) -> Result<(), StorageError>;
+    /// Makes every appended record durable (one fsync for all: group commit).
+    fn sync(&mut self) -> Result<(), StorageError>;
+    /// Replaces the whole log with `records` (an equivalent, compacted state), durably.
+    fn rewrite(&mut self, records: &[Record]) -> Result<(), StorageError>;
+    /// Bytes the log occupies (to decide when to compact).
+    fn size(&self) -> u64;
+}
