@@ -4,6 +4,11 @@
 
 mod error;
 pub mod kv;
+pub mod node;
+pub mod client;
+pub mod config;
 pub mod storage;
+pub mod tls;
+pub mod wire;
 
 pub use error::Error;

@@ -24,18 +24,33 @@ enum Command {
     Check(cmd::check::CheckArgs),
     /// Score replica placements over an RTT matrix, with failure-domain analysis.
     Plan(cmd::plan::PlanArgs),
+    /// Generate a cluster CA and a certificate per site, proxy and client.
+    Certs(cmd::certs::CertsArgs),
+    /// Run one replica site (all its shard groups).
+    Replica(cmd::replica::ReplicaArgs),
+    /// A local emulated five-region cluster, a workload from every region, a latency report.
+    Demo(cmd::demo::DemoArgs),
+    /// Start or stop a local cluster.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCmd),
 }
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    meridian_replica::tls::install_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sim(a) => cmd::sim::run(a),
         Command::Check(a) => cmd::check::run(a),
         Command::Plan(a) => cmd::plan::run(a),
+        Command::Certs(a) => cmd::certs::run(a),
+        Command::Replica(a) => cmd::replica::run(a),
+        Command::Cluster(c) => cmd::cluster::run(c),
+        Command::Demo(a) => cmd::demo::run(a),
     };
     match result {
         Ok(code) => code,

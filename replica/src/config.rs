@@ -1,0 +1,224 @@
+//! `cluster.toml`: every site, the shard count, quorum system, leader preference, lease policy,
+//! TLS files and optional WAN emulation. Relative paths are relative to the file's directory.
+use meridian_core::{CoreConfig, Quorum, SiteId};
+use meridian_topology::RttMatrix;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub cluster: ClusterSection,
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub wan: WanSection,
+    #[serde(rename = "site")]
+    pub sites: Vec<SiteConfig>,
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn d_shards() -> u32 {
+    4
+}
+fn d_quorum() -> String {
+    "majority".into()
+}
+fn d_lease() -> u64 {
+    1000
+}
+fn d_drift() -> f64 {
+    0.01
+}
+fn d_heartbeat() -> u64 {
+    100
+}
+fn d_election() -> u64 {
+    1500
+}
+fn d_jitter() -> u64 {
+    1000
+}
+fn d_snapshot() -> u64 {
+    10_000
+}
+fn d_compact() -> u64 {
+    64 << 20
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub name: String,
+    /// Shard groups; every site hosts one replica of each.
+    #[serde(default = "d_shards")]
+    pub shards: u32,
+    /// "majority" or "hierarchical" (9 sites as 3 groups of 3, in site order).
+    #[serde(default = "d_quorum")]
+    pub quorum: String,
+    /// Site that campaigns first and takes leadership back (e.g. the planner's choice).
+    #[serde(default)]
+    pub preferred_leader: Option<String>,
+    /// Leader lease length; 0 disables lease reads.
+    #[serde(default = "d_lease")]
+    pub lease_ms: u64,
+    /// Clock drift rate bound ε.
+    #[serde(default = "d_drift")]
+    pub drift_bound: f64,
+    #[serde(default = "d_heartbeat")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "d_election")]
+    pub election_timeout_ms: u64,
+    #[serde(default = "d_jitter")]
+    pub election_jitter_ms: u64,
+    /// Snapshot the state machine every this many applied slots.
+    #[serde(default = "d_snapshot")]
+    pub snapshot_every: u64,
+    /// Compact the WAL when it grows beyond this many bytes.
+    #[serde(default = "d_compact")]
+    pub compact_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// Directory holding `<name>.pem` and `<name>.key` for every site and proxy.
+    pub cert_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WanSection {
+    /// RTT matrix CSV for emulated delays: "embedded" (the shipped AWS matrix) or a path.
+    /// Without it there is no emulated delay.
+    #[serde(default)]
+    pub rtt_matrix: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub name: String,
+    /// Region name (in the RTT matrix when WAN emulation is on).
+    pub region: String,
+    /// Address serving both the peer and the client gRPC services.
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub continent: Option<String>,
+}
+
+impl ClusterConfig {
+    pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut c: ClusterConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        c.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        c.validate().map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
+        Ok(c)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let n = self.sites.len();
+        if n == 0 || n > 16 {
+            return Err(format!("[[site]]: need 1 to 16 sites, found {n}"));
+        }
+        for (i, s) in self.sites.iter().enumerate() {
+            if self.sites[..i].iter().any(|o| o.name == s.name) {
+                return Err(format!("[[site]] name '{}' appears twice", s.name));
+            }
+            if self.sites[..i].iter().any(|o| o.addr == s.addr) {
+                return Err(format!("[[site]] '{}': addr {} is used by another site", s.name, s.addr));
+            }
+        }
+        match self.cluster.quorum.as_str() {
+            "majority" => {}
+            "hierarchical" if n == 9 => {}
+            "hierarchical" => return Err(format!("cluster.quorum = \"hierarchical\" needs 9 sites, found {n}")),
+            o => return Err(format!("cluster.quorum must be \"majority\" or \"hierarchical\", not \"{o}\"")),
+        }
+        if self.cluster.shards == 0 || self.cluster.shards > 1024 {
+            return Err(format!("cluster.shards must be 1..=1024, not {}", self.cluster.shards));
+        }
+        if let Some(p) = &self.cluster.preferred_leader {
+            if self.site_index(p).is_none() {
+                return Err(format!("cluster.preferred_leader '{p}' is not a [[site]] name"));
+            }
+        }
+        if !(0.0..0.5).contains(&self.cluster.drift_bound) {
+            return Err("cluster.drift_bound must be within [0, 0.5)".into());
+        }
+        if self.cluster.lease_ms >= self.cluster.election_timeout_ms {
+            return Err("cluster.lease_ms must be below cluster.election_timeout_ms".into());
+        }
+        if let Some(m) = self.rtt_matrix().map_err(|e| format!("wan.rtt_matrix: {e}"))? {
+            for s in &self.sites {
+                m.index(&s.region).map_err(|_| format!("[[site]] '{}': region '{}' is not in wan.rtt_matrix", s.name, s.region))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn site_index(&self, name: &str) -> Option<usize> {
+        self.sites.iter().position(|s| s.name == name)
+    }
+
+    pub fn quorum(&self) -> Quorum {
+        match self.cluster.quorum.as_str() {
+            "hierarchical" => Quorum::three_by_three(),
+            _ => Quorum::Majority(self.sites.len()),
+        }
+    }
+
+    /// The emulated WAN's RTT matrix, if configured.
+    pub fn rtt_matrix(&self) -> Result<Option<RttMatrix>, String> {
+        match self.wan.rtt_matrix.as_deref() {
+            None => Ok(None),
+            Some("embedded") => Ok(Some(RttMatrix::embedded())),
+            Some(p) => {
+                let path = self.resolve(Path::new(p));
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                RttMatrix::from_csv(&text).map(Some).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The core configuration for one site of one shard.
+    pub fn core_config(&self, me: usize, shard: u32, seed: u64) -> CoreConfig {
+        let c = &self.cluster;
+        let mut cfg = CoreConfig::wan(SiteId(me as u8), self.quorum(), seed ^ ((shard as u64) << 32));
+        cfg.preferred_leader = c.preferred_leader.as_ref().and_then(|p| self.site_index(p)).map(|i| SiteId(i as u8));
+        cfg.lease = (c.lease_ms > 0).then(|| Duration::from_millis(c.lease_ms));
+        cfg.drift_bound = c.drift_bound;
+        cfg.heartbeat_interval = Duration::from_millis(c.heartbeat_ms);
+        cfg.election_timeout = Duration::from_millis(c.election_timeout_ms);
+        cfg.election_jitter = Duration::from_millis(c.election_jitter_ms);
+        cfg
+    }
+}

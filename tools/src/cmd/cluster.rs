@@ -1,0 +1,259 @@
+//! `meridian cluster up --dir DIR [--sites 5|9] [--regions ..]` and `meridian cluster down --dir DIR`:
+//! a local cluster on 127.0.0.1, one process per site, with the WAN emulated from the shipped
+//! RTT matrix.
+use anyhow::{bail, Context, Result};
+use meridian_replica::client::ReplicaClient;
+use meridian_replica::config::{ClusterConfig, ClusterSection, SiteConfig, TlsSection, WanSection};
+use meridian_replica::tls::TlsFiles;
+use meridian_testkit::sim::config::{FIVE_REGIONS, NINE_REGIONS};
+use meridian_topology::assess::assess;
+use meridian_topology::input::Demand;
+use meridian_topology::model::QuorumShape;
+use meridian_topology::RttMatrix;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Subcommand)]
+pub enum ClusterCmd {
+    /// Start a local cluster in the background.
+    Up(UpArgs),
+    /// Stop exactly the processes `up` started in DIR.
+    Down(DownArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct UpArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// 5 (majority) or 9 (hierarchical 3x3).
+    #[arg(long, default_value_t = 5)]
+    pub sites: usize,
+    /// Regions of the sites (default: five or nine shipped regions).
+    #[arg(long, value_delimiter = ',')]
+    pub regions: Vec<String>,
+    #[arg(long, default_value_t = 4)]
+    pub shards: u32,
+    /// Turn the WAN delay emulation off (loopback speed).
+    #[arg(long)]
+    pub no_wan: bool,
+    /// Replicas exit when this process does (used by `demo`).
+    #[arg(long, hide = true)]
+    pub parent_pid: Option<i32>,
+}
+
+#[derive(clap::Args)]
+pub struct DownArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+}
+
+pub fn run(c: ClusterCmd) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match c {
+        ClusterCmd::Up(a) => rt.block_on(async {
+            let cluster = up(&a).await?;
+            println!("cluster up: {} sites in {}", cluster.config.sites.len(), a.dir.display());
+            for s in &cluster.config.sites {
+                println!("  {:<16} {}", s.name, s.addr);
+            }
+            println!("endpoints: {}", a.dir.join("endpoints.json").display());
+            Ok(ExitCode::SUCCESS)
+        }),
+        ClusterCmd::Down(a) => {
+            let n = down(&a.dir)?;
+            println!("cluster down: stopped {n} processes");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub dir: PathBuf,
+    pub pids: Vec<(String, u32)>,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The planner's leader for uniform demand over the sites' regions (writes and reads).
+pub fn planned_leader(m: &RttMatrix, regions: &[String], hierarchical: bool) -> Result<String> {
+    let idx: Vec<usize> = regions.iter().map(|r| m.index(r)).collect::<Result<_, _>>()?;
+    let sites: Vec<Option<usize>> = idx.iter().map(|&i| Some(i)).collect();
+    let demand: Vec<Demand> = idx.iter().map(|&region| Demand { region, weight: 1.0, read_share: 0.0 }).collect();
+    let shape = if hierarchical { QuorumShape::three_by_three() } else { QuorumShape::Majority };
+    let a = assess(m, &shape, &demand, false, &sites).context("no quorum")?;
+    Ok(regions[a.leader].clone())
+}
+
+pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
+    let regions: Vec<String> = if a.regions.is_empty() {
+        match a.sites {
+            5 => FIVE_REGIONS.iter().map(|s| s.to_string()).collect(),
+            9 => NINE_REGIONS.iter().map(|s| s.to_string()).collect(),
+            n => bail!("--sites must be 5 or 9 (or give --regions), not {n}"),
+        }
+    } else {
+        a.regions.clone()
+    };
+    let m = RttMatrix::embedded();
+    for r in &regions {
+        m.index(r).with_context(|| format!("--regions: '{r}'"))?;
+    }
+    let hierarchical = regions.len() == 9;
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let dir = a.dir.canonicalize()?;
+    let names: Vec<String> = regions.clone();
+    meridian_replica::tls::generate(&dir.join("certs"), &names, &[], &["meridian-tool".to_string()])?;
+    let sites = names
+        .iter()
+        .zip(&regions)
+        .map(|(n, r)| {
+            Ok(SiteConfig {
+                name: n.clone(),
+                region: r.clone(),
+                addr: format!("127.0.0.1:{}", free_port()?).parse()?,
+                data_dir: PathBuf::from(format!("data/{n}")),
+                continent: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let cfg = ClusterConfig {
+        cluster: ClusterSection {
+            name: "local".into(),
+            shards: a.shards,
+            quorum: if hierarchical { "hierarchical".into() } else { "majority".into() },
+            preferred_leader: Some(planned_leader(&m, &regions, hierarchical)?),
+            lease_ms: 1000,
+            drift_bound: 0.01,
+            heartbeat_ms: 100,
+            election_timeout_ms: 1500,
+            election_jitter_ms: 1000,
+            snapshot_every: 10_000,
+            compact_bytes: 64 << 20,
+        },
+        tls: TlsSection { ca: "certs/ca.pem".into(), cert_dir: "certs".into() },
+        wan: WanSection { rtt_matrix: (!a.no_wan).then(|| "embedded".to_string()) },
+        sites,
+        base_dir: dir.clone(),
+    };
+    let header = "# Written by `meridian cluster up`. See the README for every key.\n";
+    std::fs::write(dir.join("cluster.toml"), format!("{header}{}", cfg.to_toml()))?;
+    ClusterConfig::load(&dir.join("cluster.toml")).context("the written config does not load")
+}
+
+pub fn tool_tls(cfg: &ClusterConfig) -> TlsFiles {
+    TlsFiles::new(cfg.resolve(&cfg.tls.ca), &cfg.resolve(&cfg.tls.cert_dir), "meridian-tool")
+}
+
+/// Starts one replica process per site and waits until every shard has a leader.
+pub async fn up(a: &UpArgs) -> Result<Cluster> {
+    let dir = &a.dir;
+    if dir.join("pids").exists() {
+        bail!("{} already holds a running cluster (run `meridian cluster down --dir {}` first)", dir.display(), dir.display());
+    }
+    let cfg = write_config(a)?;
+    let dir = cfg.base_dir.clone();
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let exe = std::env::current_exe()?;
+    let mut pids = Vec::new();
+    for s in &cfg.sites {
+        let log = std::fs::File::create(dir.join("logs").join(format!("{}.log", s.name)))?;
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("replica").arg("--config").arg(dir.join("cluster.toml")).arg("--site").arg(&s.name);
+        if let Some(p) = a.parent_pid {
+            cmd.arg("--parent-pid").arg(p.to_string());
+        }
+        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.stdout(log.try_clone()?).stderr(log).spawn().context("spawning a replica")?;
+        pids.push((s.name.clone(), child.id()));
+    }
+    let pid_text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
+    std::fs::write(dir.join("pids"), pid_text)?;
+    let endpoints = json!({
+        "ca": dir.join("certs/ca.pem"),
+        "client_cert": dir.join("certs/meridian-tool.pem"),
+        "client_key": dir.join("certs/meridian-tool.key"),
+        "sites": cfg.sites.iter().map(|s| (s.name.clone(), json!({"region": s.region, "addr": s.addr.to_string()}))).collect::<serde_json::Map<_, _>>(),
+        "proxies": {},
+    });
+    std::fs::write(dir.join("endpoints.json"), serde_json::to_string_pretty(&endpoints)?)?;
+    let cluster = Cluster { config: cfg, dir: dir.clone(), pids };
+    if let Err(e) = wait_for_leaders(&cluster.config, Duration::from_secs(60)).await {
+        let _ = down(&dir);
+        bail!("{e}; replica logs are in {}", dir.join("logs").display());
+    }
+    Ok(cluster)
+}
+
+/// Polls every site until each shard has a leader that every site agrees on.
+pub async fn wait_for_leaders(cfg: &ClusterConfig, limit: Duration) -> Result<Vec<usize>> {
+    let tls = tool_tls(cfg);
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Ok(leaders) = leaders(cfg, &tls).await {
+            return Ok(leaders);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("no stable leader for every shard within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The leader of every shard (as the leader itself reports), if every shard has one and it
+/// holds its lease.
+pub async fn leaders(cfg: &ClusterConfig, tls: &TlsFiles) -> Result<Vec<usize>> {
+    let mut found = vec![None; cfg.cluster.shards as usize];
+    for s in &cfg.sites {
+        let Ok(mut c) = ReplicaClient::connect(s.addr, tls).await else { continue };
+        let Ok(st) = c.status().await else { continue };
+        for sh in st.shards {
+            if sh.is_leader && sh.holds_lease {
+                found[sh.shard as usize] = Some(st.site_index as usize);
+            }
+        }
+    }
+    found.into_iter().map(|l| l.context("a shard has no leader")).collect()
+}
+
+fn alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// Stops the processes listed in DIR/pids (SIGTERM, then SIGKILL after 10 s).
+pub fn down(dir: &Path) -> Result<usize> {
+    use nix::sys::signal::{kill, Signal};
+    let path = dir.join("pids");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: no cluster started here", path.display()))?;
+    let pids: Vec<u32> = text.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect();
+    for &p in &pids {
+        let _ = kill(nix::unistd::Pid::from_raw(p as i32), Signal::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&p| alive(p)) && std::time::Instant::now() < deadline {
+        reap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for &p in pids.iter().filter(|&&p| alive(p)) {
+        tracing::warn!(pid = p, "did not stop after SIGTERM; killing");
+        let _ = kill(nix::unistd::Pid::from_raw(p as i32), Signal::SIGKILL);
+    }
+    reap();
+    std::fs::remove_file(&path)?;
+    Ok(pids.len())
+}
+
+/// Collects exited children (when they are ours) so they do not linger as zombies.
+fn reap() {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if matches!(s, nix::sys::wait::WaitStatus::StillAlive) {
+            break;
+        }
+    }
+}
