@@ -7,6 +7,7 @@ pub mod kv;
 pub mod node;
 pub mod client;
 pub mod config;
+pub mod delay;
 pub mod storage;
 pub mod tls;
 pub mod wire;

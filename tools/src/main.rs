@@ -30,6 +30,10 @@ enum Command {
     Replica(cmd::replica::ReplicaArgs),
     /// A local emulated five-region cluster, a workload from every region, a latency report.
     Demo(cmd::demo::DemoArgs),
+    /// Fsync'd write throughput of one shard group on loopback, per batch size.
+    Bench(cmd::bench::BenchArgs),
+    /// Show every site's shards: leader, lease, progress, WAL.
+    Status(cmd::status::StatusArgs),
     /// Start or stop a local cluster.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCmd),
@@ -51,6 +55,8 @@ fn main() -> std::process::ExitCode {
         Command::Replica(a) => cmd::replica::run(a),
         Command::Cluster(c) => cmd::cluster::run(c),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Status(a) => cmd::status::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(code) => code,

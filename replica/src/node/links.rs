@@ -1,18 +1,18 @@
-//! Outgoing peer traffic: one link per peer site, shared by every shard group. The link holds
-//! each message for the emulated one-way delay (rtt/2 from the WAN matrix; FIFO per link) and
-//! then hands it, batched, to whichever connection to that peer is currently up.
+//! Outgoing peer traffic: one link per peer site, shared by every shard group. Each message is
+//! held for the emulated one-way delay (rtt/2 from the WAN matrix, on the precise delay line;
+//! FIFO per link) and then handed, batched, to whichever connection to that peer is up.
 use crate::wire::pb::{Envelope, PeerFrame};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use crate::delay::DelayLine;
 
 /// The current connection to one peer, if any: connection tasks install and clear it.
 pub type Sink = Arc<Mutex<Option<mpsc::Sender<PeerFrame>>>>;
 
 pub struct PeerLinks {
     me: u32,
-    queues: Vec<Option<mpsc::UnboundedSender<Envelope>>>,
+    queues: Vec<Option<(mpsc::UnboundedSender<Envelope>, Duration)>>,
     pub sinks: Vec<Sink>,
 }
 
@@ -28,8 +28,8 @@ impl PeerLinks {
                 continue;
             }
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run_link(me as u32, delay, rx, sinks[j].clone()));
-            queues.push(Some(tx));
+            tokio::spawn(run_link(me as u32, rx, sinks[j].clone()));
+            queues.push(Some((tx, delay)));
         }
         Arc::new(PeerLinks { me: me as u32, queues, sinks })
     }
@@ -41,41 +41,36 @@ impl PeerLinks {
     /// Queues a message; it leaves after the link's delay. Lost if no connection is up then
     /// (the protocol retransmits).
     pub fn send(&self, to: usize, shard: u32, msg: Vec<u8>) {
-        if let Some(Some(q)) = self.queues.get(to) {
-            let _ = q.send(Envelope { shard, msg });
-        }
-    }
-}
-
-async fn run_link(me: u32, delay: Duration, mut rx: mpsc::UnboundedReceiver<Envelope>, sink: Sink) {
-    let mut held: std::collections::VecDeque<(Instant, Envelope)> = Default::default();
-    loop {
-        let next = held.front().map(|(t, _)| *t);
-        tokio::select! {
-            biased;
-            env = rx.recv() => match env {
-                Some(env) => held.push_back((Instant::now() + delay, env)),
-                None => return,
-            },
-            _ = sleep_until(next), if next.is_some() => {
-                let now = Instant::now();
-                let mut msgs = Vec::new();
-                while held.front().is_some_and(|(t, _)| *t <= now) {
-                    msgs.push(held.pop_front().expect("front").1);
-                }
-                let tx = sink.lock().expect("sink lock").clone();
-                if let Some(tx) = tx {
-                    if tx.try_send(PeerFrame { from_site: me, msgs }).is_err() {
-                        tracing::debug!("peer link congested or closed; frame dropped");
-                    }
-                }
+        if let Some(Some((q, delay))) = self.queues.get(to) {
+            let env = Envelope { shard, msg };
+            if delay.is_zero() {
+                let _ = q.send(env);
+            } else {
+                let q = q.clone();
+                DelayLine::global().schedule(std::time::Instant::now() + *delay, move || {
+                    let _ = q.send(env);
+                });
             }
         }
     }
 }
 
-async fn sleep_until(t: Option<Instant>) {
-    if let Some(t) = t {
-        tokio::time::sleep_until(t).await
+/// Forwards released envelopes to the current connection, batching whatever is queued.
+async fn run_link(me: u32, mut rx: mpsc::UnboundedReceiver<Envelope>, sink: Sink) {
+    while let Some(env) = rx.recv().await {
+        let mut msgs = vec![env];
+        while let Ok(more) = rx.try_recv() {
+            msgs.push(more);
+        }
+        forward(&sink, me, msgs);
+    }
+}
+
+fn forward(sink: &Sink, me: u32, msgs: Vec<Envelope>) {
+    let tx = sink.lock().expect("sink lock").clone();
+    if let Some(tx) = tx {
+        if tx.try_send(PeerFrame { from_site: me, msgs }).is_err() {
+            tracing::debug!("peer link congested or closed; frame dropped");
+        }
     }
 }

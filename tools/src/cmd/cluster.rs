@@ -71,8 +71,6 @@ pub fn run(c: ClusterCmd) -> Result<ExitCode> {
 
 pub struct Cluster {
     pub config: ClusterConfig,
-    pub dir: PathBuf,
-    pub pids: Vec<(String, u32)>,
 }
 
 fn free_port() -> Result<u16> {
@@ -159,7 +157,7 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
     let dir = cfg.base_dir.clone();
     std::fs::create_dir_all(dir.join("logs"))?;
     let exe = std::env::current_exe()?;
-    let mut pids = Vec::new();
+    let mut pids: Vec<(String, u32)> = Vec::new();
     for s in &cfg.sites {
         let log = std::fs::File::create(dir.join("logs").join(format!("{}.log", s.name)))?;
         let mut cmd = std::process::Command::new(&exe);
@@ -182,7 +180,7 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
         "proxies": {},
     });
     std::fs::write(dir.join("endpoints.json"), serde_json::to_string_pretty(&endpoints)?)?;
-    let cluster = Cluster { config: cfg, dir: dir.clone(), pids };
+    let cluster = Cluster { config: cfg };
     if let Err(e) = wait_for_leaders(&cluster.config, Duration::from_secs(60)).await {
         let _ = down(&dir);
         bail!("{e}; replica logs are in {}", dir.join("logs").display());

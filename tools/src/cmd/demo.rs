@@ -7,6 +7,7 @@ use super::cluster::{down, tool_tls, up, wait_for_leaders, UpArgs};
 use anyhow::{bail, Context, Result};
 use meridian_replica::client::{Outcome, ReplicaClient};
 use meridian_replica::config::ClusterConfig;
+use meridian_replica::delay::DelayLine;
 use meridian_replica::kv::{KvCommand, Op};
 use meridian_topology::model::{quorum_latency, QuorumShape};
 use meridian_topology::RttMatrix;
@@ -26,6 +27,9 @@ pub struct DemoArgs {
     /// Concurrent clients per region.
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Diagnostics: run without the emulated WAN (loopback speed).
+    #[arg(long, hide = true)]
+    no_wan: bool,
 }
 
 pub fn run(a: DemoArgs) -> Result<ExitCode> {
@@ -46,7 +50,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         let _ = down(&cdir);
     }
     let _ = std::fs::remove_dir_all(&cdir);
-    let up_args = UpArgs { dir: cdir.clone(), sites: 5, regions: vec![], shards: 4, no_wan: false, parent_pid: Some(std::process::id() as i32) };
+    let up_args = UpArgs { dir: cdir.clone(), sites: 5, regions: vec![], shards: 4, no_wan: a.no_wan, parent_pid: Some(std::process::id() as i32) };
     println!("starting five replica processes (emulated WAN from the shipped AWS RTT matrix) ...");
     let cluster = up(&up_args).await?;
     let outcome = tokio::select! {
@@ -97,9 +101,9 @@ async fn workload(cfg: &ClusterConfig, seconds: u64, per_region: usize) -> Resul
                     let l = leaders[shard as usize];
                     let one_way = Duration::from_secs_f64(m.rtt(creg, region_of[l]) / 2000.0);
                     let t0 = Instant::now();
-                    tokio::time::sleep(one_way).await;
+                    DelayLine::global().sleep(one_way).await;
                     let r = conns[l].clone().submit(shard, &[cmd]).await;
-                    tokio::time::sleep(one_way).await;
+                    DelayLine::global().sleep(one_way).await;
                     match r {
                         Ok(Outcome::Ok(_)) => out.push(Sample { region: ci, leader: l, ms: t0.elapsed().as_secs_f64() * 1e3 }),
                         Ok(Outcome::NotLeader(Some(h))) => leaders[shard as usize] = h,

@@ -1,3 +1,4 @@
+pub mod bench;
 pub mod certs;
 pub mod check;
 pub mod cluster;
@@ -6,3 +7,4 @@ pub mod plan;
 pub mod replica;
 pub mod signals;
 pub mod sim;
+pub mod status;

@@ -1,0 +1,99 @@
+//! `meridian bench`: fsync'd write throughput of one shard group on loopback (no emulated
+//! delay), for several batch sizes. Starts its own cluster unless `--dir` names a running one.
+use super::cluster::{down, leaders, tool_tls, up, UpArgs};
+use anyhow::{bail, Result};
+use meridian_replica::client::{Outcome, ReplicaClient};
+use meridian_replica::config::ClusterConfig;
+use meridian_replica::kv::{KvCommand, Op};
+use serde_json::json;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Commands per Submit RPC.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    batch: Vec<usize>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Where the cluster and bench.json go.
+    #[arg(long, default_value = "meridian-bench")]
+    out: std::path::PathBuf,
+}
+
+pub fn run(a: BenchArgs) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let cdir = a.out.join("cluster");
+        if cdir.join("pids").exists() {
+            let _ = down(&cdir);
+        }
+        let _ = std::fs::remove_dir_all(&cdir);
+        let up_args = UpArgs { dir: cdir.clone(), sites: 5, regions: vec![], shards: 1, no_wan: true, parent_pid: Some(std::process::id() as i32) };
+        let cluster = up(&up_args).await?;
+        let r = tokio::select! {
+            r = measure(&cluster.config, &a) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
+        down(&cdir)?;
+        let rows = r?;
+        std::fs::write(a.out.join("bench.json"), serde_json::to_string_pretty(&json!({"results": rows}))?)?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::Value>> {
+    let tls = tool_tls(cfg);
+    let l = leaders(cfg, &tls).await?[0];
+    let conn = ReplicaClient::connect(cfg.sites[l].addr, &tls).await?;
+    println!("one shard group, 5 replicas on loopback, fsync'd WAL, {} clients, leader {}", a.clients, cfg.sites[l].name);
+    println!("{:>6} {:>14} {:>12} {:>10} {:>10}", "batch", "commands/s", "submits/s", "p50 ms", "p99 ms");
+    let mut rows = Vec::new();
+    for (bi, &batch) in a.batch.iter().enumerate() {
+        if batch == 0 {
+            bail!("--batch sizes must be at least 1");
+        }
+        let end = Instant::now() + Duration::from_secs(a.seconds);
+        let mut tasks = Vec::new();
+        for c in 0..a.clients {
+            let mut conn = conn.clone();
+            tasks.push(tokio::spawn(async move {
+                let client = ((bi * 1000 + c) as u64 + 1) << 8;
+                let mut seq = 0u64;
+                let mut lat = Vec::new();
+                let mut done = 0usize;
+                while Instant::now() < end {
+                    let cmds: Vec<KvCommand> = (0..batch)
+                        .map(|i| {
+                            seq += 1;
+                            // Each command carries its own client id so that every one is a
+                            // separate exactly-once session entry.
+                            KvCommand { client: client + (i as u64 % 256), seq, op: Op::Put { key: format!("b{c}/{seq}").into_bytes(), value: vec![7; 64] } }
+                        })
+                        .collect();
+                    let t0 = Instant::now();
+                    if let Ok(Outcome::Ok(_)) = conn.submit(0, &cmds).await {
+                        lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                        done += batch;
+                    }
+                }
+                (done, lat)
+            }));
+        }
+        let (mut total, mut lat) = (0usize, Vec::new());
+        for t in tasks {
+            let (d, l) = t.await?;
+            total += d;
+            lat.extend(l);
+        }
+        lat.sort_by(|x, y| x.total_cmp(y));
+        let p = |q: f64| lat.get(((lat.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(f64::NAN);
+        let secs = a.seconds as f64;
+        println!("{:>6} {:>14.0} {:>12.0} {:>10.2} {:>10.2}", batch, total as f64 / secs, lat.len() as f64 / secs, p(0.5), p(0.99));
+        rows.push(json!({"batch": batch, "clients": a.clients, "commands_per_s": total as f64 / secs, "submits_per_s": lat.len() as f64 / secs, "p50_ms": p(0.5), "p99_ms": p(0.99)}));
+    }
+    Ok(rows)
+}
