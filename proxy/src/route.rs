@@ -18,7 +18,10 @@ mod tests {
     fn known_values_are_stable_across_releases() {
         // Changing the hash would strand every key on the wrong shard: pin it.
         assert_eq!(shard_for_key(b"", 4), (0xcbf2_9ce4_8422_2325u64 % 4) as u32);
-        assert_eq!(shard_for_key(b"a", 1000), (0xaf63_dc4c_8601_ec8cu64 % 1000) as u32);
+        assert_eq!(
+            shard_for_key(b"a", 1000),
+            (0xaf63_dc4c_8601_ec8cu64 % 1000) as u32
+        );
     }
 
     proptest! {

@@ -29,8 +29,14 @@ pub enum Outcome<T> {
 }
 
 impl ReplicaClient {
-    pub async fn connect(addr: std::net::SocketAddr, tls: &TlsFiles) -> Result<ReplicaClient, ClientError> {
-        let err = |message: String| ClientError::Connect { addr: addr.to_string(), message };
+    pub async fn connect(
+        addr: std::net::SocketAddr,
+        tls: &TlsFiles,
+    ) -> Result<ReplicaClient, ClientError> {
+        let err = |message: String| ClientError::Connect {
+            addr: addr.to_string(),
+            message,
+        };
         let ep = Endpoint::from_shared(format!("https://{addr}"))
             .map_err(|e| err(e.to_string()))?
             .tls_config(tls.client_config().map_err(|e| err(e.to_string()))?)
@@ -38,18 +44,31 @@ impl ReplicaClient {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(3));
         let ch = ep.connect().await.map_err(|e| err(format!("{e:?}")))?;
-        Ok(ReplicaClient { inner: Grpc::new(ch).max_decoding_message_size(8 << 20).max_encoding_message_size(8 << 20) })
+        Ok(ReplicaClient {
+            inner: Grpc::new(ch)
+                .max_decoding_message_size(8 << 20)
+                .max_encoding_message_size(8 << 20),
+        })
     }
 
     pub async fn status(&mut self) -> Result<pb::StatusReply, ClientError> {
         Ok(self.inner.status(pb::StatusRequest {}).await?.into_inner())
     }
 
-    pub async fn submit(&mut self, shard: u32, cmds: &[KvCommand]) -> Result<Outcome<Vec<KvResult>>, ClientError> {
-        let req = pb::SubmitRequest { shard, commands: cmds.iter().map(|c| c.encode()).collect() };
+    pub async fn submit(
+        &mut self,
+        shard: u32,
+        cmds: &[KvCommand],
+    ) -> Result<Outcome<Vec<KvResult>>, ClientError> {
+        let req = pb::SubmitRequest {
+            shard,
+            commands: cmds.iter().map(|c| c.encode()).collect(),
+        };
         let r = self.inner.submit(req).await?.into_inner();
         if r.not_leader {
-            return Ok(Outcome::NotLeader((r.leader_hint >= 0).then_some(r.leader_hint as usize)));
+            return Ok(Outcome::NotLeader(
+                (r.leader_hint >= 0).then_some(r.leader_hint as usize),
+            ));
         }
         let results = r
             .results
@@ -59,13 +78,25 @@ impl ReplicaClient {
         Ok(Outcome::Ok(results))
     }
 
-    pub async fn read(&mut self, shard: u32, cmd: &KvCommand, mode: pb::ReadMode) -> Result<Outcome<(KvResult, String)>, ClientError> {
-        let req = pb::ReadRequest { shard, command: cmd.encode(), mode: mode as i32 };
+    pub async fn read(
+        &mut self,
+        shard: u32,
+        cmd: &KvCommand,
+        mode: pb::ReadMode,
+    ) -> Result<Outcome<(KvResult, String)>, ClientError> {
+        let req = pb::ReadRequest {
+            shard,
+            command: cmd.encode(),
+            mode: mode as i32,
+        };
         let r = self.inner.read(req).await?.into_inner();
         if r.not_leader {
-            return Ok(Outcome::NotLeader((r.leader_hint >= 0).then_some(r.leader_hint as usize)));
+            return Ok(Outcome::NotLeader(
+                (r.leader_hint >= 0).then_some(r.leader_hint as usize),
+            ));
         }
-        let res = bincode::deserialize(&r.result).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let res =
+            bincode::deserialize(&r.result).map_err(|e| ClientError::Decode(e.to_string()))?;
         Ok(Outcome::Ok((res, r.path)))
     }
 }

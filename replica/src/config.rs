@@ -10,7 +10,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -124,11 +127,19 @@ pub struct SiteConfig {
 
 impl ClusterConfig {
     pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut c: ClusterConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut c: ClusterConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         c.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        c.validate().map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
+        c.validate().map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })?;
         Ok(c)
     }
 
@@ -154,21 +165,37 @@ impl ClusterConfig {
                 return Err(format!("[[site]] name '{}' appears twice", s.name));
             }
             if self.sites[..i].iter().any(|o| o.addr == s.addr) {
-                return Err(format!("[[site]] '{}': addr {} is used by another site", s.name, s.addr));
+                return Err(format!(
+                    "[[site]] '{}': addr {} is used by another site",
+                    s.name, s.addr
+                ));
             }
         }
         match self.cluster.quorum.as_str() {
             "majority" => {}
             "hierarchical" if n == 9 => {}
-            "hierarchical" => return Err(format!("cluster.quorum = \"hierarchical\" needs 9 sites, found {n}")),
-            o => return Err(format!("cluster.quorum must be \"majority\" or \"hierarchical\", not \"{o}\"")),
+            "hierarchical" => {
+                return Err(format!(
+                    "cluster.quorum = \"hierarchical\" needs 9 sites, found {n}"
+                ))
+            }
+            o => {
+                return Err(format!(
+                    "cluster.quorum must be \"majority\" or \"hierarchical\", not \"{o}\""
+                ))
+            }
         }
         if self.cluster.shards == 0 || self.cluster.shards > 1024 {
-            return Err(format!("cluster.shards must be 1..=1024, not {}", self.cluster.shards));
+            return Err(format!(
+                "cluster.shards must be 1..=1024, not {}",
+                self.cluster.shards
+            ));
         }
         if let Some(p) = &self.cluster.preferred_leader {
             if self.site_index(p).is_none() {
-                return Err(format!("cluster.preferred_leader '{p}' is not a [[site]] name"));
+                return Err(format!(
+                    "cluster.preferred_leader '{p}' is not a [[site]] name"
+                ));
             }
         }
         if !(0.0..0.5).contains(&self.cluster.drift_bound) {
@@ -177,9 +204,17 @@ impl ClusterConfig {
         if self.cluster.lease_ms >= self.cluster.election_timeout_ms {
             return Err("cluster.lease_ms must be below cluster.election_timeout_ms".into());
         }
-        if let Some(m) = self.rtt_matrix().map_err(|e| format!("wan.rtt_matrix: {e}"))? {
+        if let Some(m) = self
+            .rtt_matrix()
+            .map_err(|e| format!("wan.rtt_matrix: {e}"))?
+        {
             for s in &self.sites {
-                m.index(&s.region).map_err(|_| format!("[[site]] '{}': region '{}' is not in wan.rtt_matrix", s.name, s.region))?;
+                m.index(&s.region).map_err(|_| {
+                    format!(
+                        "[[site]] '{}': region '{}' is not in wan.rtt_matrix",
+                        s.name, s.region
+                    )
+                })?;
             }
         }
         Ok(())
@@ -203,8 +238,11 @@ impl ClusterConfig {
             Some("embedded") => Ok(Some(RttMatrix::embedded())),
             Some(p) => {
                 let path = self.resolve(Path::new(p));
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                RttMatrix::from_csv(&text).map(Some).map_err(|e| e.to_string())
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                RttMatrix::from_csv(&text)
+                    .map(Some)
+                    .map_err(|e| e.to_string())
             }
         }
     }
@@ -212,8 +250,16 @@ impl ClusterConfig {
     /// The core configuration for one site of one shard.
     pub fn core_config(&self, me: usize, shard: u32, seed: u64) -> CoreConfig {
         let c = &self.cluster;
-        let mut cfg = CoreConfig::wan(SiteId(me as u8), self.quorum(), seed ^ ((shard as u64) << 32));
-        cfg.preferred_leader = c.preferred_leader.as_ref().and_then(|p| self.site_index(p)).map(|i| SiteId(i as u8));
+        let mut cfg = CoreConfig::wan(
+            SiteId(me as u8),
+            self.quorum(),
+            seed ^ ((shard as u64) << 32),
+        );
+        cfg.preferred_leader = c
+            .preferred_leader
+            .as_ref()
+            .and_then(|p| self.site_index(p))
+            .map(|i| SiteId(i as u8));
         cfg.lease = (c.lease_ms > 0).then(|| Duration::from_millis(c.lease_ms));
         cfg.drift_bound = c.drift_bound;
         cfg.heartbeat_interval = Duration::from_millis(c.heartbeat_ms);

@@ -49,9 +49,15 @@ impl DelayLine {
     pub fn global() -> &'static Arc<DelayLine> {
         static LINE: OnceLock<Arc<DelayLine>> = OnceLock::new();
         LINE.get_or_init(|| {
-            let line = Arc::new(DelayLine { state: Mutex::new(State::default()), wake: Condvar::new() });
+            let line = Arc::new(DelayLine {
+                state: Mutex::new(State::default()),
+                wake: Condvar::new(),
+            });
             let l = line.clone();
-            std::thread::Builder::new().name("delay-line".into()).spawn(move || l.run()).expect("spawn delay line");
+            std::thread::Builder::new()
+                .name("delay-line".into())
+                .spawn(move || l.run())
+                .expect("spawn delay line");
             line
         })
     }
@@ -62,7 +68,11 @@ impl DelayLine {
         s.seq += 1;
         let seq = s.seq;
         let earliest = s.heap.peek().is_none_or(|top| at < top.at);
-        s.heap.push(Item { at, seq, action: Box::new(action) });
+        s.heap.push(Item {
+            at,
+            seq,
+            action: Box::new(action),
+        });
         drop(s);
         if earliest {
             self.wake.notify_one();
@@ -92,7 +102,13 @@ impl DelayLine {
                     (item.action)();
                     s = self.state.lock().expect("delay line lock");
                 }
-                Some(at) => s = self.wake.wait_timeout(s, at - now).expect("delay line lock").0,
+                Some(at) => {
+                    s = self
+                        .wake
+                        .wait_timeout(s, at - now)
+                        .expect("delay line lock")
+                        .0
+                }
                 None => s = self.wake.wait(s).expect("delay line lock"),
             }
         }

@@ -2,12 +2,12 @@
 //! tokio driver and the gRPC transport).
 #![forbid(unsafe_code)]
 
-mod error;
-pub mod kv;
-pub mod node;
 pub mod client;
 pub mod config;
 pub mod delay;
+mod error;
+pub mod kv;
+pub mod node;
 pub mod storage;
 pub mod tls;
 pub mod wire;

@@ -40,13 +40,22 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    meridian_replica::tls::install_provider();
+    let cli = Cli::parse();
+    // Long-running servers log at info by default; one-shot commands only warn.
+    let default = if matches!(cli.command, Command::Replica(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    meridian_replica::tls::install_provider();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Sim(a) => cmd::sim::run(a),
         Command::Check(a) => cmd::check::run(a),

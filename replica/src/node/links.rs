@@ -1,11 +1,11 @@
 //! Outgoing peer traffic: one link per peer site, shared by every shard group. Each message is
 //! held for the emulated one-way delay (rtt/2 from the WAN matrix, on the precise delay line;
 //! FIFO per link) and then handed, batched, to whichever connection to that peer is up.
+use crate::delay::DelayLine;
 use crate::wire::pb::{Envelope, PeerFrame};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use crate::delay::DelayLine;
 
 /// The current connection to one peer, if any: connection tasks install and clear it.
 pub type Sink = Arc<Mutex<Option<mpsc::Sender<PeerFrame>>>>;
@@ -31,7 +31,11 @@ impl PeerLinks {
             tokio::spawn(run_link(me as u32, rx, sinks[j].clone()));
             queues.push(Some((tx, delay)));
         }
-        Arc::new(PeerLinks { me: me as u32, queues, sinks })
+        Arc::new(PeerLinks {
+            me: me as u32,
+            queues,
+            sinks,
+        })
     }
 
     pub fn me(&self) -> u32 {
@@ -69,7 +73,13 @@ async fn run_link(me: u32, mut rx: mpsc::UnboundedReceiver<Envelope>, sink: Sink
 fn forward(sink: &Sink, me: u32, msgs: Vec<Envelope>) {
     let tx = sink.lock().expect("sink lock").clone();
     if let Some(tx) = tx {
-        if tx.try_send(PeerFrame { from_site: me, msgs }).is_err() {
+        if tx
+            .try_send(PeerFrame {
+                from_site: me,
+                msgs,
+            })
+            .is_err()
+        {
             tracing::debug!("peer link congested or closed; frame dropped");
         }
     }

@@ -33,7 +33,10 @@ pub enum ReplicaError {
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("data directory {path}: {message}")]
     DataDir { path: PathBuf, message: String },
     #[error("config: {0}")]
@@ -44,12 +47,18 @@ pub enum ReplicaError {
 
 /// Claims `dir` for `site`, or refuses if it belongs to another site.
 fn claim_data_dir(dir: &std::path::Path, site: &str) -> Result<(), ReplicaError> {
-    let err = |message: String| ReplicaError::DataDir { path: dir.to_path_buf(), message };
+    let err = |message: String| ReplicaError::DataDir {
+        path: dir.to_path_buf(),
+        message,
+    };
     std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
     let marker = dir.join("SITE");
     match std::fs::read_to_string(&marker) {
         Ok(owner) if owner.trim() == site => Ok(()),
-        Ok(owner) => Err(err(format!("belongs to site '{}', not '{site}'", owner.trim()))),
+        Ok(owner) => Err(err(format!(
+            "belongs to site '{}', not '{site}'",
+            owner.trim()
+        ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::write(&marker, format!("{site}\n")).map_err(|e| err(e.to_string()))
         }
@@ -59,18 +68,35 @@ fn claim_data_dir(dir: &std::path::Path, site: &str) -> Result<(), ReplicaError>
 
 /// Runs the replica of `site` until `stop` resolves, then shuts down gracefully: the server
 /// stops, shard tasks stop, and every queued WAL write is fsync'd before this returns.
-pub async fn run(cfg: ClusterConfig, site: &str, stop: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ReplicaError> {
-    let me = cfg.site_index(site).ok_or_else(|| ReplicaError::UnknownSite {
-        site: site.to_string(),
-        known: cfg.sites.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
-    })?;
-    let tls = TlsFiles::new(cfg.resolve(&cfg.tls.ca), &cfg.resolve(&cfg.tls.cert_dir), site);
+pub async fn run(
+    cfg: ClusterConfig,
+    site: &str,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ReplicaError> {
+    let me = cfg
+        .site_index(site)
+        .ok_or_else(|| ReplicaError::UnknownSite {
+            site: site.to_string(),
+            known: cfg
+                .sites
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    let tls = TlsFiles::new(
+        cfg.resolve(&cfg.tls.ca),
+        &cfg.resolve(&cfg.tls.cert_dir),
+        site,
+    );
     tls.verify_own()?;
     let server_tls = tls.server_config()?;
     let data_dir = cfg.resolve(&cfg.sites[me].data_dir);
     claim_data_dir(&data_dir, site)?;
     let addr = cfg.sites[me].addr;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ReplicaError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ReplicaError::Bind { addr, source })?;
 
     let matrix = cfg.rtt_matrix().map_err(ReplicaError::Config)?;
     let delays: Vec<Duration> = cfg
@@ -78,7 +104,9 @@ pub async fn run(cfg: ClusterConfig, site: &str, stop: impl std::future::Future<
         .iter()
         .map(|s| match &matrix {
             Some(m) => {
-                let ms = m.rtt_by_name(&cfg.sites[me].region, &s.region).unwrap_or(0.0);
+                let ms = m
+                    .rtt_by_name(&cfg.sites[me].region, &s.region)
+                    .unwrap_or(0.0);
                 Duration::from_secs_f64(ms / 2000.0)
             }
             None => Duration::ZERO,
@@ -97,13 +125,22 @@ pub async fn run(cfg: ClusterConfig, site: &str, stop: impl std::future::Future<
         if let Some((file, offset, dropped)) = &recovery.truncated {
             tracing::warn!(file = %file.display(), offset, dropped, "torn final WAL record truncated");
         }
-        let (core, restore) = Core::recover(cfg.core_config(me, k, 0x4D45_5249 ^ me as u64), epoch.elapsed(), records);
+        let (core, restore) = Core::recover(
+            cfg.core_config(me, k, 0x4D45_5249 ^ me as u64),
+            epoch.elapsed(),
+            records,
+        );
         let (peer_tx, peer_rx) = mpsc::unbounded_channel();
         let notify = peer_tx.clone();
-        let (wal, handle) = wal_writer::spawn(format!("wal-{site}-{k}"), log, move |d| notify.send(ShardInput::Durable(d)).is_ok());
+        let (wal, handle) = wal_writer::spawn(format!("wal-{site}-{k}"), log, move |d| {
+            notify.send(ShardInput::Durable(d)).is_ok()
+        });
         wal_threads.push(handle);
         let (client_tx, client_rx) = mpsc::channel(1024);
-        let opts = ShardOptions { snapshot_every: cfg.cluster.snapshot_every, compact_bytes: cfg.cluster.compact_bytes };
+        let opts = ShardOptions {
+            snapshot_every: cfg.cluster.snapshot_every,
+            compact_bytes: cfg.cluster.compact_bytes,
+        };
         let shard = Shard::new(k, core, restore, epoch, wal, links.clone(), opts);
         shard_tasks.push(tokio::spawn(shard.run(peer_rx, client_rx, stop_rx.clone())));
         peer_inboxes.push(peer_tx);
@@ -114,15 +151,33 @@ pub async fn run(cfg: ClusterConfig, site: &str, stop: impl std::future::Future<
         site_names: Arc::new(cfg.sites.iter().map(|s| s.name.clone()).collect()),
     };
     for (j, s) in cfg.sites.iter().enumerate().skip(me + 1) {
-        tokio::spawn(peer::dial(inbox.clone(), links.clone(), j, s.addr, tls.clone(), stop_rx.clone()));
+        tokio::spawn(peer::dial(
+            inbox.clone(),
+            links.clone(),
+            j,
+            s.addr,
+            tls.clone(),
+            stop_rx.clone(),
+        ));
     }
-    let peer_svc = PeerService { inbox, links: links.clone() };
-    let client_svc = ReplicaService { site: site.to_string(), site_index: me as u32, shards: client_inboxes };
+    let peer_svc = PeerService {
+        inbox,
+        links: links.clone(),
+    };
+    let client_svc = ReplicaService {
+        site: site.to_string(),
+        site_index: me as u32,
+        shards: client_inboxes,
+    };
     tracing::info!(site, %addr, shards = cfg.cluster.shards, "replica serving");
     let mut server_stop = stop_rx.clone();
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(PeerServer::new(peer_svc).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20))
+        .add_service(
+            PeerServer::new(peer_svc)
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(256 << 20),
+        )
         .add_service(ReplicaServer::new(client_svc).max_decoding_message_size(4 << 20))
         .serve_with_incoming_shutdown(listener::incoming(listener, server_tls), async move {
             let _ = server_stop.changed().await;

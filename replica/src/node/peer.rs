@@ -36,14 +36,22 @@ impl Inboxes {
                 Ok(msg) => {
                     let _ = inbox.send(ShardInput::Peer { from, msg });
                 }
-                Err(e) => tracing::warn!(peer = %self.site_names[from], error = %e, "undecodable peer message dropped"),
+                Err(e) => {
+                    tracing::warn!(peer = %self.site_names[from], error = %e, "undecodable peer message dropped")
+                }
             }
         }
     }
 }
 
 /// Runs one connection's inbound half until it ends, then clears the sink if still ours.
-async fn pump(inbox: Inboxes, from: usize, mut inbound: Streaming<PeerFrame>, sink: Sink, mine: mpsc::Sender<PeerFrame>) {
+async fn pump(
+    inbox: Inboxes,
+    from: usize,
+    mut inbound: Streaming<PeerFrame>,
+    sink: Sink,
+    mine: mpsc::Sender<PeerFrame>,
+) {
     loop {
         match inbound.next().await {
             Some(Ok(frame)) => {
@@ -77,8 +85,13 @@ type FrameStream = Pin<Box<dyn Stream<Item = Result<PeerFrame, Status>> + Send>>
 impl Peer for PeerService {
     type StreamStream = FrameStream;
 
-    async fn stream(&self, req: Request<Streaming<PeerFrame>>) -> Result<Response<FrameStream>, Status> {
-        let certs = req.peer_certs().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    async fn stream(
+        &self,
+        req: Request<Streaming<PeerFrame>>,
+    ) -> Result<Response<FrameStream>, Status> {
+        let certs = req
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         let who = certs.first().and_then(|c| identity(c));
         let from = match &who {
             Some(Identity::Site(name)) => self.inbox.site_names.iter().position(|n| n == name),
@@ -86,7 +99,9 @@ impl Peer for PeerService {
         };
         let Some(from) = from else {
             tracing::warn!(identity = ?who, "peer stream refused: certificate does not name a site of this cluster");
-            return Err(Status::permission_denied("only sites of this cluster may open peer streams"));
+            return Err(Status::permission_denied(
+                "only sites of this cluster may open peer streams",
+            ));
         };
         let (tx, rx) = mpsc::channel::<PeerFrame>(4096);
         let sink = self.links.sinks[from].clone();
@@ -122,7 +137,10 @@ pub async fn dial(
             let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
             let (tx, rx) = mpsc::channel::<PeerFrame>(4096);
             // A first frame tells the server who we are even before any protocol message.
-            let _ = tx.try_send(PeerFrame { from_site: links.me(), msgs: vec![] });
+            let _ = tx.try_send(PeerFrame {
+                from_site: links.me(),
+                msgs: vec![],
+            });
             let resp = PeerClient::new(channel)
                 .max_decoding_message_size(256 << 20)
                 .max_encoding_message_size(256 << 20)

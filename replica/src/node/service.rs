@@ -26,47 +26,84 @@ fn hint(h: Option<usize>) -> i32 {
 impl ReplicaService {
     fn shard(&self, shard: u32) -> Result<&mpsc::Sender<ClientInput>, Status> {
         self.shards.get(shard as usize).ok_or_else(|| {
-            Status::invalid_argument(format!("unknown shard {shard}: this cluster has shards 0..{}", self.shards.len()))
+            Status::invalid_argument(format!(
+                "unknown shard {shard}: this cluster has shards 0..{}",
+                self.shards.len()
+            ))
         })
     }
 
-    async fn call(&self, shard: u32, make: impl FnOnce(oneshot::Sender<Reply>) -> ClientInput) -> Result<Reply, Status> {
+    async fn call(
+        &self,
+        shard: u32,
+        make: impl FnOnce(oneshot::Sender<Reply>) -> ClientInput,
+    ) -> Result<Reply, Status> {
         let (tx, rx) = oneshot::channel();
         self.shard(shard)?.try_send(make(tx)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Status::resource_exhausted("shard queue full; retry later"),
+            mpsc::error::TrySendError::Full(_) => {
+                Status::resource_exhausted("shard queue full; retry later")
+            }
             mpsc::error::TrySendError::Closed(_) => Status::unavailable("replica shutting down"),
         })?;
         match tokio::time::timeout(DEADLINE, rx).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(_)) => Err(Status::unavailable("request dropped (leadership changed or shutting down); retry")),
-            Err(_) => Err(Status::deadline_exceeded("no quorum answered in time; outcome unknown, retry with the same sequence number")),
+            Ok(Err(_)) => Err(Status::unavailable(
+                "request dropped (leadership changed or shutting down); retry",
+            )),
+            Err(_) => Err(Status::deadline_exceeded(
+                "no quorum answered in time; outcome unknown, retry with the same sequence number",
+            )),
         }
     }
 }
 
 fn decode(bytes: &[u8]) -> Result<KvCommand, Status> {
     if bytes.len() > MAX_COMMAND_BYTES {
-        return Err(Status::invalid_argument(format!("command of {} bytes exceeds {MAX_COMMAND_BYTES}", bytes.len())));
+        return Err(Status::invalid_argument(format!(
+            "command of {} bytes exceeds {MAX_COMMAND_BYTES}",
+            bytes.len()
+        )));
     }
-    KvCommand::decode(bytes).map_err(|e| Status::invalid_argument(format!("malformed command: {e}")))
+    KvCommand::decode(bytes)
+        .map_err(|e| Status::invalid_argument(format!("malformed command: {e}")))
 }
 
 #[tonic::async_trait]
 impl Replica for ReplicaService {
-    async fn submit(&self, req: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitReply>, Status> {
+    async fn submit(
+        &self,
+        req: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitReply>, Status> {
         let req = req.into_inner();
         if req.commands.is_empty() || req.commands.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!("a submit carries 1..={MAX_BATCH} commands, got {}", req.commands.len())));
+            return Err(Status::invalid_argument(format!(
+                "a submit carries 1..={MAX_BATCH} commands, got {}",
+                req.commands.len()
+            )));
         }
         // Decode everything first: a malformed batch changes nothing.
-        let commands = req.commands.iter().map(|c| decode(c)).collect::<Result<Vec<_>, _>>()?;
-        match self.call(req.shard, |reply| ClientInput::Submit { commands, reply }).await? {
+        let commands = req
+            .commands
+            .iter()
+            .map(|c| decode(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        match self
+            .call(req.shard, |reply| ClientInput::Submit { commands, reply })
+            .await?
+        {
             Reply::Done { results, .. } => Ok(Response::new(pb::SubmitReply {
-                results: results.iter().map(|r| bincode::serialize(r).expect("results serialize")).collect(),
+                results: results
+                    .iter()
+                    .map(|r| bincode::serialize(r).expect("results serialize"))
+                    .collect(),
                 not_leader: false,
                 leader_hint: self.site_index as i32,
             })),
-            Reply::NotLeader { hint: h } => Ok(Response::new(pb::SubmitReply { results: vec![], not_leader: true, leader_hint: hint(h) })),
+            Reply::NotLeader { hint: h } => Ok(Response::new(pb::SubmitReply {
+                results: vec![],
+                not_leader: true,
+                leader_hint: hint(h),
+            })),
         }
     }
 
@@ -80,10 +117,26 @@ impl Replica for ReplicaService {
             Ok(pb::ReadMode::Leader) => ReadMode::Leader,
             Ok(pb::ReadMode::Log) => ReadMode::Log,
             Ok(pb::ReadMode::Local) => ReadMode::Local,
-            Err(_) => return Err(Status::invalid_argument(format!("unknown read mode {}", req.mode))),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown read mode {}",
+                    req.mode
+                )))
+            }
         };
-        match self.call(req.shard, |reply| ClientInput::Read { command, mode, reply }).await? {
-            Reply::Done { results, path, applied } => Ok(Response::new(pb::ReadReply {
+        match self
+            .call(req.shard, |reply| ClientInput::Read {
+                command,
+                mode,
+                reply,
+            })
+            .await?
+        {
+            Reply::Done {
+                results,
+                path,
+                applied,
+            } => Ok(Response::new(pb::ReadReply {
                 result: bincode::serialize(&results[0]).expect("results serialize"),
                 not_leader: false,
                 leader_hint: -1,
@@ -100,14 +153,19 @@ impl Replica for ReplicaService {
         }
     }
 
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
         let mut shards = Vec::new();
         for (i, s) in self.shards.iter().enumerate() {
             let (tx, rx) = oneshot::channel();
             if s.send(ClientInput::Status { reply: tx }).await.is_err() {
                 return Err(Status::unavailable("replica shutting down"));
             }
-            let st = rx.await.map_err(|_| Status::unavailable("replica shutting down"))?;
+            let st = rx
+                .await
+                .map_err(|_| Status::unavailable("replica shutting down"))?;
             shards.push(pb::ShardStatus {
                 shard: i as u32,
                 is_leader: st.is_leader,
@@ -122,6 +180,10 @@ impl Replica for ReplicaService {
                 fsync_us_last: st.fsync_us_last,
             });
         }
-        Ok(Response::new(pb::StatusReply { site: self.site.clone(), site_index: self.site_index, shards }))
+        Ok(Response::new(pb::StatusReply {
+            site: self.site.clone(),
+            site_index: self.site_index,
+            shards,
+        }))
     }
 }

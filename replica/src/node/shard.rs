@@ -25,15 +25,30 @@ pub enum ReadMode {
 }
 
 pub enum ClientInput {
-    Submit { commands: Vec<KvCommand>, reply: oneshot::Sender<Reply> },
-    Read { command: KvCommand, mode: ReadMode, reply: oneshot::Sender<Reply> },
-    Status { reply: oneshot::Sender<StatusInfo> },
+    Submit {
+        commands: Vec<KvCommand>,
+        reply: oneshot::Sender<Reply>,
+    },
+    Read {
+        command: KvCommand,
+        mode: ReadMode,
+        reply: oneshot::Sender<Reply>,
+    },
+    Status {
+        reply: oneshot::Sender<StatusInfo>,
+    },
 }
 
 #[derive(Debug)]
 pub enum Reply {
-    Done { results: Vec<KvResult>, path: &'static str, applied: u64 },
-    NotLeader { hint: Option<usize> },
+    Done {
+        results: Vec<KvResult>,
+        path: &'static str,
+        applied: u64,
+    },
+    NotLeader {
+        hint: Option<usize>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -153,7 +168,9 @@ impl Shard {
         if self.wal_bytes > self.opts.compact_bytes && !self.compacting {
             // The rewrite is ordered after every append already queued.
             self.compacting = true;
-            let _ = self.wal.send(WalOp::Rewrite(self.core.compaction_records()));
+            let _ = self
+                .wal
+                .send(WalOp::Rewrite(self.core.compaction_records()));
         } else if self.wal_bytes <= self.opts.compact_bytes {
             self.compacting = false;
         }
@@ -178,7 +195,10 @@ impl Shard {
                     }
                     if slot.0 >= self.last_snapshot + self.opts.snapshot_every {
                         self.last_snapshot = slot.0;
-                        follow_up.push(Input::Snapshot { through: slot, data: self.kv.snapshot().into() });
+                        follow_up.push(Input::Snapshot {
+                            through: slot,
+                            data: self.kv.snapshot().into(),
+                        });
                     }
                 }
                 Output::InstallSnapshot { through, data } => {
@@ -192,11 +212,17 @@ impl Shard {
                     if let Some((cmd, reply)) = self.reads.remove(&id) {
                         let result = self.kv.read(&cmd.op);
                         let applied = self.core.applied_index().0;
-                        let _ = reply.send(Reply::Done { results: vec![result], path: "lease", applied });
+                        let _ = reply.send(Reply::Done {
+                            results: vec![result],
+                            path: "lease",
+                            applied,
+                        });
                     }
                 }
                 Output::ReadRejected { id, reason } => {
-                    let Some((cmd, reply)) = self.reads.remove(&id) else { continue };
+                    let Some((cmd, reply)) = self.reads.remove(&id) else {
+                        continue;
+                    };
                     match reason {
                         Rejection::LeaseExpired => {
                             // No valid lease (yet): the read goes through the log.
@@ -205,16 +231,24 @@ impl Shard {
                             follow_up.push(Input::Propose(vec![raw]));
                         }
                         Rejection::NotLeader { hint } => {
-                            let _ = reply.send(Reply::NotLeader { hint: hint.map(|h| h.0 as usize) });
+                            let _ = reply.send(Reply::NotLeader {
+                                hint: hint.map(|h| h.0 as usize),
+                            });
                         }
                     }
                 }
                 Output::NotLeader { commands, hint } => {
                     for c in commands {
                         if let Ok(cmd) = KvCommand::decode(&c) {
-                            for (id, _) in self.waiting.remove(&(cmd.client, cmd.seq)).unwrap_or_default() {
+                            for (id, _) in self
+                                .waiting
+                                .remove(&(cmd.client, cmd.seq))
+                                .unwrap_or_default()
+                            {
                                 if let Some(p) = self.pending.remove(&id) {
-                                    let _ = p.reply.send(Reply::NotLeader { hint: hint.map(|h| h.0 as usize) });
+                                    let _ = p.reply.send(Reply::NotLeader {
+                                        hint: hint.map(|h| h.0 as usize),
+                                    });
                                 }
                             }
                         }
@@ -234,7 +268,11 @@ impl Shard {
             return;
         };
         let result = self.kv.apply(&cmd);
-        for (id, pos) in self.waiting.remove(&(cmd.client, cmd.seq)).unwrap_or_default() {
+        for (id, pos) in self
+            .waiting
+            .remove(&(cmd.client, cmd.seq))
+            .unwrap_or_default()
+        {
             let done = match self.pending.get_mut(&id) {
                 Some(p) => {
                     if p.results[pos].is_none() {
@@ -249,18 +287,38 @@ impl Shard {
                 let p = self.pending.remove(&id).expect("present");
                 let results = p.results.into_iter().map(|r| r.expect("filled")).collect();
                 let applied = self.core.applied_index().0;
-                let _ = p.reply.send(Reply::Done { results, path: p.path, applied });
+                let _ = p.reply.send(Reply::Done {
+                    results,
+                    path: p.path,
+                    applied,
+                });
             }
         }
     }
 
-    fn register(&mut self, commands: Vec<KvCommand>, path: &'static str, reply: oneshot::Sender<Reply>) {
+    fn register(
+        &mut self,
+        commands: Vec<KvCommand>,
+        path: &'static str,
+        reply: oneshot::Sender<Reply>,
+    ) {
         self.next_id += 1;
         let id = self.next_id;
         for (pos, c) in commands.iter().enumerate() {
-            self.waiting.entry((c.client, c.seq)).or_default().push((id, pos));
+            self.waiting
+                .entry((c.client, c.seq))
+                .or_default()
+                .push((id, pos));
         }
-        self.pending.insert(id, Pending { results: vec![None; commands.len()], left: commands.len(), path, reply });
+        self.pending.insert(
+            id,
+            Pending {
+                results: vec![None; commands.len()],
+                left: commands.len(),
+                path,
+                reply,
+            },
+        );
     }
 
     fn on_client(&mut self, c: ClientInput) {
@@ -281,9 +339,17 @@ impl Shard {
                     fsync_us_last: self.fsync_us_last,
                 });
             }
-            ClientInput::Read { command, mode: ReadMode::Local, reply } => {
+            ClientInput::Read {
+                command,
+                mode: ReadMode::Local,
+                reply,
+            } => {
                 let result = self.kv.read(&command.op);
-                let _ = reply.send(Reply::Done { results: vec![result], path: "local", applied: self.core.applied_index().0 });
+                let _ = reply.send(Reply::Done {
+                    results: vec![result],
+                    path: "local",
+                    applied: self.core.applied_index().0,
+                });
             }
             _ if !self.core.is_leader() => {
                 let reply = match c {
@@ -297,12 +363,20 @@ impl Shard {
                 self.register(commands, "log", reply);
                 self.step(Input::Propose(raw));
             }
-            ClientInput::Read { command, mode: ReadMode::Log, reply } => {
+            ClientInput::Read {
+                command,
+                mode: ReadMode::Log,
+                reply,
+            } => {
                 let raw = Bytes::from(command.encode());
                 self.register(vec![command], "log", reply);
                 self.step(Input::Propose(vec![raw]));
             }
-            ClientInput::Read { command, mode: ReadMode::Leader, reply } => {
+            ClientInput::Read {
+                command,
+                mode: ReadMode::Leader,
+                reply,
+            } => {
                 debug_assert!(matches!(command.op, Op::Get { .. } | Op::Range { .. }));
                 self.next_id += 1;
                 let id = self.next_id;

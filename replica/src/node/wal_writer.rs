@@ -5,7 +5,10 @@ use meridian_core::Record;
 use std::sync::mpsc;
 
 pub enum WalOp {
-    Append { token: u64, records: Vec<Record> },
+    Append {
+        token: u64,
+        records: Vec<Record>,
+    },
     /// Replace the log with an equivalent compacted state.
     Rewrite(Vec<Record>),
 }
@@ -51,7 +54,11 @@ pub fn spawn(
                 }
                 let fsync_us = start.elapsed().as_micros() as u64;
                 if let Some(token) = token {
-                    if !done(Durable { token, bytes: log.size(), fsync_us }) {
+                    if !done(Durable {
+                        token,
+                        bytes: log.size(),
+                        fsync_us,
+                    }) {
                         return;
                     }
                 }

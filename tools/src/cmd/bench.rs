@@ -25,14 +25,23 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let cdir = a.out.join("cluster");
         if cdir.join("pids").exists() {
             let _ = down(&cdir);
         }
         let _ = std::fs::remove_dir_all(&cdir);
-        let up_args = UpArgs { dir: cdir.clone(), sites: 5, regions: vec![], shards: 1, no_wan: true, parent_pid: Some(std::process::id() as i32) };
+        let up_args = UpArgs {
+            dir: cdir.clone(),
+            sites: 5,
+            regions: vec![],
+            shards: 1,
+            no_wan: true,
+            parent_pid: Some(std::process::id() as i32),
+        };
         let cluster = up(&up_args).await?;
         let r = tokio::select! {
             r = measure(&cluster.config, &a) => r,
@@ -40,7 +49,10 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         };
         down(&cdir)?;
         let rows = r?;
-        std::fs::write(a.out.join("bench.json"), serde_json::to_string_pretty(&json!({"results": rows}))?)?;
+        std::fs::write(
+            a.out.join("bench.json"),
+            serde_json::to_string_pretty(&json!({"results": rows}))?,
+        )?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -49,8 +61,14 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
     let tls = tool_tls(cfg);
     let l = leaders(cfg, &tls).await?[0];
     let conn = ReplicaClient::connect(cfg.sites[l].addr, &tls).await?;
-    println!("one shard group, 5 replicas on loopback, fsync'd WAL, {} clients, leader {}", a.clients, cfg.sites[l].name);
-    println!("{:>6} {:>14} {:>12} {:>10} {:>10}", "batch", "commands/s", "submits/s", "p50 ms", "p99 ms");
+    println!(
+        "one shard group, 5 replicas on loopback, fsync'd WAL, {} clients, leader {}",
+        a.clients, cfg.sites[l].name
+    );
+    println!(
+        "{:>6} {:>14} {:>12} {:>10} {:>10}",
+        "batch", "commands/s", "submits/s", "p50 ms", "p99 ms"
+    );
     let mut rows = Vec::new();
     for (bi, &batch) in a.batch.iter().enumerate() {
         if batch == 0 {
@@ -71,7 +89,14 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
                             seq += 1;
                             // Each command carries its own client id so that every one is a
                             // separate exactly-once session entry.
-                            KvCommand { client: client + (i as u64 % 256), seq, op: Op::Put { key: format!("b{c}/{seq}").into_bytes(), value: vec![7; 64] } }
+                            KvCommand {
+                                client: client + (i as u64 % 256),
+                                seq,
+                                op: Op::Put {
+                                    key: format!("b{c}/{seq}").into_bytes(),
+                                    value: vec![7; 64],
+                                },
+                            }
                         })
                         .collect();
                     let t0 = Instant::now();
@@ -90,9 +115,20 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
             lat.extend(l);
         }
         lat.sort_by(|x, y| x.total_cmp(y));
-        let p = |q: f64| lat.get(((lat.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(f64::NAN);
+        let p = |q: f64| {
+            lat.get(((lat.len() as f64 - 1.0) * q) as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
         let secs = a.seconds as f64;
-        println!("{:>6} {:>14.0} {:>12.0} {:>10.2} {:>10.2}", batch, total as f64 / secs, lat.len() as f64 / secs, p(0.5), p(0.99));
+        println!(
+            "{:>6} {:>14.0} {:>12.0} {:>10.2} {:>10.2}",
+            batch,
+            total as f64 / secs,
+            lat.len() as f64 / secs,
+            p(0.5),
+            p(0.99)
+        );
         rows.push(json!({"batch": batch, "clients": a.clients, "commands_per_s": total as f64 / secs, "submits_per_s": lat.len() as f64 / secs, "p50_ms": p(0.5), "p99_ms": p(0.99)}));
     }
     Ok(rows)

@@ -21,7 +21,12 @@ pub fn run(a: CertsArgs) -> Result<ExitCode> {
         bail!("--sites names at least one site");
     }
     for n in a.sites.iter().chain(&a.proxies).chain(&a.clients) {
-        if n.is_empty() || n.len() > 60 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if n.is_empty()
+            || n.len() > 60
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             bail!("invalid name '{n}': use 1-60 letters, digits, '-', '_' or '.'");
         }
     }

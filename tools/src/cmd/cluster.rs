@@ -50,11 +50,17 @@ pub struct DownArgs {
 }
 
 pub fn run(c: ClusterCmd) -> Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match c {
         ClusterCmd::Up(a) => rt.block_on(async {
             let cluster = up(&a).await?;
-            println!("cluster up: {} sites in {}", cluster.config.sites.len(), a.dir.display());
+            println!(
+                "cluster up: {} sites in {}",
+                cluster.config.sites.len(),
+                a.dir.display()
+            );
             for s in &cluster.config.sites {
                 println!("  {:<16} {}", s.name, s.addr);
             }
@@ -74,15 +80,31 @@ pub struct Cluster {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// The planner's leader for uniform demand over the sites' regions (writes and reads).
 pub fn planned_leader(m: &RttMatrix, regions: &[String], hierarchical: bool) -> Result<String> {
-    let idx: Vec<usize> = regions.iter().map(|r| m.index(r)).collect::<Result<_, _>>()?;
+    let idx: Vec<usize> = regions
+        .iter()
+        .map(|r| m.index(r))
+        .collect::<Result<_, _>>()?;
     let sites: Vec<Option<usize>> = idx.iter().map(|&i| Some(i)).collect();
-    let demand: Vec<Demand> = idx.iter().map(|&region| Demand { region, weight: 1.0, read_share: 0.0 }).collect();
-    let shape = if hierarchical { QuorumShape::three_by_three() } else { QuorumShape::Majority };
+    let demand: Vec<Demand> = idx
+        .iter()
+        .map(|&region| Demand {
+            region,
+            weight: 1.0,
+            read_share: 0.0,
+        })
+        .collect();
+    let shape = if hierarchical {
+        QuorumShape::three_by_three()
+    } else {
+        QuorumShape::Majority
+    };
     let a = assess(m, &shape, &demand, false, &sites).context("no quorum")?;
     Ok(regions[a.leader].clone())
 }
@@ -105,7 +127,12 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
     let dir = a.dir.canonicalize()?;
     let names: Vec<String> = regions.clone();
-    meridian_replica::tls::generate(&dir.join("certs"), &names, &[], &["meridian-tool".to_string()])?;
+    meridian_replica::tls::generate(
+        &dir.join("certs"),
+        &names,
+        &[],
+        &["meridian-tool".to_string()],
+    )?;
     let sites = names
         .iter()
         .zip(&regions)
@@ -123,7 +150,11 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
         cluster: ClusterSection {
             name: "local".into(),
             shards: a.shards,
-            quorum: if hierarchical { "hierarchical".into() } else { "majority".into() },
+            quorum: if hierarchical {
+                "hierarchical".into()
+            } else {
+                "majority".into()
+            },
             preferred_leader: Some(planned_leader(&m, &regions, hierarchical)?),
             lease_ms: 1000,
             drift_bound: 0.01,
@@ -133,25 +164,41 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
             snapshot_every: 10_000,
             compact_bytes: 64 << 20,
         },
-        tls: TlsSection { ca: "certs/ca.pem".into(), cert_dir: "certs".into() },
-        wan: WanSection { rtt_matrix: (!a.no_wan).then(|| "embedded".to_string()) },
+        tls: TlsSection {
+            ca: "certs/ca.pem".into(),
+            cert_dir: "certs".into(),
+        },
+        wan: WanSection {
+            rtt_matrix: (!a.no_wan).then(|| "embedded".to_string()),
+        },
         sites,
         base_dir: dir.clone(),
     };
     let header = "# Written by `meridian cluster up`. See the README for every key.\n";
-    std::fs::write(dir.join("cluster.toml"), format!("{header}{}", cfg.to_toml()))?;
+    std::fs::write(
+        dir.join("cluster.toml"),
+        format!("{header}{}", cfg.to_toml()),
+    )?;
     ClusterConfig::load(&dir.join("cluster.toml")).context("the written config does not load")
 }
 
 pub fn tool_tls(cfg: &ClusterConfig) -> TlsFiles {
-    TlsFiles::new(cfg.resolve(&cfg.tls.ca), &cfg.resolve(&cfg.tls.cert_dir), "meridian-tool")
+    TlsFiles::new(
+        cfg.resolve(&cfg.tls.ca),
+        &cfg.resolve(&cfg.tls.cert_dir),
+        "meridian-tool",
+    )
 }
 
 /// Starts one replica process per site and waits until every shard has a leader.
 pub async fn up(a: &UpArgs) -> Result<Cluster> {
     let dir = &a.dir;
     if dir.join("pids").exists() {
-        bail!("{} already holds a running cluster (run `meridian cluster down --dir {}` first)", dir.display(), dir.display());
+        bail!(
+            "{} already holds a running cluster (run `meridian cluster down --dir {}` first)",
+            dir.display(),
+            dir.display()
+        );
     }
     let cfg = write_config(a)?;
     let dir = cfg.base_dir.clone();
@@ -161,13 +208,24 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
     for s in &cfg.sites {
         let log = std::fs::File::create(dir.join("logs").join(format!("{}.log", s.name)))?;
         let mut cmd = std::process::Command::new(&exe);
-        cmd.arg("replica").arg("--config").arg(dir.join("cluster.toml")).arg("--site").arg(&s.name);
+        cmd.arg("replica")
+            .arg("--config")
+            .arg(dir.join("cluster.toml"))
+            .arg("--site")
+            .arg(&s.name);
         if let Some(p) = a.parent_pid {
             cmd.arg("--parent-pid").arg(p.to_string());
         }
-        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.stdout(log.try_clone()?).stderr(log).spawn().context("spawning a replica")?;
+        let child = cmd
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning a replica")?;
         pids.push((s.name.clone(), child.id()));
     }
     let pid_text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
@@ -179,7 +237,10 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
         "sites": cfg.sites.iter().map(|s| (s.name.clone(), json!({"region": s.region, "addr": s.addr.to_string()}))).collect::<serde_json::Map<_, _>>(),
         "proxies": {},
     });
-    std::fs::write(dir.join("endpoints.json"), serde_json::to_string_pretty(&endpoints)?)?;
+    std::fs::write(
+        dir.join("endpoints.json"),
+        serde_json::to_string_pretty(&endpoints)?,
+    )?;
     let cluster = Cluster { config: cfg };
     if let Err(e) = wait_for_leaders(&cluster.config, Duration::from_secs(60)).await {
         let _ = down(&dir);
@@ -208,7 +269,9 @@ pub async fn wait_for_leaders(cfg: &ClusterConfig, limit: Duration) -> Result<Ve
 pub async fn leaders(cfg: &ClusterConfig, tls: &TlsFiles) -> Result<Vec<usize>> {
     let mut found = vec![None; cfg.cluster.shards as usize];
     for s in &cfg.sites {
-        let Ok(mut c) = ReplicaClient::connect(s.addr, tls).await else { continue };
+        let Ok(mut c) = ReplicaClient::connect(s.addr, tls).await else {
+            continue;
+        };
         let Ok(st) = c.status().await else { continue };
         for sh in st.shards {
             if sh.is_leader && sh.holds_lease {
@@ -216,7 +279,10 @@ pub async fn leaders(cfg: &ClusterConfig, tls: &TlsFiles) -> Result<Vec<usize>> 
             }
         }
     }
-    found.into_iter().map(|l| l.context("a shard has no leader")).collect()
+    found
+        .into_iter()
+        .map(|l| l.context("a shard has no leader"))
+        .collect()
 }
 
 fn alive(pid: u32) -> bool {
@@ -227,8 +293,12 @@ fn alive(pid: u32) -> bool {
 pub fn down(dir: &Path) -> Result<usize> {
     use nix::sys::signal::{kill, Signal};
     let path = dir.join("pids");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: no cluster started here", path.display()))?;
-    let pids: Vec<u32> = text.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect();
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: no cluster started here", path.display()))?;
+    let pids: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
     for &p in &pids {
         let _ = kill(nix::unistd::Pid::from_raw(p as i32), Signal::SIGTERM);
     }

@@ -33,7 +33,9 @@ pub struct DemoArgs {
 }
 
 pub fn run(a: DemoArgs) -> Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(demo(a))
 }
 
@@ -50,7 +52,14 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         let _ = down(&cdir);
     }
     let _ = std::fs::remove_dir_all(&cdir);
-    let up_args = UpArgs { dir: cdir.clone(), sites: 5, regions: vec![], shards: 4, no_wan: a.no_wan, parent_pid: Some(std::process::id() as i32) };
+    let up_args = UpArgs {
+        dir: cdir.clone(),
+        sites: 5,
+        regions: vec![],
+        shards: 4,
+        no_wan: a.no_wan,
+        parent_pid: Some(std::process::id() as i32),
+    };
     println!("starting five replica processes (emulated WAN from the shipped AWS RTT matrix) ...");
     let cluster = up(&up_args).await?;
     let outcome = tokio::select! {
@@ -67,10 +76,16 @@ async fn workload(cfg: &ClusterConfig, seconds: u64, per_region: usize) -> Resul
     let m = RttMatrix::embedded();
     let tls = tool_tls(cfg);
     // Wait for the planner's preferred leader to lead every shard (it campaigns first).
-    let preferred = cfg.cluster.preferred_leader.as_ref().and_then(|p| cfg.site_index(p));
+    let preferred = cfg
+        .cluster
+        .preferred_leader
+        .as_ref()
+        .and_then(|p| cfg.site_index(p));
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut leaders = wait_for_leaders(cfg, Duration::from_secs(30)).await?;
-    while Some(leaders.iter().all(|l| Some(*l) == preferred)) != Some(true) && Instant::now() < deadline {
+    while Some(leaders.iter().all(|l| Some(*l) == preferred)) != Some(true)
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
         leaders = wait_for_leaders(cfg, Duration::from_secs(10)).await?;
     }
@@ -79,7 +94,11 @@ async fn workload(cfg: &ClusterConfig, seconds: u64, per_region: usize) -> Resul
         conns.push(ReplicaClient::connect(s.addr, &tls).await?);
     }
     println!("leaders per shard: {:?}; {seconds} s of writes from {per_region} clients in each region ...", leaders.iter().map(|&l| &cfg.sites[l].name).collect::<Vec<_>>());
-    let region_of: Vec<usize> = cfg.sites.iter().map(|s| m.index(&s.region)).collect::<Result<_, _>>()?;
+    let region_of: Vec<usize> = cfg
+        .sites
+        .iter()
+        .map(|s| m.index(&s.region))
+        .collect::<Result<_, _>>()?;
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for (ci, &creg) in region_of.iter().enumerate() {
@@ -97,7 +116,14 @@ async fn workload(cfg: &ClusterConfig, seconds: u64, per_region: usize) -> Resul
                     seq += 1;
                     let key = format!("demo/{ci}/{w}/{seq}");
                     let shard = meridian_proxy::route::shard_for_key(key.as_bytes(), shards);
-                    let cmd = KvCommand { client, seq, op: Op::Put { key: key.into_bytes(), value: vec![b'v'; 64] } };
+                    let cmd = KvCommand {
+                        client,
+                        seq,
+                        op: Op::Put {
+                            key: key.into_bytes(),
+                            value: vec![b'v'; 64],
+                        },
+                    };
                     let l = leaders[shard as usize];
                     let one_way = Duration::from_secs_f64(m.rtt(creg, region_of[l]) / 2000.0);
                     let t0 = Instant::now();
@@ -105,9 +131,15 @@ async fn workload(cfg: &ClusterConfig, seconds: u64, per_region: usize) -> Resul
                     let r = conns[l].clone().submit(shard, &[cmd]).await;
                     DelayLine::global().sleep(one_way).await;
                     match r {
-                        Ok(Outcome::Ok(_)) => out.push(Sample { region: ci, leader: l, ms: t0.elapsed().as_secs_f64() * 1e3 }),
+                        Ok(Outcome::Ok(_)) => out.push(Sample {
+                            region: ci,
+                            leader: l,
+                            ms: t0.elapsed().as_secs_f64() * 1e3,
+                        }),
                         Ok(Outcome::NotLeader(Some(h))) => leaders[shard as usize] = h,
-                        Ok(Outcome::NotLeader(None)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        Ok(Outcome::NotLeader(None)) | Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(100)).await
+                        }
                     }
                 }
                 out
@@ -135,12 +167,23 @@ fn round2(x: f64) -> f64 {
 
 fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitCode> {
     let m = RttMatrix::embedded();
-    let region_of: Vec<usize> = cfg.sites.iter().map(|s| m.index(&s.region)).collect::<Result<_, _>>()?;
+    let region_of: Vec<usize> = cfg
+        .sites
+        .iter()
+        .map(|s| m.index(&s.region))
+        .collect::<Result<_, _>>()?;
     let sites: Vec<Option<usize>> = region_of.iter().map(|&r| Some(r)).collect();
-    let shape = if cfg.sites.len() == 9 { QuorumShape::three_by_three() } else { QuorumShape::Majority };
+    let shape = if cfg.sites.len() == 9 {
+        QuorumShape::three_by_three()
+    } else {
+        QuorumShape::Majority
+    };
     println!();
     println!("write latency per client region (bound = rtt(client, leader) + fastest-quorum rtt from the leader, DESIGN.md §6)");
-    println!("{:<16} {:>6} {:>9} {:>9} {:>9} {:>9} {:>7}  leader", "region", "count", "p50 ms", "p99 ms", "bound ms", "p50/bnd", "ok");
+    println!(
+        "{:<16} {:>6} {:>9} {:>9} {:>9} {:>9} {:>7}  leader",
+        "region", "count", "p50 ms", "p99 ms", "bound ms", "p50/bnd", "ok"
+    );
     let mut rows = Vec::new();
     let mut all_ok = true;
     for (ci, s) in cfg.sites.iter().enumerate() {
@@ -152,9 +195,14 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
         let mut counts = vec![0usize; cfg.sites.len()];
         mine.iter().for_each(|x| counts[x.leader] += 1);
         let l = (0..counts.len()).max_by_key(|&i| counts[i]).expect("sites");
-        let mut ms: Vec<f64> = mine.iter().filter(|x| x.leader == l).map(|x| x.ms).collect();
+        let mut ms: Vec<f64> = mine
+            .iter()
+            .filter(|x| x.leader == l)
+            .map(|x| x.ms)
+            .collect();
         ms.sort_by(|x, y| x.total_cmp(y));
-        let bound = m.rtt(region_of[ci], region_of[l]) + quorum_latency(&m, &sites, &shape, region_of[l]);
+        let bound =
+            m.rtt(region_of[ci], region_of[l]) + quorum_latency(&m, &sites, &shape, region_of[l]);
         let p50 = pct(&ms, 0.5);
         let ok = p50 <= bound * 1.05 + 1.0;
         all_ok &= ok;
@@ -178,7 +226,10 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
             "leader": cfg.sites[l].name,
         }));
     }
-    let rtt: Vec<Vec<f64>> = region_of.iter().map(|&x| region_of.iter().map(|&y| m.rtt(x, y)).collect()).collect();
+    let rtt: Vec<Vec<f64>> = region_of
+        .iter()
+        .map(|&x| region_of.iter().map(|&y| m.rtt(x, y)).collect())
+        .collect();
     let report = json!({
         "topology": {
             "sites": cfg.sites.iter().map(|s| json!({"name": s.name, "region": s.region})).collect::<Vec<_>>(),
@@ -196,6 +247,9 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     println!();
     println!("report: {}", path.display());
-    println!("every region within 5 % (+1 ms) of its bound: {}", if all_ok { "yes" } else { "NO" });
+    println!(
+        "every region within 5 % (+1 ms) of its bound: {}",
+        if all_ok { "yes" } else { "NO" }
+    );
     Ok(ExitCode::SUCCESS)
 }

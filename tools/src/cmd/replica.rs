@@ -17,7 +17,10 @@ pub struct ReplicaArgs {
 
 pub fn run(a: ReplicaArgs) -> Result<ExitCode> {
     let cfg = ClusterConfig::load(&a.config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
     rt.block_on(async move {
         let stop = super::signals::until_shutdown(a.parent_pid);
         meridian_replica::node::run(cfg, &a.site, stop).await

@@ -7,7 +7,9 @@ pub async fn until_shutdown(parent: Option<i32>) {
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let orphaned = async move {
-        let Some(pid) = parent else { return std::future::pending().await };
+        let Some(pid) = parent else {
+            return std::future::pending().await;
+        };
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {

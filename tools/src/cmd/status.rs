@@ -22,10 +22,23 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
         _ => bail!("give --dir or --config"),
     };
     let cfg = ClusterConfig::load(&path)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let tls = tool_tls(&cfg);
-        println!("{:<16} {:>5} {:>7} {:>6} {:>10} {:>10} {:>6} {:>12} {:>9}", "site", "shard", "leader", "lease", "commit", "applied", "ballot", "wal bytes", "fsync us");
+        println!(
+            "{:<16} {:>5} {:>7} {:>6} {:>10} {:>10} {:>6} {:>12} {:>9}",
+            "site",
+            "shard",
+            "leader",
+            "lease",
+            "commit",
+            "applied",
+            "ballot",
+            "wal bytes",
+            "fsync us"
+        );
         for s in &cfg.sites {
             let st = match ReplicaClient::connect(s.addr, &tls).await {
                 Ok(mut c) => c.status().await,
@@ -34,7 +47,11 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
             match st {
                 Ok(st) => {
                     for sh in st.shards {
-                        let leader = if sh.leader_hint >= 0 { cfg.sites[sh.leader_hint as usize].name.as_str() } else { "-" };
+                        let leader = if sh.leader_hint >= 0 {
+                            cfg.sites[sh.leader_hint as usize].name.as_str()
+                        } else {
+                            "-"
+                        };
                         println!(
                             "{:<16} {:>5} {:>7} {:>6} {:>10} {:>10} {:>6} {:>12} {:>9}",
                             s.name,

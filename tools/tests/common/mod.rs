@@ -1,0 +1,254 @@
+//! Helpers for tests over real `meridian` processes on 127.0.0.1.
+#![allow(dead_code)]
+use meridian_replica::client::{Outcome, ReplicaClient};
+use meridian_replica::config::ClusterConfig;
+use meridian_replica::kv::{KvCommand, KvResult, Op, Outcome as KvOutcome};
+use meridian_replica::tls::TlsFiles;
+use meridian_replica::wire::pb::ReadMode;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_meridian")
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("meridian-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// A cluster started with `meridian cluster up`; stopped (and its extra processes killed) on drop.
+pub struct TestCluster {
+    pub dir: PathBuf,
+    pub cfg: ClusterConfig,
+    pub tls: TlsFiles,
+    pub extra: Vec<Child>,
+}
+
+impl TestCluster {
+    pub fn up(name: &str, extra_args: &[&str]) -> TestCluster {
+        meridian_replica::tls::install_provider();
+        let dir = temp_dir(name);
+        let out = Command::new(bin())
+            .args(["cluster", "up", "--dir"])
+            .arg(&dir)
+            .args(extra_args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cluster up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cfg = ClusterConfig::load(&dir.join("cluster.toml")).unwrap();
+        let tls = TlsFiles::new(
+            cfg.resolve(&cfg.tls.ca),
+            &cfg.resolve(&cfg.tls.cert_dir),
+            "meridian-tool",
+        );
+        TestCluster {
+            dir,
+            cfg,
+            tls,
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self, site: &str) -> i32 {
+        let text = std::fs::read_to_string(self.dir.join("pids")).unwrap();
+        let mut found = None;
+        for l in text.lines() {
+            let mut it = l.split_whitespace();
+            if it.next() == Some(site) {
+                found = it.next().map(|p| p.parse().unwrap());
+            }
+        }
+        found.expect("site in pids")
+    }
+
+    pub fn kill9(&self, site: &str) {
+        let pid = self.pid(site);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        // Wait until it is really gone (the port must be free for a restart).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+            && Instant::now() < deadline
+        {
+            let _ = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a replica process of `site` again (from its data directory); recorded in pids.
+    pub fn restart(&mut self, site: &str) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.join("logs").join(format!("{site}.log")))
+            .unwrap();
+        let child = Command::new(bin())
+            .args(["replica", "--config"])
+            .arg(self.dir.join("cluster.toml"))
+            .args(["--site", site])
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut pids = std::fs::read_to_string(self.dir.join("pids")).unwrap();
+        pids.push_str(&format!("{site} {}\n", child.id()));
+        std::fs::write(self.dir.join("pids"), pids).unwrap();
+        self.extra.push(child);
+    }
+
+    pub fn log(&self, site: &str) -> String {
+        std::fs::read_to_string(self.dir.join("logs").join(format!("{site}.log")))
+            .unwrap_or_default()
+    }
+
+    pub fn site_names(&self) -> Vec<String> {
+        self.cfg.sites.iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(bin())
+            .args(["cluster", "down", "--dir"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        for c in &mut self.extra {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Connections to every site plus leader tracking; retries writes until they are acknowledged.
+pub struct Writer {
+    pub conns: Vec<Option<ReplicaClient>>,
+    pub addrs: Vec<std::net::SocketAddr>,
+    pub tls: TlsFiles,
+    pub shards: u32,
+    pub leader: Vec<usize>,
+}
+
+impl Writer {
+    pub async fn new(c: &TestCluster) -> Writer {
+        let addrs: Vec<_> = c.cfg.sites.iter().map(|s| s.addr).collect();
+        Writer {
+            conns: vec![None; addrs.len()],
+            addrs,
+            tls: c.tls.clone(),
+            shards: c.cfg.cluster.shards,
+            leader: vec![0; c.cfg.cluster.shards as usize],
+        }
+    }
+
+    async fn conn(&mut self, i: usize) -> Option<ReplicaClient> {
+        if self.conns[i].is_none() {
+            self.conns[i] = ReplicaClient::connect(self.addrs[i], &self.tls).await.ok();
+        }
+        self.conns[i].clone()
+    }
+
+    /// Submits `cmd` until some leader acknowledges it (same client id and sequence number on
+    /// every retry, so it applies once) or `limit` passes.
+    pub async fn submit(&mut self, cmd: &KvCommand, limit: Duration) -> Option<KvResult> {
+        let key = match &cmd.op {
+            Op::Put { key, .. } | Op::Get { key } | Op::Delete { key } => key.clone(),
+            _ => panic!("unsupported"),
+        };
+        let shard = meridian_proxy::route::shard_for_key(&key, self.shards);
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let l = self.leader[shard as usize];
+            let Some(mut c) = self.conn(l).await else {
+                self.leader[shard as usize] = (l + 1) % self.addrs.len();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            match tokio::time::timeout(
+                Duration::from_secs(5),
+                c.submit(shard, std::slice::from_ref(cmd)),
+            )
+            .await
+            {
+                Ok(Ok(Outcome::Ok(mut r))) => return r.pop(),
+                Ok(Ok(Outcome::NotLeader(Some(h)))) if h != l => self.leader[shard as usize] = h,
+                Ok(Ok(Outcome::NotLeader(_))) => {
+                    self.leader[shard as usize] = (l + 1) % self.addrs.len();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Err(_)) | Err(_) => {
+                    self.conns[l] = None;
+                    self.leader[shard as usize] = (l + 1) % self.addrs.len();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        None
+    }
+
+    /// Reads `key` linearizably (leader lease, or through the log).
+    pub async fn get(&mut self, key: &[u8], client: u64, seq: u64) -> Option<Option<Vec<u8>>> {
+        let cmd = KvCommand {
+            client,
+            seq,
+            op: Op::Get { key: key.to_vec() },
+        };
+        let shard = meridian_proxy::route::shard_for_key(key, self.shards);
+        for _ in 0..100 {
+            let l = self.leader[shard as usize];
+            if let Some(mut c) = self.conn(l).await {
+                match c.read(shard, &cmd, ReadMode::Leader).await {
+                    Ok(Outcome::Ok((r, _path))) => {
+                        let KvOutcome::Get { kv } = r.outcome else {
+                            panic!("get answered {r:?}")
+                        };
+                        return Some(kv.map(|kv| kv.value));
+                    }
+                    Ok(Outcome::NotLeader(Some(h))) if h != l => {
+                        self.leader[shard as usize] = h;
+                        continue;
+                    }
+                    _ => self.conns[l] = None,
+                }
+            }
+            self.leader[shard as usize] = (l + 1) % self.addrs.len();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+}
+
+pub fn put(client: u64, seq: u64, key: &str, value: &str) -> KvCommand {
+    KvCommand {
+        client,
+        seq,
+        op: Op::Put {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+        },
+    }
+}
+
+pub fn wal_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == "log"));
+    v.sort();
+    v
+}
