@@ -173,6 +173,8 @@ pub async fn run(
     let mut server_stop = stop_rx.clone();
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(32 << 20))
         .add_service(
             PeerServer::new(peer_svc)
                 .max_decoding_message_size(256 << 20)

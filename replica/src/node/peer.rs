@@ -131,6 +131,8 @@ pub async fn dial(
                 .tls_config(tls.client_config().map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?
                 .tcp_nodelay(true)
+                .initial_stream_window_size(Some(8 << 20))
+                .initial_connection_window_size(Some(32 << 20))
                 .connect_timeout(Duration::from_secs(3))
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(Duration::from_secs(10));
