@@ -6,6 +6,7 @@ pub mod assess;
 mod error;
 pub mod failure;
 pub mod input;
+mod land;
 pub mod model;
 pub mod plan;
 pub mod regions;

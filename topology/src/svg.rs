@@ -41,7 +41,22 @@ pub fn render(input: &PlanInput, regions: &Regions, best: &Scored, title: &str) 
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif">"#
     );
-    let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#f4f7fb"/>"##);
+    let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#eaf1f8"/>"##);
+    // Land.
+    for shape in crate::land::LAND {
+        let pts: Vec<String> = shape
+            .iter()
+            .map(|&(lon, lat)| {
+                let (x, y) = xy(lat, lon);
+                format!("{x:.1},{y:.1}")
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            r##"<polygon points="{}" fill="#e3e8d9" stroke="#c5ccb8" stroke-width="0.8"/>"##,
+            pts.join(" ")
+        );
+    }
     // Graticule.
     for lon in (-180..=180).step_by(30) {
         let (x, _) = xy(0.0, lon as f64);
