@@ -1,5 +1,28 @@
-//! The regional proxy (DESIGN.md §4): routing decisions as pure functions. The serving proxy
-//! lands with its own issue; key-to-shard routing is shared already by the tools and tests.
+//! The regional proxy (DESIGN.md §4). Apps connect to the nearest proxy; it holds exactly one
+//! persistent mTLS connection per replica site, routes keys to shards and shards to leaders,
+//! batches writes, picks the cheapest valid read path from live RTTs, and sheds load it cannot
+//! queue. Routing and path choice are pure functions (`route`, `chooser`, `api`).
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod batcher;
+pub mod chooser;
+mod http;
+pub mod reads;
 pub mod route;
+pub mod server;
+pub mod sessions;
+pub mod sites;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Proxy {
+    pub region: String,
+    pub shards: u32,
+    pub sites: Arc<sites::Sites>,
+    pub reader: reads::Reader,
+    pub batcher: batcher::Batcher,
+    pub sessions: sessions::Sessions,
+    pub deadline: Duration,
+}

@@ -84,10 +84,29 @@ impl ReplicaClient {
         cmd: &KvCommand,
         mode: pb::ReadMode,
     ) -> Result<Outcome<(KvResult, String)>, ClientError> {
+        match self.read_full(shard, cmd, mode, 0).await? {
+            Outcome::Ok(r) => {
+                let res = bincode::deserialize(&r.result)
+                    .map_err(|e| ClientError::Decode(e.to_string()))?;
+                Ok(Outcome::Ok((res, r.path)))
+            }
+            Outcome::NotLeader(h) => Ok(Outcome::NotLeader(h)),
+        }
+    }
+
+    /// A read with every field of the reply (barrier, applied index, staleness).
+    pub async fn read_full(
+        &mut self,
+        shard: u32,
+        cmd: &KvCommand,
+        mode: pb::ReadMode,
+        min_applied: u64,
+    ) -> Result<Outcome<pb::ReadReply>, ClientError> {
         let req = pb::ReadRequest {
             shard,
             command: cmd.encode(),
             mode: mode as i32,
+            min_applied,
         };
         let r = self.inner.read(req).await?.into_inner();
         if r.not_leader {
@@ -95,8 +114,6 @@ impl ReplicaClient {
                 (r.leader_hint >= 0).then_some(r.leader_hint as usize),
             ));
         }
-        let res =
-            bincode::deserialize(&r.result).map_err(|e| ClientError::Decode(e.to_string()))?;
-        Ok(Outcome::Ok((res, r.path)))
+        Ok(Outcome::Ok(r))
     }
 }

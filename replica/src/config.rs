@@ -29,6 +29,8 @@ pub struct ClusterConfig {
     pub wan: WanSection,
     #[serde(rename = "site")]
     pub sites: Vec<SiteConfig>,
+    #[serde(default, rename = "proxy", skip_serializing_if = "Vec::is_empty")]
+    pub proxies: Vec<ProxyConfig>,
     #[serde(skip)]
     pub base_dir: PathBuf,
 }
@@ -123,6 +125,18 @@ pub struct SiteConfig {
     pub data_dir: PathBuf,
     #[serde(default)]
     pub continent: Option<String>,
+}
+
+/// A regional proxy: apps connect to it; it holds one connection per site.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Certificate name (`<name>.pem` in tls.cert_dir).
+    pub name: String,
+    /// The region it serves (in the RTT matrix when WAN emulation is on).
+    pub region: String,
+    /// HTTPS/JSON API.
+    pub http_addr: SocketAddr,
 }
 
 impl ClusterConfig {

@@ -34,6 +34,8 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Show every site's shards: leader, lease, progress, WAL.
     Status(cmd::status::StatusArgs),
+    /// Run a regional proxy (HTTPS API for apps).
+    Proxy(cmd::proxy::ProxyArgs),
     /// Start or stop a local cluster.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCmd),
@@ -64,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Replica(a) => cmd::replica::run(a),
         Command::Cluster(c) => cmd::cluster::run(c),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Proxy(a) => cmd::proxy::run(a),
         Command::Status(a) => cmd::status::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };

@@ -233,6 +233,19 @@ impl Core {
     pub fn snapshot_through(&self) -> Slot {
         self.log.snapshot_through()
     }
+    /// Accepted entries above the applied index (slot, batch): writes that may be chosen but
+    /// are not yet reflected in the state machine (the barrier of a quorum read).
+    pub fn unapplied(&self) -> impl Iterator<Item = (Slot, &Batch)> + '_ {
+        self.log
+            .entries_above(self.applied)
+            .map(|(s, e)| (s, &e.batch))
+    }
+
+    /// The highest commit index a leader of our promised ballot has told us about.
+    pub fn leader_commit_seen(&self) -> Slot {
+        self.leader_commit_seen
+    }
+
     /// The ballot at which this acceptor holds a value for `slot` (chosen entries report
     /// `Ballot::MAX`-like semantics through `is_chosen`).
     pub fn accepted_ballot(&self, slot: Slot) -> Option<Ballot> {

@@ -107,6 +107,11 @@ impl Log {
     pub fn is_chosen(&self, slot: Slot) -> bool {
         slot <= self.snapshot_through() || self.entries.get(&slot).is_some_and(|e| e.chosen)
     }
+    /// Entries strictly above `slot`, in order.
+    pub fn entries_above(&self, slot: Slot) -> impl Iterator<Item = (Slot, &LogEntry)> + '_ {
+        self.entries.range(slot.next()..).map(|(s, e)| (*s, e))
+    }
+
     /// Entries from `from` on, for a promise.
     pub fn entries_from(&self, from: Slot) -> Vec<(Slot, LogEntry)> {
         self.entries

@@ -100,6 +100,22 @@ impl KvCommand {
     pub fn decode(bytes: &[u8]) -> Result<KvCommand, crate::Error> {
         bincode::deserialize(bytes).map_err(|e| crate::Error::Decode(e.to_string()))
     }
+    /// Does this command read or write `key`?
+    pub fn touches(&self, key: &[u8]) -> bool {
+        match &self.op {
+            Op::Put { key: k, .. } | Op::Delete { key: k } | Op::Get { key: k } => k == key,
+            Op::Range { prefix, .. } => key.starts_with(prefix),
+            Op::Txn(t) => {
+                t.compares.iter().any(|c| c.key == key)
+                    || t.success.iter().chain(&t.failure).any(|o| match o {
+                        TxnOp::Put { key: k, .. }
+                        | TxnOp::Delete { key: k }
+                        | TxnOp::Get { key: k } => k == key,
+                    })
+            }
+        }
+    }
+
     pub fn is_read_only(&self) -> bool {
         match &self.op {
             Op::Get { .. } | Op::Range { .. } => true,

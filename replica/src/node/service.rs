@@ -99,6 +99,7 @@ impl Replica for ReplicaService {
                 not_leader: false,
                 leader_hint: self.site_index as i32,
             })),
+            Reply::Local { .. } => Err(Status::internal("unexpected local reply to a submit")),
             Reply::NotLeader { hint: h } => Ok(Response::new(pb::SubmitReply {
                 results: vec![],
                 not_leader: true,
@@ -117,6 +118,7 @@ impl Replica for ReplicaService {
             Ok(pb::ReadMode::Leader) => ReadMode::Leader,
             Ok(pb::ReadMode::Log) => ReadMode::Log,
             Ok(pb::ReadMode::Local) => ReadMode::Local,
+            Ok(pb::ReadMode::Quorum) => ReadMode::Quorum,
             Err(_) => {
                 return Err(Status::invalid_argument(format!(
                     "unknown read mode {}",
@@ -128,6 +130,7 @@ impl Replica for ReplicaService {
             .call(req.shard, |reply| ClientInput::Read {
                 command,
                 mode,
+                min_applied: req.min_applied,
                 reply,
             })
             .await?
@@ -142,6 +145,8 @@ impl Replica for ReplicaService {
                 leader_hint: -1,
                 path: path.to_string(),
                 applied_index: applied,
+                barrier: 0,
+                staleness_ms: 0,
             })),
             Reply::NotLeader { hint: h } => Ok(Response::new(pb::ReadReply {
                 result: vec![],
@@ -149,6 +154,23 @@ impl Replica for ReplicaService {
                 leader_hint: hint(h),
                 path: String::new(),
                 applied_index: 0,
+                barrier: 0,
+                staleness_ms: 0,
+            })),
+            Reply::Local {
+                result,
+                path,
+                applied,
+                barrier,
+                staleness_ms,
+            } => Ok(Response::new(pb::ReadReply {
+                result: bincode::serialize(&result).expect("results serialize"),
+                not_leader: false,
+                leader_hint: -1,
+                path: path.to_string(),
+                applied_index: applied,
+                barrier,
+                staleness_ms,
             })),
         }
     }

@@ -22,6 +22,8 @@ pub enum ReadMode {
     Leader,
     Log,
     Local,
+    /// One reply of a Paxos Quorum Read: local value plus barrier.
+    Quorum,
 }
 
 pub enum ClientInput {
@@ -32,6 +34,8 @@ pub enum ClientInput {
     Read {
         command: KvCommand,
         mode: ReadMode,
+        /// Local and quorum reads wait until this slot is applied.
+        min_applied: u64,
         reply: oneshot::Sender<Reply>,
     },
     Status {
@@ -48,6 +52,14 @@ pub enum Reply {
     },
     NotLeader {
         hint: Option<usize>,
+    },
+    /// A local or quorum-read reply.
+    Local {
+        result: KvResult,
+        path: &'static str,
+        applied: u64,
+        barrier: u64,
+        staleness_ms: u64,
     },
 }
 
@@ -94,6 +106,10 @@ pub struct Shard {
     wal_bytes: u64,
     fsync_us_last: u64,
     compacting: bool,
+    /// Local and quorum reads waiting for `min_applied`.
+    parked: Vec<(u64, KvCommand, ReadMode, oneshot::Sender<Reply>)>,
+    /// When this replica last knew it had applied everything its leader had committed.
+    fresh_at: Option<Instant>,
 }
 
 impl Shard {
@@ -123,6 +139,8 @@ impl Shard {
             wal_bytes: 0,
             fsync_us_last: 0,
             compacting: false,
+            parked: Vec::new(),
+            fresh_at: None,
         };
         s.last_snapshot = s.core.snapshot_through().0;
         s.execute(restore);
@@ -142,7 +160,13 @@ impl Shard {
                 biased;
                 _ = stop.changed() => break,
                 Some(i) = peers.recv() => match i {
-                    ShardInput::Peer { from, msg } => self.step(Input::Message { from: SiteId(from as u8), msg }),
+                    ShardInput::Peer { from, msg } => {
+                        let from_leader = matches!(msg, Message::Heartbeat { .. } | Message::Accept { .. });
+                        self.step(Input::Message { from: SiteId(from as u8), msg });
+                        if from_leader && self.core.applied_index() >= self.core.leader_commit_seen() {
+                            self.fresh_at = Some(Instant::now());
+                        }
+                    }
                     ShardInput::Durable(d) => self.on_durable(d),
                 },
                 Some(c) = clients.recv() => self.on_client(c),
@@ -159,6 +183,70 @@ impl Shard {
     fn step(&mut self, input: Input) {
         let outs = self.core.step(self.now(), input);
         self.execute(outs);
+        if !self.parked.is_empty() {
+            self.unpark();
+        }
+    }
+
+    /// Answers parked local/quorum reads whose slot is now applied; forgets abandoned ones.
+    fn unpark(&mut self) {
+        let applied = self.core.applied_index().0;
+        let parked = std::mem::take(&mut self.parked);
+        for (min, cmd, mode, reply) in parked {
+            if reply.is_closed() {
+                continue;
+            }
+            if min <= applied {
+                self.answer_local(&cmd, mode, reply);
+            } else {
+                self.parked.push((min, cmd, mode, reply));
+            }
+        }
+    }
+
+    /// The highest accepted, unapplied slot whose batch touches `key` (0: none).
+    fn barrier(&self, key: &[u8]) -> u64 {
+        let mut b = 0;
+        for (slot, batch) in self.core.unapplied() {
+            if batch
+                .0
+                .iter()
+                .any(|c| KvCommand::decode(c).is_ok_and(|c| c.touches(key)))
+            {
+                b = slot.0;
+            }
+        }
+        b
+    }
+
+    fn answer_local(&mut self, cmd: &KvCommand, mode: ReadMode, reply: oneshot::Sender<Reply>) {
+        let result = self.kv.read(&cmd.op);
+        let barrier = match (&cmd.op, mode) {
+            (Op::Get { key }, ReadMode::Quorum) => self.barrier(key),
+            (Op::Range { .. }, ReadMode::Quorum) => {
+                self.core.unapplied().map(|(s, _)| s.0).max().unwrap_or(0)
+            }
+            _ => 0,
+        };
+        let staleness_ms = if self.core.holds_lease(self.now()) {
+            0
+        } else {
+            self.fresh_at
+                .map_or(u64::MAX, |t| t.elapsed().as_millis() as u64)
+        };
+        let path = if mode == ReadMode::Quorum {
+            "quorum"
+        } else {
+            "local"
+        };
+        let applied = self.core.applied_index().0;
+        let _ = reply.send(Reply::Local {
+            result,
+            path,
+            applied,
+            barrier,
+            staleness_ms,
+        });
     }
 
     fn on_durable(&mut self, d: Durable) {
@@ -341,15 +429,17 @@ impl Shard {
             }
             ClientInput::Read {
                 command,
-                mode: ReadMode::Local,
+                mode: mode @ (ReadMode::Local | ReadMode::Quorum),
+                min_applied,
                 reply,
             } => {
-                let result = self.kv.read(&command.op);
-                let _ = reply.send(Reply::Done {
-                    results: vec![result],
-                    path: "local",
-                    applied: self.core.applied_index().0,
-                });
+                if min_applied <= self.core.applied_index().0 {
+                    self.answer_local(&command, mode, reply);
+                } else if self.parked.len() >= 4096 {
+                    let _ = reply.send(Reply::NotLeader { hint });
+                } else {
+                    self.parked.push((min_applied, command, mode, reply));
+                }
             }
             _ if !self.core.is_leader() => {
                 let reply = match c {
@@ -367,6 +457,7 @@ impl Shard {
                 command,
                 mode: ReadMode::Log,
                 reply,
+                ..
             } => {
                 let raw = Bytes::from(command.encode());
                 self.register(vec![command], "log", reply);
@@ -376,6 +467,7 @@ impl Shard {
                 command,
                 mode: ReadMode::Leader,
                 reply,
+                ..
             } => {
                 debug_assert!(matches!(command.op, Op::Get { .. } | Op::Range { .. }));
                 self.next_id += 1;

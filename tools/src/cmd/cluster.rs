@@ -3,7 +3,9 @@
 //! RTT matrix.
 use anyhow::{bail, Context, Result};
 use meridian_replica::client::ReplicaClient;
-use meridian_replica::config::{ClusterConfig, ClusterSection, SiteConfig, TlsSection, WanSection};
+use meridian_replica::config::{
+    ClusterConfig, ClusterSection, ProxyConfig, SiteConfig, TlsSection, WanSection,
+};
 use meridian_replica::tls::TlsFiles;
 use meridian_testkit::sim::config::{FIVE_REGIONS, NINE_REGIONS};
 use meridian_topology::assess::assess;
@@ -127,12 +129,30 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
     let dir = a.dir.canonicalize()?;
     let names: Vec<String> = regions.clone();
+    let mut proxy_regions: Vec<String> = Vec::new();
+    for r in &regions {
+        if !proxy_regions.contains(r) {
+            proxy_regions.push(r.clone());
+        }
+    }
+    let proxy_names: Vec<String> = proxy_regions.iter().map(|r| format!("proxy-{r}")).collect();
     meridian_replica::tls::generate(
         &dir.join("certs"),
         &names,
-        &[],
+        &proxy_names,
         &["meridian-tool".to_string()],
     )?;
+    let proxies = proxy_regions
+        .iter()
+        .zip(&proxy_names)
+        .map(|(r, n)| {
+            Ok(ProxyConfig {
+                name: n.clone(),
+                region: r.clone(),
+                http_addr: format!("127.0.0.1:{}", free_port()?).parse()?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let sites = names
         .iter()
         .zip(&regions)
@@ -172,6 +192,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
             rtt_matrix: (!a.no_wan).then(|| "embedded".to_string()),
         },
         sites,
+        proxies,
         base_dir: dir.clone(),
     };
     let header = "# Written by `meridian cluster up`. See the README for every key.\n";
@@ -228,6 +249,29 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
             .context("spawning a replica")?;
         pids.push((s.name.clone(), child.id()));
     }
+    for p in &cfg.proxies {
+        let log = std::fs::File::create(dir.join("logs").join(format!("{}.log", p.name)))?;
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("proxy")
+            .arg("--config")
+            .arg(dir.join("cluster.toml"))
+            .arg("--name")
+            .arg(&p.name);
+        if let Some(pp) = a.parent_pid {
+            cmd.arg("--parent-pid").arg(pp.to_string());
+        }
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning a proxy")?;
+        pids.push((p.name.clone(), child.id()));
+    }
     let pid_text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
     std::fs::write(dir.join("pids"), pid_text)?;
     let endpoints = json!({
@@ -235,14 +279,33 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
         "client_cert": dir.join("certs/meridian-tool.pem"),
         "client_key": dir.join("certs/meridian-tool.key"),
         "sites": cfg.sites.iter().map(|s| (s.name.clone(), json!({"region": s.region, "addr": s.addr.to_string()}))).collect::<serde_json::Map<_, _>>(),
-        "proxies": {},
+        "proxies": cfg.proxies.iter().map(|p| (p.region.clone(), json!({"name": p.name, "http": format!("https://{}", p.http_addr), "grpc": null}))).collect::<serde_json::Map<_, _>>(),
     });
     std::fs::write(
         dir.join("endpoints.json"),
         serde_json::to_string_pretty(&endpoints)?,
     )?;
     let cluster = Cluster { config: cfg };
-    if let Err(e) = wait_for_leaders(&cluster.config, Duration::from_secs(60)).await {
+    let ready = async {
+        wait_for_leaders(&cluster.config, Duration::from_secs(60)).await?;
+        for p in &cluster.config.proxies {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while tokio::net::TcpStream::connect(p.http_addr).await.is_err() {
+                if tokio::time::Instant::now() > deadline {
+                    bail!(
+                        "proxy {} did not start listening on {}",
+                        p.name,
+                        p.http_addr
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // Let the proxies' first probes learn RTTs and leaders.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        Ok(())
+    };
+    if let Err(e) = ready.await {
         let _ = down(&dir);
         bail!("{e}; replica logs are in {}", dir.join("logs").display());
     }

@@ -4,6 +4,7 @@ pub mod check;
 pub mod cluster;
 pub mod demo;
 pub mod plan;
+pub mod proxy;
 pub mod replica;
 pub mod signals;
 pub mod sim;

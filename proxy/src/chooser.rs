@@ -1,0 +1,117 @@
+//! The read-path chooser (DESIGN.md §4): estimate each valid path's latency from live RTTs and
+//! lease state, pick the cheapest. Pure functions; new paths (quorum leases) add an estimate.
+use meridian_topology::model::{kth, QuorumShape};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadPath {
+    /// The shard leader answers under its leader lease (one round trip to the leader).
+    Leader,
+    /// Paxos Quorum Read: one round trip to a read quorum (plus a rinse if a write is pending).
+    Quorum,
+}
+
+impl ReadPath {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReadPath::Leader => "leader",
+            ReadPath::Quorum => "quorum",
+        }
+    }
+}
+
+/// Round trip from this proxy to a read quorum of the sites (`None`: unreachable).
+pub fn quorum_rtt(rtt_ms: &[Option<f64>], shape: &QuorumShape) -> f64 {
+    let v = |i: usize| rtt_ms[i].unwrap_or(f64::INFINITY);
+    match shape {
+        QuorumShape::Majority => kth(rtt_ms.len() / 2 + 1, (0..rtt_ms.len()).map(v).collect()),
+        QuorumShape::Hierarchical(groups) => {
+            let t: Vec<f64> = groups
+                .iter()
+                .map(|g| kth(g.len() / 2 + 1, g.iter().map(|&p| v(p)).collect()))
+                .collect();
+            kth(groups.len() / 2 + 1, t)
+        }
+    }
+}
+
+/// Estimated latency of every path for a linearizable read. Without a lease the leader reads
+/// through the log, which costs the leader's own quorum round on top.
+pub fn estimates(
+    rtt_ms: &[Option<f64>],
+    leader: Option<usize>,
+    leader_lease: bool,
+    shape: &QuorumShape,
+) -> Vec<(ReadPath, f64)> {
+    let mut out = Vec::new();
+    if let Some(l) = leader {
+        if let Some(r) = rtt_ms[l] {
+            let extra = if leader_lease { 0.0 } else { r.max(1.0) };
+            out.push((ReadPath::Leader, r + extra));
+        }
+    }
+    let q = quorum_rtt(rtt_ms, shape);
+    if q.is_finite() {
+        out.push((ReadPath::Quorum, q));
+    }
+    out
+}
+
+/// The cheapest path; ties go to the leader (one replica's work instead of n).
+pub fn choose(est: &[(ReadPath, f64)]) -> Option<ReadPath> {
+    est.iter()
+        .fold(None, |best: Option<(ReadPath, f64)>, &(p, ms)| match best {
+            Some((_, b)) if b <= ms => best,
+            _ => Some((p, ms)),
+        })
+        .map(|(p, _)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearby_leader_wins_far_leader_loses_to_a_quorum() {
+        let sh = QuorumShape::Majority;
+        // Proxy next to sites 0 and 1, far from the others.
+        let rtt = [Some(1.0), Some(10.0), Some(80.0), Some(90.0), Some(150.0)];
+        assert_eq!(quorum_rtt(&rtt, &sh), 80.0);
+        assert_eq!(
+            choose(&estimates(&rtt, Some(0), true, &sh)),
+            Some(ReadPath::Leader)
+        );
+        assert_eq!(
+            choose(&estimates(&rtt, Some(4), true, &sh)),
+            Some(ReadPath::Quorum)
+        );
+        // Without a lease the leader path costs twice: 2 x 80 > 80.
+        assert_eq!(
+            choose(&estimates(&rtt, Some(2), false, &sh)),
+            Some(ReadPath::Quorum)
+        );
+        assert_eq!(
+            choose(&estimates(&rtt, Some(2), true, &sh)),
+            Some(ReadPath::Leader),
+            "a tie goes to the leader"
+        );
+    }
+
+    #[test]
+    fn unreachable_sites_remove_paths() {
+        let sh = QuorumShape::Majority;
+        let rtt = [Some(5.0), None, None, None, Some(7.0)];
+        assert_eq!(estimates(&rtt, Some(1), true, &sh), vec![]);
+        assert_eq!(choose(&[]), None);
+    }
+
+    #[test]
+    fn hierarchical_quorum_rtt() {
+        let sh = QuorumShape::three_by_three();
+        let rtt: Vec<Option<f64>> = [1.0, 2.0, 3.0, 50.0, 60.0, 70.0, 100.0, 110.0, 120.0]
+            .into_iter()
+            .map(Some)
+            .collect();
+        // Group times: 2, 60, 110 -> second = 60.
+        assert_eq!(quorum_rtt(&rtt, &sh), 60.0);
+    }
+}

@@ -1,0 +1,501 @@
+//! The HTTP/JSON API (hyper): `GET/PUT/DELETE /v1/kv/{key}`, `GET /v1/kv?prefix=..&limit=..`,
+//! `POST /v1/txn`, `GET /v1/cluster/rtt`. Values travel raw (metadata in `x-meridian-*`
+//! headers) unless `?format=json`.
+use crate::api::{self, bad, ApiError, MAX_VALUE};
+use crate::batcher::WriteError;
+use crate::reads::{Consistency, Mode, ReadError};
+use crate::route::shard_for_key;
+use crate::Proxy;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use meridian_replica::kv::{
+    Compare, CompareTarget, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp,
+};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub type Body = Full<Bytes>;
+
+fn error(e: ApiError) -> Response<Body> {
+    let mut r = Response::new(Full::from(json!({"error": e.message}).to_string()));
+    *r.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().expect("header"));
+    if e.status == 503 {
+        r.headers_mut()
+            .insert("retry-after", "1".parse().expect("header"));
+    }
+    r
+}
+
+fn overloaded() -> ApiError {
+    ApiError {
+        status: 503,
+        message: "overloaded: too many requests queued for this shard; retry after a second".into(),
+    }
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::Overloaded => overloaded(),
+        WriteError::Timeout => ApiError {
+            status: 504,
+            message: "no leader acknowledged the write in time; its outcome is unknown".into(),
+        },
+    }
+}
+
+fn read_error(e: ReadError) -> ApiError {
+    match e {
+        ReadError::Timeout => ApiError {
+            status: 504,
+            message: "no read quorum or leader answered in time".into(),
+        },
+        ReadError::Unsupported(m) => bad(m),
+    }
+}
+
+fn kv_json(kv: &KeyValue) -> Value {
+    json!({"key": String::from_utf8_lossy(&kv.key), "value": String::from_utf8_lossy(&kv.value),
+           "create_revision": kv.create_revision, "mod_revision": kv.mod_revision, "version": kv.version})
+}
+
+pub async fn handle(p: Arc<Proxy>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    match route(&p, req).await {
+        Ok(r) => r,
+        Err(e) => error(e),
+    }
+}
+
+async fn route(
+    p: &Arc<Proxy>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let q = query.as_deref();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/v1/kv") => list(p, q).await,
+        (Method::POST, "/v1/txn") => txn(p, q, req).await,
+        (Method::GET, "/v1/cluster/rtt") => Ok(json_response(StatusCode::OK, rtt(p))),
+        (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, json!({"ok": true}))),
+        (m, k) if k.starts_with("/v1/kv/") => {
+            let key = api::key_from_path(&k["/v1/kv/".len()..])?;
+            match m {
+                Method::GET => get(p, key, q).await,
+                Method::PUT => put(p, key, q, req).await,
+                Method::DELETE => delete(p, key, q).await,
+                _ => Err(ApiError {
+                    status: 405,
+                    message: format!("method {m} not allowed on /v1/kv/{{key}}"),
+                }),
+            }
+        }
+        _ => Err(ApiError {
+            status: 404,
+            message: format!("no such endpoint: {path}"),
+        }),
+    }
+}
+
+fn json_response(status: StatusCode, v: Value) -> Response<Body> {
+    let mut r = Response::new(Full::from(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().expect("header"));
+    r
+}
+
+fn meta(r: &mut Response<Body>, shard: u32, revision: u64, path: Option<&str>) {
+    let h = r.headers_mut();
+    h.insert("x-meridian-shard", shard.into());
+    h.insert("x-meridian-revision", revision.into());
+    if let Some(path) = path {
+        h.insert("x-meridian-read-path", path.parse().expect("header"));
+    }
+}
+
+/// Reads a body of at most `limit` bytes. A larger one is refused with 413; up to 16 MiB of it
+/// is still read and discarded first, so that an HTTP/1.1 client that sends the whole body
+/// before reading can see the answer.
+async fn body(req: Request<hyper::body::Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let too_big = |n: usize| ApiError {
+        status: 413,
+        message: format!("body of {n} bytes exceeds the limit of {limit}"),
+    };
+    let mut b = req.into_body();
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = b.frame().await {
+        let Ok(frame) = frame else {
+            return Err(bad("request body could not be read"));
+        };
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                out.extend_from_slice(&data);
+            } else if seen > 16 << 20 {
+                return Err(too_big(declared.unwrap_or(seen)));
+            }
+        }
+    }
+    if seen > limit {
+        return Err(too_big(seen));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Runs one write with an exactly-once identity from the session pool.
+async fn write(p: &Proxy, shard: u32, op: Op) -> Result<KvResult, ApiError> {
+    let s = p.sessions.acquire().ok_or_else(overloaded)?;
+    let r = p
+        .batcher
+        .write(
+            shard,
+            KvCommand {
+                client: s.client,
+                seq: s.seq,
+                op,
+            },
+            p.deadline,
+        )
+        .await;
+    p.sessions.release(s);
+    r.map_err(write_error)
+}
+
+async fn put(
+    p: &Arc<Proxy>,
+    key: Vec<u8>,
+    q: Option<&str>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let params = api::params(q, &["format"])?;
+    let as_json = api::json_format(&params)?;
+    let value = body(req, MAX_VALUE).await?;
+    let shard = shard_for_key(&key, p.shards);
+    let r = write(
+        p,
+        shard,
+        Op::Put {
+            key: key.clone(),
+            value: value.to_vec(),
+        },
+    )
+    .await?;
+    let mut resp = if as_json {
+        json_response(
+            StatusCode::OK,
+            json!({"key": String::from_utf8_lossy(&key), "revision": r.revision, "shard": shard}),
+        )
+    } else {
+        Response::new(Full::from(Bytes::new()))
+    };
+    meta(&mut resp, shard, r.revision, None);
+    Ok(resp)
+}
+
+async fn delete(p: &Arc<Proxy>, key: Vec<u8>, q: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let params = api::params(q, &["format"])?;
+    let as_json = api::json_format(&params)?;
+    let shard = shard_for_key(&key, p.shards);
+    let r = write(p, shard, Op::Delete { key: key.clone() }).await?;
+    let deleted = matches!(r.outcome, Outcome::Delete { deleted: Some(_) });
+    let mut resp = if as_json {
+        json_response(
+            StatusCode::OK,
+            json!({"key": String::from_utf8_lossy(&key), "deleted": deleted, "revision": r.revision}),
+        )
+    } else {
+        Response::new(Full::from(Bytes::new()))
+    };
+    meta(&mut resp, shard, r.revision, None);
+    resp.headers_mut().insert(
+        "x-meridian-deleted",
+        deleted.to_string().parse().expect("header"),
+    );
+    Ok(resp)
+}
+
+async fn get(p: &Arc<Proxy>, key: Vec<u8>, q: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let params = api::params(q, &["consistency", "read_mode", "format"])?;
+    let (c, mode, as_json) = (
+        api::consistency(&params)?,
+        api::read_mode(&params)?,
+        api::json_format(&params)?,
+    );
+    if c != Consistency::Linearizable && !matches!(mode, Mode::Auto) {
+        return Err(bad("read_mode applies to linearizable reads only"));
+    }
+    let shard = shard_for_key(&key, p.shards);
+    let cmd = KvCommand {
+        client: 0,
+        seq: 0,
+        op: Op::Get { key: key.clone() },
+    };
+    let o = p
+        .reader
+        .read(shard, &cmd, c, mode, p.deadline)
+        .await
+        .map_err(read_error)?;
+    let Outcome::Get { kv } = &o.result.outcome else {
+        return Err(ApiError {
+            status: 500,
+            message: "unexpected reply".into(),
+        });
+    };
+    let mut resp = match (kv, as_json) {
+        (Some(kv), false) => Response::new(Full::from(Bytes::from(kv.value.clone()))),
+        (None, false) => {
+            let mut r = Response::new(Full::from(Bytes::new()));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
+        (kv, true) => json_response(
+            if kv.is_some() {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            },
+            json!({"key": String::from_utf8_lossy(&key), "found": kv.is_some(), "kv": kv.as_ref().map(kv_json),
+                   "revision": o.result.revision, "shard": shard, "read_path": o.path}),
+        ),
+    };
+    meta(&mut resp, shard, o.result.revision, Some(o.path));
+    if let Some(kv) = kv {
+        resp.headers_mut()
+            .insert("x-meridian-mod-revision", kv.mod_revision.into());
+        resp.headers_mut()
+            .insert("x-meridian-version", kv.version.into());
+    }
+    Ok(resp)
+}
+
+/// Range over every shard (each read on the chosen path), merged in key order.
+async fn list(p: &Arc<Proxy>, q: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let params = api::params(
+        q,
+        &["prefix", "limit", "consistency", "read_mode", "format"],
+    )?;
+    let (c, mode) = (api::consistency(&params)?, api::read_mode(&params)?);
+    let prefix = params
+        .get("prefix")
+        .cloned()
+        .unwrap_or_default()
+        .into_bytes();
+    if prefix.len() > api::MAX_KEY {
+        return Err(bad("prefix exceeds the key limit"));
+    }
+    let limit: usize = match params.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|l| (1..=10_000).contains(l))
+            .ok_or_else(|| bad("limit must be 1..=10000"))?,
+    };
+    let mut kvs: Vec<KeyValue> = Vec::new();
+    let mut more = false;
+    let mut paths = Vec::new();
+    for shard in 0..p.shards {
+        let cmd = KvCommand {
+            client: 0,
+            seq: 0,
+            op: Op::Range {
+                prefix: prefix.clone(),
+                limit,
+            },
+        };
+        let o = p
+            .reader
+            .read(shard, &cmd, c, mode, p.deadline)
+            .await
+            .map_err(read_error)?;
+        if let Outcome::Range { kvs: k, more: m } = o.result.outcome {
+            kvs.extend(k);
+            more |= m;
+        }
+        paths.push(o.path);
+    }
+    kvs.sort_by(|a, b| a.key.cmp(&b.key));
+    if kvs.len() > limit {
+        kvs.truncate(limit);
+        more = true;
+    }
+    let mut r = json_response(
+        StatusCode::OK,
+        json!({"kvs": kvs.iter().map(kv_json).collect::<Vec<_>>(), "more": more, "read_paths": paths}),
+    );
+    r.headers_mut().insert(
+        "x-meridian-read-path",
+        paths
+            .first()
+            .copied()
+            .unwrap_or("none")
+            .parse()
+            .expect("header"),
+    );
+    Ok(r)
+}
+
+fn parse_txn_ops(v: Option<&Value>) -> Result<Vec<TxnOp>, ApiError> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let arr = v
+        .as_array()
+        .ok_or_else(|| bad("success/failure must be arrays"))?;
+    arr.iter()
+        .map(|o| {
+            let key = |x: &Value| -> Result<Vec<u8>, ApiError> {
+                let k = x
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("every operation needs a string 'key'"))?;
+                if k.is_empty() || k.len() > api::MAX_KEY {
+                    return Err(bad("txn key empty or over 4096 bytes"));
+                }
+                Ok(k.as_bytes().to_vec())
+            };
+            if let Some(x) = o.get("put") {
+                let value = x
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("put needs a string 'value'"))?;
+                if value.len() > MAX_VALUE {
+                    return Err(ApiError {
+                        status: 413,
+                        message: "txn value exceeds 1 MiB".into(),
+                    });
+                }
+                Ok(TxnOp::Put {
+                    key: key(x)?,
+                    value: value.as_bytes().to_vec(),
+                })
+            } else if let Some(x) = o.get("delete") {
+                Ok(TxnOp::Delete { key: key(x)? })
+            } else if let Some(x) = o.get("get") {
+                Ok(TxnOp::Get { key: key(x)? })
+            } else {
+                Err(bad(
+                    "each operation is {\"put\": ..}, {\"delete\": ..} or {\"get\": ..}",
+                ))
+            }
+        })
+        .collect()
+}
+
+fn parse_txn(v: &Value) -> Result<Txn, ApiError> {
+    let compares = v
+        .get("compare")
+        .map(|c| c.as_array().ok_or_else(|| bad("compare must be an array")))
+        .transpose()?
+        .map(|a| a.to_vec())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            let key = c
+                .get("key")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("every compare needs a string 'key'"))?
+                .as_bytes()
+                .to_vec();
+            let target = if let Some(val) = c.get("value") {
+                CompareTarget::Value(if val.is_null() {
+                    None
+                } else {
+                    Some(
+                        val.as_str()
+                            .ok_or_else(|| bad("compare value must be a string or null"))?
+                            .as_bytes()
+                            .to_vec(),
+                    )
+                })
+            } else if let Some(n) = c.get("version") {
+                CompareTarget::Version(n.as_u64().ok_or_else(|| bad("version must be a number"))?)
+            } else if let Some(n) = c.get("mod_revision") {
+                CompareTarget::ModRevision(
+                    n.as_u64()
+                        .ok_or_else(|| bad("mod_revision must be a number"))?,
+                )
+            } else {
+                return Err(bad("a compare names 'value', 'version' or 'mod_revision'"));
+            };
+            Ok(Compare { key, target })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Txn {
+        compares,
+        success: parse_txn_ops(v.get("success"))?,
+        failure: parse_txn_ops(v.get("failure"))?,
+    })
+}
+
+fn txn_keys(t: &Txn) -> Vec<&[u8]> {
+    let ops = t.success.iter().chain(&t.failure).map(|o| match o {
+        TxnOp::Put { key, .. } | TxnOp::Delete { key } | TxnOp::Get { key } => key.as_slice(),
+    });
+    t.compares
+        .iter()
+        .map(|c| c.key.as_slice())
+        .chain(ops)
+        .collect()
+}
+
+async fn txn(
+    p: &Arc<Proxy>,
+    q: Option<&str>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    api::params(q, &[])?;
+    let raw = body(req, MAX_VALUE + 64 * 1024).await?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|e| bad(format!("malformed JSON: {e}")))?;
+    let t = parse_txn(&v)?;
+    let keys = txn_keys(&t);
+    let first = keys.first().ok_or_else(|| bad("an empty transaction"))?;
+    let shard = shard_for_key(first, p.shards);
+    if let Some(k) = keys.iter().find(|k| shard_for_key(k, p.shards) != shard) {
+        return Err(bad(format!(
+            "keys span shards {shard} and {} ('{}'); a transaction must stay within one shard",
+            shard_for_key(k, p.shards),
+            String::from_utf8_lossy(k)
+        )));
+    }
+    let r = write(p, shard, Op::Txn(t)).await?;
+    let Outcome::Txn { succeeded, gets } = &r.outcome else {
+        return Err(ApiError {
+            status: 500,
+            message: "unexpected reply".into(),
+        });
+    };
+    let mut resp = json_response(
+        StatusCode::OK,
+        json!({"succeeded": succeeded, "revision": r.revision, "shard": shard,
+               "gets": gets.iter().map(|g| g.as_ref().map(kv_json)).collect::<Vec<_>>()}),
+    );
+    meta(&mut resp, shard, r.revision, None);
+    Ok(resp)
+}
+
+/// The RTTs this proxy measures on its persistent connections.
+fn rtt(p: &Proxy) -> Value {
+    let sites: Vec<Value> = p
+        .sites
+        .sites
+        .iter()
+        .map(|s| {
+            let r = *s.rtt.lock().expect("rtt lock");
+            json!({"site": s.name, "region": s.region, "ewma_ms": r.ewma_ms, "max_recent_ms": r.max_recent_ms, "samples": r.samples})
+        })
+        .collect();
+    let leaders: Vec<Value> = (0..p.shards)
+        .map(|s| {
+            let l = p.sites.leader(s);
+            json!({"shard": s, "leader": l.site.map(|i| p.sites.sites[i].name.clone()), "lease": l.lease, "auto_path": p.reader.auto_path(s).name()})
+        })
+        .collect();
+    json!({"proxy_region": p.region, "sites": sites, "shards": leaders})
+}

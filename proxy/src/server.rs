@@ -1,0 +1,153 @@
+//! The proxy process: connections to every site, probes, batchers, and the HTTPS server.
+use crate::batcher::Batcher;
+use crate::reads::Reader;
+use crate::sessions::Sessions;
+use crate::sites::{RttStat, Site, Sites};
+use crate::Proxy;
+use meridian_replica::config::ClusterConfig;
+use meridian_replica::tls::{load_certs, load_key, TlsFiles};
+use meridian_topology::model::QuorumShape;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("proxy '{0}' is not in the cluster config")]
+    Unknown(String),
+    #[error(transparent)]
+    Tls(#[from] meridian_replica::tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Config(String),
+}
+
+pub struct Options {
+    pub batching: bool,
+    pub deadline: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            batching: true,
+            deadline: Duration::from_secs(5),
+        }
+    }
+}
+
+pub async fn run(
+    cfg: ClusterConfig,
+    name: &str,
+    opts: Options,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let me = cfg
+        .proxies
+        .iter()
+        .find(|p| p.name == name)
+        .cloned()
+        .ok_or_else(|| ProxyError::Unknown(name.into()))?;
+    let tls = TlsFiles::new(
+        cfg.resolve(&cfg.tls.ca),
+        &cfg.resolve(&cfg.tls.cert_dir),
+        name,
+    );
+    tls.verify_own()?;
+    let matrix = cfg.rtt_matrix().map_err(ProxyError::Config)?;
+    let sites = cfg
+        .sites
+        .iter()
+        .map(|s| Site {
+            name: s.name.clone(),
+            region: s.region.clone(),
+            conn: Mutex::new(None),
+            addr: s.addr,
+            one_way: matrix
+                .as_ref()
+                .and_then(|m| m.rtt_by_name(&me.region, &s.region).ok())
+                .map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms / 2000.0)),
+            rtt: Mutex::new(RttStat::default()),
+        })
+        .collect();
+    let sites = Arc::new(Sites::new(sites, cfg.cluster.shards, tls.clone()));
+    for i in 0..cfg.sites.len() {
+        tokio::spawn(sites.clone().probe(i, Duration::from_millis(250)));
+    }
+    let shape = if cfg.cluster.quorum == "hierarchical" {
+        QuorumShape::three_by_three()
+    } else {
+        QuorumShape::Majority
+    };
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        << 12;
+    let proxy = Arc::new(Proxy {
+        region: me.region.clone(),
+        shards: cfg.cluster.shards,
+        reader: Reader {
+            sites: sites.clone(),
+            quorum: cfg.quorum(),
+            shape,
+        },
+        batcher: Batcher::start(
+            sites.clone(),
+            cfg.cluster.shards,
+            opts.batching,
+            opts.deadline,
+        ),
+        sessions: Sessions::new(base, 8192),
+        sites,
+        deadline: opts.deadline,
+    });
+    let mut server_tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ProxyError::Config(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(load_certs(&tls.cert)?, load_key(&tls.key)?)
+    .map_err(|e| ProxyError::Config(e.to_string()))?;
+    server_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
+    let listener = tokio::net::TcpListener::bind(me.http_addr)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            addr: me.http_addr,
+            source,
+        })?;
+    tracing::info!(proxy = name, addr = %me.http_addr, "proxy serving HTTPS");
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            acc = listener.accept() => {
+                let Ok((tcp, peer)) = acc else { continue };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let proxy = proxy.clone();
+                tokio::spawn(async move {
+                    let tls = match acceptor.accept(tcp).await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "client TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let svc = hyper::service::service_fn(move |req| {
+                        let proxy = proxy.clone();
+                        async move { Ok::<_, std::convert::Infallible>(crate::http::handle(proxy, req).await) }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(tls);
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new()).serve_connection(io, svc).await;
+                });
+            }
+        }
+    }
+    tracing::info!(proxy = name, "proxy stopped");
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The proxy's view of the replica sites: exactly one persistent HTTP/2 mTLS connection per
+//! site (whatever the client count), the emulated WAN delay to each, live RTT measurements
+//! (EWMA and recent maximum) and the leader of each shard.
+use meridian_replica::client::ReplicaClient;
+use meridian_replica::delay::DelayLine;
+use meridian_replica::tls::TlsFiles;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RttStat {
+    pub ewma_ms: Option<f64>,
+    pub max_recent_ms: f64,
+    pub samples: u64,
+    pub last_ok: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LeaderInfo {
+    pub site: Option<usize>,
+    pub lease: bool,
+}
+
+pub struct Site {
+    pub name: String,
+    pub region: String,
+    pub conn: Mutex<Option<ReplicaClient>>,
+    pub addr: std::net::SocketAddr,
+    /// Emulated one-way delay between this proxy and the site.
+    pub one_way: Duration,
+    pub rtt: Mutex<RttStat>,
+}
+
+pub struct Sites {
+    pub sites: Vec<Site>,
+    pub leaders: Mutex<Vec<LeaderInfo>>,
+    pub tls: TlsFiles,
+}
+
+impl Sites {
+    pub fn new(sites: Vec<Site>, shards: u32, tls: TlsFiles) -> Sites {
+        Sites {
+            sites,
+            leaders: Mutex::new(vec![LeaderInfo::default(); shards as usize]),
+            tls,
+        }
+    }
+
+    /// The connection to site `i` (made once; tonic reconnects it underneath if it drops).
+    pub async fn conn(&self, i: usize) -> Option<ReplicaClient> {
+        if let Some(c) = self.sites[i].conn.lock().expect("conn lock").clone() {
+            return Some(c);
+        }
+        let c = ReplicaClient::connect(self.sites[i].addr, &self.tls)
+            .await
+            .ok()?;
+        let mut slot = self.sites[i].conn.lock().expect("conn lock");
+        Some(slot.get_or_insert(c).clone())
+    }
+
+    /// Emulated WAN: hold a request or a reply for the one-way delay to site `i`.
+    pub async fn wan(&self, i: usize) {
+        DelayLine::global().sleep(self.sites[i].one_way).await;
+    }
+
+    pub fn rtt_ms(&self) -> Vec<Option<f64>> {
+        self.sites
+            .iter()
+            .map(|s| {
+                let r = s.rtt.lock().expect("rtt lock");
+                r.ewma_ms.filter(|_| {
+                    r.last_ok
+                        .is_some_and(|t| t.elapsed() < Duration::from_secs(3))
+                })
+            })
+            .collect()
+    }
+
+    pub fn leader(&self, shard: u32) -> LeaderInfo {
+        self.leaders.lock().expect("leaders lock")[shard as usize]
+    }
+
+    pub fn set_leader(&self, shard: u32, site: usize) {
+        let mut l = self.leaders.lock().expect("leaders lock");
+        if l[shard as usize].site != Some(site) {
+            l[shard as usize] = LeaderInfo {
+                site: Some(site),
+                lease: false,
+            };
+        }
+    }
+
+    /// Sites by increasing measured RTT (unmeasured last).
+    pub fn nearest_first(&self) -> Vec<usize> {
+        let r = self.rtt_ms();
+        let mut idx: Vec<usize> = (0..self.sites.len()).collect();
+        idx.sort_by(|&a, &b| {
+            r[a].unwrap_or(f64::MAX)
+                .total_cmp(&r[b].unwrap_or(f64::MAX))
+        });
+        idx
+    }
+
+    fn record(&self, i: usize, ms: f64) {
+        let mut r = self.sites[i].rtt.lock().expect("rtt lock");
+        r.ewma_ms = Some(r.ewma_ms.map_or(ms, |e| 0.8 * e + 0.2 * ms));
+        // A decaying maximum: recent spikes show, old ones fade.
+        r.max_recent_ms = (r.max_recent_ms * 0.95).max(ms);
+        r.samples += 1;
+        r.last_ok = Some(Instant::now());
+    }
+
+    /// Pings site `i` forever: measures the round trip on the persistent connection and learns
+    /// which shards it leads.
+    pub async fn probe(self: std::sync::Arc<Self>, i: usize, every: Duration) {
+        loop {
+            if let Some(mut c) = self.conn(i).await {
+                let t0 = Instant::now();
+                self.wan(i).await;
+                let st = tokio::time::timeout(Duration::from_secs(2), c.status()).await;
+                self.wan(i).await;
+                if let Ok(Ok(st)) = st {
+                    self.record(i, t0.elapsed().as_secs_f64() * 1e3);
+                    let mut l = self.leaders.lock().expect("leaders lock");
+                    for sh in st.shards {
+                        let e = &mut l[sh.shard as usize];
+                        if sh.is_leader {
+                            *e = LeaderInfo {
+                                site: Some(i),
+                                lease: sh.holds_lease,
+                            };
+                        } else if e.site == Some(i) {
+                            e.lease = false;
+                            e.site = (sh.leader_hint >= 0).then_some(sh.leader_hint as usize);
+                        }
+                    }
+                } else {
+                    *self.sites[i].conn.lock().expect("conn lock") = None;
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! `meridian proxy --config cluster.toml --region NAME`
+use anyhow::{Context, Result};
+use meridian_replica::config::ClusterConfig;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct ProxyArgs {
+    #[arg(long)]
+    config: std::path::PathBuf,
+    /// The region this proxy serves (its [[proxy]] entry); or give --name.
+    #[arg(long, required_unless_present = "name")]
+    region: Option<String>,
+    #[arg(long)]
+    name: Option<String>,
+    /// Send every write in its own RPC (for measuring what batching gains).
+    #[arg(long)]
+    no_batching: bool,
+    #[arg(long, hide = true)]
+    parent_pid: Option<i32>,
+}
+
+pub fn run(a: ProxyArgs) -> Result<ExitCode> {
+    let cfg = ClusterConfig::load(&a.config)?;
+    let name = match (&a.name, &a.region) {
+        (Some(n), _) => n.clone(),
+        (None, Some(r)) => cfg
+            .proxies
+            .iter()
+            .find(|p| &p.region == r)
+            .map(|p| p.name.clone())
+            .with_context(|| format!("no [[proxy]] for region '{r}' in {}", a.config.display()))?,
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let opts = meridian_proxy::server::Options {
+        batching: !a.no_batching,
+        ..Default::default()
+    };
+    rt.block_on(meridian_proxy::server::run(
+        cfg,
+        &name,
+        opts,
+        super::signals::until_shutdown(a.parent_pid),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
