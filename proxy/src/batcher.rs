@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 pub const MAX_BATCH: usize = 256;
-pub const QUEUE: usize = 4096;
+/// Default bound on writes outstanding per shard (queued plus in flight).
+pub const OUTSTANDING: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteError {
@@ -24,48 +25,39 @@ type Job = (KvCommand, oneshot::Sender<WriteReply>, Instant);
 
 #[derive(Clone)]
 pub struct Batcher {
-    queues: Vec<mpsc::Sender<Job>>,
+    queues: Vec<mpsc::UnboundedSender<Job>>,
+    /// Admission: a write holds a permit from arrival until its answer.
+    admitted: Vec<Arc<tokio::sync::Semaphore>>,
+    limit: usize,
 }
 
 impl Batcher {
-    pub fn start(sites: Arc<Sites>, shards: u32, batching: bool, deadline: Duration) -> Batcher {
+    pub fn start(sites: Arc<Sites>, shards: u32, batching: bool, deadline: Duration, limit: usize) -> Batcher {
         let queues = (0..shards)
             .map(|shard| {
-                let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(run(
-                    sites.clone(),
-                    shard,
-                    rx,
-                    if batching { MAX_BATCH } else { 1 },
-                    deadline,
-                ));
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run(sites.clone(), shard, rx, if batching { MAX_BATCH } else { 1 }, deadline));
                 tx
             })
             .collect();
-        Batcher { queues }
+        let admitted = (0..shards).map(|_| Arc::new(tokio::sync::Semaphore::new(limit))).collect();
+        Batcher { queues, admitted, limit }
     }
 
     pub async fn write(&self, shard: u32, cmd: KvCommand, deadline: Duration) -> WriteReply {
+        let _permit = self.admitted[shard as usize].clone().try_acquire_owned().map_err(|_| WriteError::Overloaded)?;
         let (tx, rx) = oneshot::channel();
-        self.queues[shard as usize]
-            .try_send((cmd, tx, Instant::now() + deadline))
-            .map_err(|_| WriteError::Overloaded)?;
+        self.queues[shard as usize].send((cmd, tx, Instant::now() + deadline)).map_err(|_| WriteError::Overloaded)?;
         rx.await.unwrap_or(Err(WriteError::Timeout))
     }
 
-    /// Requests waiting in a shard's queue (for tests and metrics).
-    pub fn queued(&self, shard: u32) -> usize {
-        QUEUE - self.queues[shard as usize].capacity()
+    /// Writes outstanding on a shard (for tests and metrics).
+    pub fn outstanding(&self, shard: u32) -> usize {
+        self.limit - self.admitted[shard as usize].available_permits()
     }
 }
 
-async fn run(
-    sites: Arc<Sites>,
-    shard: u32,
-    mut rx: mpsc::Receiver<Job>,
-    max: usize,
-    deadline: Duration,
-) {
+async fn run(sites: Arc<Sites>, shard: u32, mut rx: mpsc::UnboundedReceiver<Job>, max: usize, deadline: Duration) {
     // Several batches in flight per shard keep the leader's pipeline busy.
     let inflight = Arc::new(tokio::sync::Semaphore::new(8));
     while let Some(first) = rx.recv().await {

@@ -25,4 +25,6 @@ pub struct Proxy {
     pub batcher: batcher::Batcher,
     pub sessions: sessions::Sessions,
     pub deadline: Duration,
+    /// Admission for reads: one permit per read in flight.
+    pub reads: Arc<tokio::sync::Semaphore>,
 }

@@ -40,6 +40,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             regions: vec![],
             shards: 1,
             no_wan: true,
+            proxy_outstanding: None,
             parent_pid: Some(std::process::id() as i32),
         };
         let cluster = up(&up_args).await?;

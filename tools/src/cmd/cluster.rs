@@ -40,6 +40,9 @@ pub struct UpArgs {
     /// Turn the WAN delay emulation off (loopback speed).
     #[arg(long)]
     pub no_wan: bool,
+    /// Proxies' admission bound (writes outstanding per shard, reads in flight).
+    #[arg(long)]
+    pub proxy_outstanding: Option<usize>,
     /// Replicas exit when this process does (used by `demo`).
     #[arg(long, hide = true)]
     pub parent_pid: Option<i32>,
@@ -150,6 +153,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
                 name: n.clone(),
                 region: r.clone(),
                 http_addr: format!("127.0.0.1:{}", free_port()?).parse()?,
+                max_outstanding: a.proxy_outstanding,
             })
         })
         .collect::<Result<Vec<_>>>()?;

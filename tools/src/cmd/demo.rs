@@ -58,6 +58,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         regions: vec![],
         shards: 4,
         no_wan: a.no_wan,
+        proxy_outstanding: None,
         parent_pid: Some(std::process::id() as i32),
     };
     println!("starting five replica processes (emulated WAN from the shipped AWS RTT matrix) ...");
