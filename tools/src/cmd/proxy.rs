@@ -31,9 +31,8 @@ pub fn run(a: ProxyArgs) -> Result<ExitCode> {
             .with_context(|| format!("no [[proxy]] for region '{r}' in {}", a.config.display()))?,
         (None, None) => unreachable!("clap requires one"),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let opts = meridian_proxy::server::Options {
         batching: !a.no_batching,
         ..Default::default()
