@@ -32,22 +32,45 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn start(sites: Arc<Sites>, shards: u32, batching: bool, deadline: Duration, limit: usize) -> Batcher {
+    pub fn start(
+        sites: Arc<Sites>,
+        shards: u32,
+        batching: bool,
+        deadline: Duration,
+        limit: usize,
+    ) -> Batcher {
         let queues = (0..shards)
             .map(|shard| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(run(sites.clone(), shard, rx, if batching { MAX_BATCH } else { 1 }, deadline));
+                tokio::spawn(run(
+                    sites.clone(),
+                    shard,
+                    rx,
+                    if batching { MAX_BATCH } else { 1 },
+                    deadline,
+                ));
                 tx
             })
             .collect();
-        let admitted = (0..shards).map(|_| Arc::new(tokio::sync::Semaphore::new(limit))).collect();
-        Batcher { queues, admitted, limit }
+        let admitted = (0..shards)
+            .map(|_| Arc::new(tokio::sync::Semaphore::new(limit)))
+            .collect();
+        Batcher {
+            queues,
+            admitted,
+            limit,
+        }
     }
 
     pub async fn write(&self, shard: u32, cmd: KvCommand, deadline: Duration) -> WriteReply {
-        let _permit = self.admitted[shard as usize].clone().try_acquire_owned().map_err(|_| WriteError::Overloaded)?;
+        let _permit = self.admitted[shard as usize]
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| WriteError::Overloaded)?;
         let (tx, rx) = oneshot::channel();
-        self.queues[shard as usize].send((cmd, tx, Instant::now() + deadline)).map_err(|_| WriteError::Overloaded)?;
+        self.queues[shard as usize]
+            .send((cmd, tx, Instant::now() + deadline))
+            .map_err(|_| WriteError::Overloaded)?;
         rx.await.unwrap_or(Err(WriteError::Timeout))
     }
 
@@ -57,7 +80,13 @@ impl Batcher {
     }
 }
 
-async fn run(sites: Arc<Sites>, shard: u32, mut rx: mpsc::UnboundedReceiver<Job>, max: usize, deadline: Duration) {
+async fn run(
+    sites: Arc<Sites>,
+    shard: u32,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    max: usize,
+    deadline: Duration,
+) {
     // Several batches in flight per shard keep the leader's pipeline busy.
     let inflight = Arc::new(tokio::sync::Semaphore::new(8));
     while let Some(first) = rx.recv().await {

@@ -299,7 +299,11 @@ async fn list(p: &Arc<Proxy>, q: Option<&str>) -> Result<Response<Body>, ApiErro
             .filter(|l| (1..=10_000).contains(l))
             .ok_or_else(|| bad("limit must be 1..=10000"))?,
     };
-    let _permit = p.reads.clone().try_acquire_owned().map_err(|_| overloaded())?;
+    let _permit = p
+        .reads
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| overloaded())?;
     let mut kvs: Vec<KeyValue> = Vec::new();
     let mut more = false;
     let mut paths = Vec::new();

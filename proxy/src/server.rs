@@ -45,8 +45,16 @@ pub async fn run(
     opts: Options,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ProxyError> {
-    let me = cfg.proxies.iter().find(|p| p.name == name).cloned().ok_or_else(|| ProxyError::Unknown(name.into()))?;
-    let limit = me.max_outstanding.unwrap_or(crate::batcher::OUTSTANDING).max(1);
+    let me = cfg
+        .proxies
+        .iter()
+        .find(|p| p.name == name)
+        .cloned()
+        .ok_or_else(|| ProxyError::Unknown(name.into()))?;
+    let limit = me
+        .max_outstanding
+        .unwrap_or(crate::batcher::OUTSTANDING)
+        .max(1);
     let tls = TlsFiles::new(
         cfg.resolve(&cfg.tls.ca),
         &cfg.resolve(&cfg.tls.cert_dir),
@@ -90,7 +98,13 @@ pub async fn run(
             quorum: cfg.quorum(),
             shape,
         },
-        batcher: Batcher::start(sites.clone(), cfg.cluster.shards, opts.batching, opts.deadline, limit),
+        batcher: Batcher::start(
+            sites.clone(),
+            cfg.cluster.shards,
+            opts.batching,
+            opts.deadline,
+            limit,
+        ),
         reads: Arc::new(tokio::sync::Semaphore::new(limit)),
         sessions: Sessions::new(base, 8192),
         sites,

@@ -32,7 +32,9 @@ pub fn run(a: ProxyArgs) -> Result<ExitCode> {
         (None, None) => unreachable!("clap requires one"),
     };
     raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let opts = meridian_proxy::server::Options {
         batching: !a.no_batching,
         ..Default::default()

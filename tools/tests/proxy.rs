@@ -1,0 +1,459 @@
+//! The regional proxy over real processes (issue: regional proxy, "Done means"): five replicas,
+//! proxies in every region, emulated WAN. Tests run one at a time.
+mod common;
+#[path = "common/https.rs"]
+mod https;
+
+use common::*;
+use https::{tls_config, Conn};
+use meridian_testkit::history::{HistoryOp, OpKind, Outcome as HOutcome};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn endpoints(c: &TestCluster) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(c.dir.join("endpoints.json")).unwrap()).unwrap()
+}
+
+fn proxy_url(c: &TestCluster, region: &str) -> String {
+    endpoints(c)["proxies"][region]["http"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn every_read_path_returns_the_latest_write_through_another_proxy() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::up("proxy-paths", &[]);
+    let tls = tls_config(&c.cfg.resolve(&c.cfg.tls.ca));
+    rt().block_on(async {
+        let mut east = Conn::open(&proxy_url(&c, "us-east-1"), tls.clone())
+            .await
+            .unwrap();
+        let mut tokyo = Conn::open(&proxy_url(&c, "ap-northeast-1"), tls.clone())
+            .await
+            .unwrap();
+        for round in 0..2 {
+            let value = format!("v{round}");
+            let (writer, reader) = if round == 0 {
+                (&mut east, &mut tokyo)
+            } else {
+                (&mut tokyo, &mut east)
+            };
+            let put = writer
+                .request("PUT", "/v1/kv/paths-key", value.clone().into_bytes())
+                .await
+                .unwrap();
+            assert_eq!(put.status, 200, "{:?}", put.body);
+            assert!(
+                put.header("x-meridian-revision").is_some()
+                    && put.header("x-meridian-shard").is_some()
+            );
+            for (mode, paths) in [
+                ("leader", &["leader"][..]),
+                ("quorum", &["quorum"][..]),
+                ("auto", &["leader", "quorum"][..]),
+            ] {
+                let r = reader
+                    .request("GET", &format!("/v1/kv/paths-key?read_mode={mode}"), vec![])
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 200, "read_mode={mode}");
+                assert_eq!(
+                    r.body,
+                    value.as_bytes(),
+                    "read_mode={mode} returned a stale value"
+                );
+                let path = r.header("x-meridian-read-path").unwrap();
+                assert!(
+                    paths.contains(&path.as_str()),
+                    "read_mode={mode} served by {path}"
+                );
+            }
+            let r = reader
+                .request(
+                    "GET",
+                    "/v1/kv/paths-key?consistency=serializable&format=json",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(j["read_path"], "local");
+        }
+        // The live RTTs the chooser works from are served too.
+        let r = tokyo
+            .request("GET", "/v1/cluster/rtt", vec![])
+            .await
+            .unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(j["sites"].as_array().unwrap().len(), 5);
+        assert!(j["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["ewma_ms"].as_f64().is_some()));
+        let missing = east
+            .request("GET", "/v1/kv/never-written", vec![])
+            .await
+            .unwrap();
+        assert_eq!(missing.status, 404);
+    });
+}
+
+#[test]
+fn concurrent_histories_through_two_proxies_are_linearizable() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::up("proxy-lin", &[]);
+    let tls = tls_config(&c.cfg.resolve(&c.cfg.tls.ca));
+    let start = Instant::now();
+    let rt = rt();
+    let history = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for (pi, region) in ["us-east-1", "eu-west-1"].iter().enumerate() {
+            for w in 0..4u64 {
+                let url = proxy_url(&c, region);
+                let tls = tls.clone();
+                tasks.push(tokio::spawn(async move {
+                    let process = pi as u64 * 10 + w;
+                    let mut conn = Conn::open(&url, tls).await.unwrap();
+                    let mut h = Vec::new();
+                    let end = Instant::now() + Duration::from_secs(8);
+                    let mut i = 0u64;
+                    while Instant::now() < end {
+                        i += 1;
+                        let key = format!("lin-{}", (process + i) % 3);
+                        let roll = (process * 7 + i * 13) % 10;
+                        let invoke = start.elapsed().as_nanos() as u64;
+                        let (op, value, path, req) = match roll {
+                            0..=3 => {
+                                let v = format!("p{process}-{i}");
+                                (
+                                    OpKind::Put,
+                                    Some(v.clone()),
+                                    None,
+                                    ("PUT", format!("/v1/kv/{key}"), v.into_bytes()),
+                                )
+                            }
+                            4 => (
+                                OpKind::Delete,
+                                None,
+                                None,
+                                ("DELETE", format!("/v1/kv/{key}"), vec![]),
+                            ),
+                            r => {
+                                let mode =
+                                    ["auto", "leader", "quorum", "auto", "quorum"][r as usize - 5];
+                                (
+                                    OpKind::Get,
+                                    None,
+                                    Some(mode),
+                                    ("GET", format!("/v1/kv/{key}?read_mode={mode}"), vec![]),
+                                )
+                            }
+                        };
+                        let resp = conn.request(req.0, &req.1, req.2).await;
+                        let complete = start.elapsed().as_nanos() as u64;
+                        let (outcome, read) = match (&resp, op.clone()) {
+                            (Ok(r), OpKind::Get) if r.status == 200 => (
+                                HOutcome::Ok,
+                                Some(String::from_utf8_lossy(&r.body).into_owned()),
+                            ),
+                            (Ok(r), OpKind::Get) if r.status == 404 => (HOutcome::Ok, None),
+                            (_, OpKind::Get) => (HOutcome::Fail, None),
+                            (Ok(r), _) if r.status == 200 => (HOutcome::Ok, None),
+                            (Ok(r), _) if r.status == 503 => (HOutcome::Fail, None),
+                            _ => (HOutcome::Unknown, None),
+                        };
+                        let served = resp.ok().and_then(|r| r.header("x-meridian-read-path"));
+                        h.push(HistoryOp {
+                            process,
+                            op,
+                            key,
+                            value,
+                            expect: None,
+                            invoke_ns: invoke,
+                            complete_ns: complete,
+                            outcome,
+                            read,
+                            path: served.or(path.map(String::from)),
+                        });
+                    }
+                    h
+                }));
+            }
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    let ok = history.iter().filter(|h| h.outcome == HOutcome::Ok).count();
+    assert!(ok > 100, "only {ok} operations completed");
+    for path in ["leader", "quorum"] {
+        assert!(
+            history
+                .iter()
+                .any(|h| h.path.as_deref() == Some(path) && h.outcome == HOutcome::Ok),
+            "no read served by {path}"
+        );
+    }
+    let dir = c.dir.join("history.jsonl");
+    std::fs::write(&dir, meridian_testkit::history::to_jsonl(&history)).unwrap();
+    let verdicts = meridian_testkit::linearizability::check(&history);
+    assert!(
+        verdicts.iter().all(|v| v.linearizable),
+        "not linearizable: {verdicts:?} (history in {})",
+        dir.display()
+    );
+}
+
+/// Established TCP connections from `pid` to 127.0.0.1:`port`.
+fn connections(pid: i32, port: u16) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(l) = std::fs::read_link(e.path()) {
+            let l = l.to_string_lossy().into_owned();
+            if let Some(i) = l.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                inodes.insert(i.to_string());
+            }
+        }
+    }
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let rem_port = f[2]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if f[3] == "01" && rem_port == Some(port) && inodes.contains(f[9]) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn a_thousand_clients_share_one_connection_per_site() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::up("proxy-conns", &["--no-wan"]);
+    let tls = tls_config(&c.cfg.resolve(&c.cfg.tls.ca));
+    let url = proxy_url(&c, "eu-west-1");
+    let pid = c.pid("proxy-eu-west-1");
+    rt().block_on(async {
+        let mut conns = Vec::new();
+        for _ in 0..1000 {
+            conns.push(Conn::open(&url, tls.clone()).await.expect("connect"));
+        }
+        let mut tasks = Vec::new();
+        for (i, mut conn) in conns.into_iter().enumerate() {
+            tasks.push(tokio::spawn(async move {
+                let r = conn
+                    .request("PUT", &format!("/v1/kv/conn-{i}"), b"x".to_vec())
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 200);
+                let r = conn
+                    .request("GET", &format!("/v1/kv/conn-{i}?read_mode=quorum"), vec![])
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 200);
+                conn // keep it open
+            }));
+        }
+        let mut open = Vec::new();
+        for t in tasks {
+            open.push(t.await.unwrap());
+        }
+        assert_eq!(open.len(), 1000);
+        for s in &c.cfg.sites {
+            assert_eq!(
+                connections(pid, s.addr.port()),
+                1,
+                "proxy connections to {}",
+                s.name
+            );
+        }
+    });
+}
+
+/// A transaction touching "guarded" and a key on another shard.
+fn cross_shard_txn() -> Vec<u8> {
+    let home = meridian_proxy::route::shard_for_key(b"guarded", 4);
+    let other = (0..)
+        .map(|i| format!("other-shard-{i}"))
+        .find(|k| meridian_proxy::route::shard_for_key(k.as_bytes(), 4) != home)
+        .unwrap();
+    format!(r#"{{"success": [{{"put": {{"key": "guarded", "value": "t"}}}}, {{"put": {{"key": "{other}", "value": "t"}}}}]}}"#).into_bytes()
+}
+
+fn rss_kb(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn overload_is_shed_fast_with_503_and_accepted_writes_keep_their_latency() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::up("proxy-overload", &["--proxy-outstanding", "16"]);
+    let tls = tls_config(&c.cfg.resolve(&c.cfg.tls.ca));
+    let url = proxy_url(&c, "us-east-1");
+    let pid = c.pid("proxy-us-east-1");
+    let rt = rt();
+    // Unloaded latency of a write from the leader's region.
+    let base = rt.block_on(async {
+        let mut conn = Conn::open(&url, tls.clone()).await.unwrap();
+        let mut lat = Vec::new();
+        for i in 0..10 {
+            let t = Instant::now();
+            assert_eq!(
+                conn.request("PUT", &format!("/v1/kv/calm-{i}"), b"x".to_vec())
+                    .await
+                    .unwrap()
+                    .status,
+                200
+            );
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        lat[5]
+    });
+    let rss_before = rss_kb(pid);
+    let (ok, shed, ok_lat, shed_lat) = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..300 {
+            let (url, tls) = (url.clone(), tls.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::open(&url, tls).await.unwrap();
+                let mut out = Vec::new();
+                let end = Instant::now() + Duration::from_secs(4);
+                let mut i = 0;
+                while Instant::now() < end {
+                    i += 1;
+                    let t = Instant::now();
+                    let r = conn
+                        .request("PUT", &format!("/v1/kv/load-{w}-{i}"), vec![7; 100])
+                        .await
+                        .unwrap();
+                    out.push((r.status, t.elapsed(), r.header("retry-after")));
+                }
+                out
+            }));
+        }
+        let (mut ok, mut shed, mut ok_lat, mut shed_lat) = (0, 0, Vec::new(), Vec::new());
+        for t in tasks {
+            for (status, lat, retry) in t.await.unwrap() {
+                match status {
+                    200 => {
+                        ok += 1;
+                        ok_lat.push(lat);
+                    }
+                    503 => {
+                        assert_eq!(retry.as_deref(), Some("1"), "503 without Retry-After");
+                        shed += 1;
+                        shed_lat.push(lat);
+                    }
+                    s => panic!("unexpected status {s}"),
+                }
+            }
+        }
+        ok_lat.sort();
+        shed_lat.sort();
+        (ok, shed, ok_lat, shed_lat)
+    });
+    assert!(
+        shed > ok,
+        "offered load far beyond capacity should be mostly shed: {ok} ok, {shed} shed"
+    );
+    assert!(ok > 50, "accepted work continues: {ok}");
+    let shed_p50 = shed_lat[shed_lat.len() / 2];
+    assert!(
+        shed_p50 < Duration::from_millis(20),
+        "shedding is not fast: {shed_p50:?}"
+    );
+    let ok_p50 = ok_lat[ok_lat.len() / 2];
+    assert!(
+        ok_p50 < base * 2 + Duration::from_millis(20),
+        "accepted writes slowed from {base:?} to {ok_p50:?}"
+    );
+    let rss_after = rss_kb(pid);
+    assert!(
+        rss_after < rss_before + 100_000,
+        "proxy memory grew from {rss_before} kB to {rss_after} kB"
+    );
+}
+
+#[test]
+fn bad_input_gets_its_documented_error_and_changes_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::up("proxy-bad", &["--no-wan"]);
+    let tls = tls_config(&c.cfg.resolve(&c.cfg.tls.ca));
+    rt().block_on(async {
+        let mut p = Conn::open(&proxy_url(&c, "us-east-1"), tls.clone()).await.unwrap();
+        assert_eq!(p.request("PUT", "/v1/kv/guarded", b"original".to_vec()).await.unwrap().status, 200);
+        let long_key = format!("/v1/kv/{}", "k".repeat(5000));
+        let cases: Vec<(&str, String, Vec<u8>, u16)> = vec![
+            ("PUT", long_key.clone(), b"x".to_vec(), 400),
+            ("PUT", "/v1/kv/guarded".into(), vec![b'x'; (1 << 20) + 10], 413),
+            ("PUT", "/v1/kv/guarded?colour=red".into(), b"x".to_vec(), 400),
+            ("GET", "/v1/kv/guarded?read_mode=bogus".into(), vec![], 400),
+            ("GET", "/v1/kv/guarded?consistency=eventual".into(), vec![], 400),
+            ("GET", "/v1/kv/guarded?read_mode=lease".into(), vec![], 400),
+            ("GET", "/v1/kv/guarded?format=xml".into(), vec![], 400),
+            ("GET", "/v1/kv?limit=0".into(), vec![], 400),
+            ("POST", "/v1/txn".into(), b"{not json".to_vec(), 400),
+            ("POST", "/v1/txn".into(), br#"{"success": [{"put": {"key": "guarded"}}]}"#.to_vec(), 400),
+            ("POST", "/v1/txn".into(), cross_shard_txn(), 400),
+            ("PATCH", "/v1/kv/guarded".into(), b"x".to_vec(), 405),
+            ("GET", "/v2/nothing".into(), vec![], 404),
+            ("PUT", "/v1/kv/".into(), b"x".to_vec(), 400),
+            ("PUT", "/v1/kv/%zz".into(), b"x".to_vec(), 400),
+        ];
+        for (m, path, body, want) in cases {
+            let r = p.request(m, &path, body).await;
+            let r = match r {
+                Ok(r) => r,
+                // A refused oversized body may close the connection: reconnect and go on.
+                Err(e) => panic!("{m} {}: {e}", &path[..path.len().min(40)]),
+            };
+            assert_eq!(r.status, want, "{m} {}: {}", &path[..path.len().min(40)], String::from_utf8_lossy(&r.body));
+            let msg: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert!(msg["error"].as_str().is_some_and(|e| !e.is_empty()), "no error message");
+        }
+        let r = p.request("GET", "/v1/kv/guarded?read_mode=leader", vec![]).await.unwrap();
+        assert_eq!(r.body, b"original".as_slice(), "a rejected request changed the value");
+        let r = p.request("GET", "/v1/kv?prefix=other-shard", vec![]).await.unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(j["kvs"].as_array().unwrap().len(), 0, "a refused transaction wrote something");
+        // And the good paths of the same endpoints work.
+        let ok = br#"{"compare": [{"key": "guarded", "value": "original"}], "success": [{"put": {"key": "guarded", "value": "swapped"}}], "failure": []}"#;
+        let r = p.request("POST", "/v1/txn", ok.to_vec()).await.unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(j["succeeded"], true, "{j}");
+        let r = p.request("GET", "/v1/kv?prefix=guard", vec![]).await.unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(j["kvs"][0]["value"], "swapped");
+    });
+}
