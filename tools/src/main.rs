@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod https;
 
 use clap::{Parser, Subcommand};
 

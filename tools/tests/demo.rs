@@ -36,7 +36,18 @@ fn demo_reports_every_region_within_its_bound_and_leaves_nothing_behind() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let rows = report["results"].as_array().unwrap();
-    assert_eq!(rows.len(), 5, "{stdout}");
+    assert_eq!(
+        rows.iter().filter(|r| r["op"] == "write").count(),
+        5,
+        "{stdout}"
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["op"] == "read" && r["path"] == "auto")
+            .count(),
+        5,
+        "{stdout}"
+    );
     for row in rows {
         let (p50, bound) = (
             row["p50_ms"].as_f64().unwrap(),

@@ -3,12 +3,10 @@
 //! client service (their own traffic delayed by the same matrix); prints per-region latency
 //! next to the physical bound of DESIGN.md §6, writes DIR/report.json, and shuts everything
 //! down — also on Ctrl-C.
-use super::cluster::{down, tool_tls, up, wait_for_leaders, UpArgs};
+use super::cluster::{down, up, wait_for_leaders, UpArgs};
+use crate::https::{tls_config, Conn};
 use anyhow::{bail, Context, Result};
-use meridian_replica::client::{Outcome, ReplicaClient};
 use meridian_replica::config::ClusterConfig;
-use meridian_replica::delay::DelayLine;
-use meridian_replica::kv::{KvCommand, Op};
 use meridian_topology::model::{quorum_latency, QuorumShape};
 use meridian_topology::RttMatrix;
 use serde_json::json;
@@ -42,6 +40,9 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
 struct Sample {
     region: usize,
     leader: usize,
+    op: &'static str,
+    /// The path that served it (reads: as the proxy reported).
+    path: String,
     ms: f64,
 }
 
@@ -75,7 +76,6 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
 
 async fn workload(cfg: &ClusterConfig, seconds: u64, per_region: usize) -> Result<Vec<Sample>> {
     let m = RttMatrix::embedded();
-    let tls = tool_tls(cfg);
     // Wait for the planner's preferred leader to lead every shard (it campaigns first).
     let preferred = cfg
         .cluster
@@ -90,71 +90,79 @@ async fn workload(cfg: &ClusterConfig, seconds: u64, per_region: usize) -> Resul
         tokio::time::sleep(Duration::from_millis(200)).await;
         leaders = wait_for_leaders(cfg, Duration::from_secs(10)).await?;
     }
-    let mut conns = Vec::new();
-    for s in &cfg.sites {
-        conns.push(ReplicaClient::connect(s.addr, &tls).await?);
-    }
-    println!("leaders per shard: {:?}; {seconds} s of writes from {per_region} clients in each region ...", leaders.iter().map(|&l| &cfg.sites[l].name).collect::<Vec<_>>());
-    let region_of: Vec<usize> = cfg
-        .sites
-        .iter()
-        .map(|s| m.index(&s.region))
-        .collect::<Result<_, _>>()?;
+    println!(
+        "leaders per shard: {:?}; {seconds} s of writes and reads (read_mode=auto) from {per_region} clients per region, each through its region's proxy ...",
+        leaders.iter().map(|&l| &cfg.sites[l].name).collect::<Vec<_>>()
+    );
+    let tls = tls_config(&cfg.resolve(&cfg.tls.ca));
     // The first second warms connections and pipelines up; it is not measured.
     let warm = Instant::now() + Duration::from_secs(1);
     let end = warm + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
-    for (ci, &creg) in region_of.iter().enumerate() {
+    for (ci, s) in cfg.sites.iter().enumerate() {
+        let proxy = cfg
+            .proxies
+            .iter()
+            .find(|p| p.region == s.region)
+            .context("a proxy per region")?;
+        let url = format!("https://{}", proxy.http_addr);
         for w in 0..per_region {
-            let conns = conns.clone();
-            let mut leaders = leaders.clone();
-            let region_of = region_of.clone();
-            let m = m.clone();
+            let (url, tls, leaders) = (url.clone(), tls.clone(), leaders.clone());
             let shards = cfg.cluster.shards;
             tasks.push(tokio::spawn(async move {
-                let client = (ci * 1000 + w + 1) as u64;
+                let mut conn = Conn::open(&url, tls).await?;
                 let mut out = Vec::new();
-                let mut seq = 0u64;
+                let mut i = 0u64;
                 while Instant::now() < end {
-                    seq += 1;
-                    let key = format!("demo/{ci}/{w}/{seq}");
-                    let shard = meridian_proxy::route::shard_for_key(key.as_bytes(), shards);
-                    let cmd = KvCommand {
-                        client,
-                        seq,
-                        op: Op::Put {
-                            key: key.into_bytes(),
-                            value: vec![b'v'; 64],
-                        },
-                    };
-                    let l = leaders[shard as usize];
-                    let one_way = Duration::from_secs_f64(m.rtt(creg, region_of[l]) / 2000.0);
+                    i += 1;
+                    let key = format!("demo/{ci}/{w}/{i}");
+                    let leader = leaders
+                        [meridian_proxy::route::shard_for_key(key.as_bytes(), shards) as usize];
                     let t0 = Instant::now();
-                    DelayLine::global().sleep(one_way).await;
-                    let r = conns[l].clone().submit(shard, &[cmd]).await;
-                    DelayLine::global().sleep(one_way).await;
-                    match r {
-                        Ok(Outcome::Ok(_)) => out.push(Sample {
+                    let r = conn
+                        .request("PUT", &format!("/v1/kv/{key}"), vec![b'v'; 64])
+                        .await?;
+                    if r.status == 200 && t0 >= warm {
+                        out.push(Sample {
                             region: ci,
-                            leader: l,
+                            leader,
+                            op: "write",
+                            path: "leader".into(),
                             ms: t0.elapsed().as_secs_f64() * 1e3,
-                        }),
-                        Ok(Outcome::NotLeader(Some(h))) => leaders[shard as usize] = h,
-                        Ok(Outcome::NotLeader(None)) | Err(_) => {
-                            tokio::time::sleep(Duration::from_millis(100)).await
+                        });
+                    }
+                    // Read a key written a few rounds ago (committed everywhere by now).
+                    if i > 4 {
+                        let old = format!("demo/{ci}/{w}/{}", i - 4);
+                        let leader = leaders
+                            [meridian_proxy::route::shard_for_key(old.as_bytes(), shards) as usize];
+                        let t0 = Instant::now();
+                        let r = conn
+                            .request("GET", &format!("/v1/kv/{old}?read_mode=auto"), vec![])
+                            .await?;
+                        if r.status == 200 && t0 >= warm {
+                            let path = r.header("x-meridian-read-path").unwrap_or_default();
+                            out.push(Sample {
+                                region: ci,
+                                leader,
+                                op: "read",
+                                path,
+                                ms: t0.elapsed().as_secs_f64() * 1e3,
+                            });
                         }
                     }
                 }
-                out
+                Ok::<_, std::io::Error>(out)
             }));
         }
     }
+    let _ = m;
     let mut samples = Vec::new();
     for t in tasks {
-        samples.extend(t.await?);
+        samples.extend(t.await??);
     }
     if samples.is_empty() {
-        bail!("no write completed");
+        bail!("no operation completed");
     }
     Ok(samples)
 }
@@ -182,52 +190,77 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
         QuorumShape::Majority
     };
     println!();
-    println!("write latency per client region (bound = rtt(client, leader) + fastest-quorum rtt from the leader, DESIGN.md §6)");
+    println!("latency per client region through its region's proxy, next to the physical bound of DESIGN.md §6");
+    println!("  write bound = rtt(proxy, leader) + fastest-quorum rtt from the leader");
+    println!("  read  bound = min(leader read = rtt(proxy, leader), quorum read = fastest-quorum rtt from the proxy)");
     println!(
-        "{:<16} {:>6} {:>9} {:>9} {:>9} {:>9} {:>7}  leader",
-        "region", "count", "p50 ms", "p99 ms", "bound ms", "p50/bnd", "ok"
+        "{:<16} {:<6} {:>6} {:>9} {:>9} {:>9} {:>8} {:>4}  path",
+        "region", "op", "count", "p50 ms", "p99 ms", "bound ms", "p50/bnd", "ok"
     );
     let mut rows = Vec::new();
     let mut all_ok = true;
-    for (ci, s) in cfg.sites.iter().enumerate() {
-        let mine: Vec<&Sample> = samples.iter().filter(|x| x.region == ci).collect();
-        if mine.is_empty() {
-            continue;
+    for op in ["write", "read"] {
+        for (ci, s) in cfg.sites.iter().enumerate() {
+            let mine: Vec<&Sample> = samples
+                .iter()
+                .filter(|x| x.region == ci && x.op == op)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            // The leader most of these operations' shards had.
+            let mut counts = vec![0usize; cfg.sites.len()];
+            mine.iter().for_each(|x| counts[x.leader] += 1);
+            let l = (0..counts.len()).max_by_key(|&i| counts[i]).expect("sites");
+            let mut ms: Vec<f64> = mine
+                .iter()
+                .filter(|x| x.leader == l)
+                .map(|x| x.ms)
+                .collect();
+            ms.sort_by(|x, y| x.total_cmp(y));
+            let (c, lr) = (region_of[ci], region_of[l]);
+            let bound = match op {
+                "write" => m.rtt(c, lr) + quorum_latency(&m, &sites, &shape, lr),
+                _ => m.rtt(c, lr).min(quorum_latency(&m, &sites, &shape, c)),
+            };
+            let mut paths: Vec<(String, usize)> = Vec::new();
+            for x in &mine {
+                match paths.iter_mut().find(|(p, _)| *p == x.path) {
+                    Some(e) => e.1 += 1,
+                    None => paths.push((x.path.clone(), 1)),
+                }
+            }
+            paths.sort_by(|a, b| b.1.cmp(&a.1));
+            let served: Vec<String> = paths
+                .iter()
+                .map(|(p, n)| format!("{p} {:.0}%", 100.0 * *n as f64 / mine.len() as f64))
+                .collect();
+            let p50 = pct(&ms, 0.5);
+            let ok = p50 <= bound * 1.05 + 1.0;
+            all_ok &= ok;
+            let ratio = if bound > 0.0 { p50 / bound } else { f64::NAN };
+            println!(
+                "{:<16} {:<6} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>8.3} {:>4}  {}",
+                s.region,
+                op,
+                ms.len(),
+                p50,
+                pct(&ms, 0.99),
+                bound,
+                ratio,
+                if ok { "yes" } else { "NO" },
+                served.join(", ")
+            );
+            rows.push(json!({
+                "system": "meridian", "region": s.region, "op": op, "path": if op == "write" { "leader" } else { "auto" },
+                "served_by": paths.iter().map(|(p, n)| json!({"path": p, "count": n})).collect::<Vec<_>>(),
+                "count": ms.len(), "ops_per_s": round2(ms.len() as f64 / a.seconds as f64),
+                "p50_ms": round2(p50), "p90_ms": round2(pct(&ms, 0.9)), "p99_ms": round2(pct(&ms, 0.99)),
+                "p999_ms": round2(pct(&ms, 0.999)), "max_ms": round2(*ms.last().expect("non-empty")),
+                "bound_ms": round2(bound), "ratio_to_bound": if bound > 0.0 { json!((ratio * 1000.0).round() / 1000.0) } else { json!(null) },
+                "leader": cfg.sites[l].name,
+            }));
         }
-        // The leader most of this region's writes went to.
-        let mut counts = vec![0usize; cfg.sites.len()];
-        mine.iter().for_each(|x| counts[x.leader] += 1);
-        let l = (0..counts.len()).max_by_key(|&i| counts[i]).expect("sites");
-        let mut ms: Vec<f64> = mine
-            .iter()
-            .filter(|x| x.leader == l)
-            .map(|x| x.ms)
-            .collect();
-        ms.sort_by(|x, y| x.total_cmp(y));
-        let bound =
-            m.rtt(region_of[ci], region_of[l]) + quorum_latency(&m, &sites, &shape, region_of[l]);
-        let p50 = pct(&ms, 0.5);
-        let ok = p50 <= bound * 1.05 + 1.0;
-        all_ok &= ok;
-        println!(
-            "{:<16} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.3} {:>7}  {}",
-            s.region,
-            ms.len(),
-            p50,
-            pct(&ms, 0.99),
-            bound,
-            p50 / bound,
-            if ok { "yes" } else { "NO" },
-            cfg.sites[l].name
-        );
-        rows.push(json!({
-            "system": "meridian", "region": s.region, "op": "write", "path": "leader", "count": ms.len(),
-            "ops_per_s": round2(ms.len() as f64 / a.seconds as f64),
-            "p50_ms": round2(p50), "p90_ms": round2(pct(&ms, 0.9)), "p99_ms": round2(pct(&ms, 0.99)),
-            "p999_ms": round2(pct(&ms, 0.999)), "max_ms": round2(*ms.last().expect("non-empty")),
-            "bound_ms": round2(bound), "ratio_to_bound": (p50 / bound * 1000.0).round() / 1000.0,
-            "leader": cfg.sites[l].name,
-        }));
     }
     let rtt: Vec<Vec<f64>> = region_of
         .iter()
@@ -243,7 +276,8 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
             "rtt_ms": rtt,
         },
         "workload": {"seconds": a.seconds, "warmup_seconds": 1, "clients_per_region": a.clients, "op": "put", "value_bytes": 64,
-                     "client_traffic": "delayed rtt(client region, leader region)/2 each way"},
+                     "client_traffic": "each client talks to its region's proxy; proxy-to-replica traffic is delayed rtt/2 each way",
+                     "reads": "GET ?read_mode=auto of a key the same client wrote four operations earlier"},
         "results": rows,
     });
     let path = a.out.join("report.json");
