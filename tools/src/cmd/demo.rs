@@ -230,7 +230,7 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
                     None => paths.push((x.path.clone(), 1)),
                 }
             }
-            paths.sort_by(|a, b| b.1.cmp(&a.1));
+            paths.sort_by_key(|p| std::cmp::Reverse(p.1));
             let served: Vec<String> = paths
                 .iter()
                 .map(|(p, n)| format!("{p} {:.0}%", 100.0 * *n as f64 / mine.len() as f64))
