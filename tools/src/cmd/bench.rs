@@ -19,6 +19,9 @@ pub struct BenchArgs {
     clients: usize,
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Measure HTTP writes through a proxy instead (batching on, then off).
+    #[arg(long)]
+    proxy: bool,
     /// Where the cluster and bench.json go.
     #[arg(long, default_value = "meridian-bench")]
     out: std::path::PathBuf,
@@ -34,6 +37,9 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             let _ = down(&cdir);
         }
         let _ = std::fs::remove_dir_all(&cdir);
+        if a.proxy {
+            return proxy_bench(&a, &cdir).await;
+        }
         let up_args = UpArgs {
             dir: cdir.clone(),
             sites: 5,
@@ -41,6 +47,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             shards: 1,
             no_wan: true,
             proxy_outstanding: None,
+            proxy_no_batching: false,
             parent_pid: Some(std::process::id() as i32),
         };
         let cluster = up(&up_args).await?;
@@ -133,4 +140,84 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
         rows.push(json!({"batch": batch, "clients": a.clients, "commands_per_s": total as f64 / secs, "submits_per_s": lat.len() as f64 / secs, "p50_ms": p(0.5), "p99_ms": p(0.99)}));
     }
     Ok(rows)
+}
+
+/// Writes/s through one proxy over HTTPS on loopback (no emulated delay), batching on and off.
+async fn proxy_bench(a: &BenchArgs, cdir: &std::path::Path) -> Result<ExitCode> {
+    let mut rows = Vec::new();
+    println!("HTTPS PUTs through one proxy, 4 shard groups x 5 replicas on loopback, {} clients, {} s each", a.clients, a.seconds);
+    println!(
+        "{:>9} {:>12} {:>10} {:>10}",
+        "batching", "writes/s", "p50 ms", "p99 ms"
+    );
+    for batching in [true, false] {
+        let _ = std::fs::remove_dir_all(cdir);
+        let up_args = UpArgs {
+            dir: cdir.to_path_buf(),
+            sites: 5,
+            regions: vec![],
+            shards: 4,
+            no_wan: true,
+            proxy_outstanding: None,
+            proxy_no_batching: !batching,
+            parent_pid: Some(std::process::id() as i32),
+        };
+        let cluster = up(&up_args).await?;
+        let r = proxy_load(&cluster.config, a).await;
+        down(cdir)?;
+        let (writes, mut lat) = r?;
+        lat.sort_by(|x, y| x.total_cmp(y));
+        let p = |q: f64| {
+            lat.get(((lat.len() as f64 - 1.0) * q) as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let rate = writes as f64 / a.seconds as f64;
+        println!(
+            "{:>9} {:>12.0} {:>10.2} {:>10.2}",
+            if batching { "on" } else { "off" },
+            rate,
+            p(0.5),
+            p(0.99)
+        );
+        rows.push(json!({"batching": batching, "clients": a.clients, "writes_per_s": rate, "p50_ms": p(0.5), "p99_ms": p(0.99)}));
+    }
+    std::fs::write(
+        a.out.join("bench-proxy.json"),
+        serde_json::to_string_pretty(&json!({"results": rows}))?,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn proxy_load(cfg: &ClusterConfig, a: &BenchArgs) -> Result<(usize, Vec<f64>)> {
+    let tls = crate::https::tls_config(&cfg.resolve(&cfg.tls.ca));
+    let url = format!("https://{}", cfg.proxies[0].http_addr);
+    let end = Instant::now() + Duration::from_secs(a.seconds);
+    let mut tasks = Vec::new();
+    for c in 0..a.clients {
+        let (url, tls) = (url.clone(), tls.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = crate::https::Conn::open(&url, tls).await?;
+            let (mut n, mut lat, mut i) = (0usize, Vec::new(), 0u64);
+            while Instant::now() < end {
+                i += 1;
+                let t0 = Instant::now();
+                let r = conn
+                    .request("PUT", &format!("/v1/kv/bench-{c}-{i}"), vec![7; 64])
+                    .await?;
+                if r.status == 200 {
+                    n += 1;
+                    lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            Ok::<_, std::io::Error>((n, lat))
+        }));
+    }
+    let (mut total, mut lat) = (0, Vec::new());
+    for t in tasks {
+        let (n, l) = t.await??;
+        total += n;
+        lat.extend(l);
+    }
+    Ok((total, lat))
 }

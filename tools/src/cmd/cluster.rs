@@ -43,6 +43,9 @@ pub struct UpArgs {
     /// Proxies' admission bound (writes outstanding per shard, reads in flight).
     #[arg(long)]
     pub proxy_outstanding: Option<usize>,
+    /// Start the proxies with write batching off (for measuring what batching gains).
+    #[arg(long, hide = true)]
+    pub proxy_no_batching: bool,
     /// Replicas exit when this process does (used by `demo`).
     #[arg(long, hide = true)]
     pub parent_pid: Option<i32>,
@@ -261,6 +264,9 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
             .arg(dir.join("cluster.toml"))
             .arg("--name")
             .arg(&p.name);
+        if a.proxy_no_batching {
+            cmd.arg("--no-batching");
+        }
         if let Some(pp) = a.parent_pid {
             cmd.arg("--parent-pid").arg(pp.to_string());
         }

@@ -60,6 +60,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         shards: 4,
         no_wan: a.no_wan,
         proxy_outstanding: None,
+        proxy_no_batching: false,
         parent_pid: Some(std::process::id() as i32),
     };
     println!("starting five replica processes (emulated WAN from the shipped AWS RTT matrix) ...");
