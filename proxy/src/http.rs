@@ -29,7 +29,7 @@ fn error(e: ApiError) -> Response<Body> {
     r
 }
 
-fn overloaded() -> ApiError {
+pub(crate) fn overloaded() -> ApiError {
     ApiError {
         status: 503,
         message: "overloaded: too many requests queued for this shard; retry after a second".into(),
@@ -46,7 +46,7 @@ fn write_error(e: WriteError) -> ApiError {
     }
 }
 
-fn read_error(e: ReadError) -> ApiError {
+pub(crate) fn read_error(e: ReadError) -> ApiError {
     match e {
         ReadError::Timeout => ApiError {
             status: 504,
@@ -151,7 +151,7 @@ async fn body(req: Request<hyper::body::Incoming>, limit: usize) -> Result<Bytes
 }
 
 /// Runs one write with an exactly-once identity from the session pool.
-async fn write(p: &Proxy, shard: u32, op: Op) -> Result<KvResult, ApiError> {
+pub(crate) async fn write(p: &Proxy, shard: u32, op: Op) -> Result<KvResult, ApiError> {
     let s = p.sessions.acquire().ok_or_else(overloaded)?;
     let r = p
         .batcher
@@ -439,7 +439,7 @@ fn parse_txn(v: &Value) -> Result<Txn, ApiError> {
     })
 }
 
-fn txn_keys(t: &Txn) -> Vec<&[u8]> {
+pub(crate) fn txn_keys(t: &Txn) -> Vec<&[u8]> {
     let ops = t.success.iter().chain(&t.failure).map(|o| match o {
         TxnOp::Put { key, .. } | TxnOp::Delete { key } | TxnOp::Get { key } => key.as_slice(),
     });

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod batcher;
 pub mod chooser;
+mod grpc;
 mod http;
 pub mod reads;
 pub mod route;

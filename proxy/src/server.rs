@@ -120,6 +120,32 @@ pub async fn run(
     .map_err(|e| ProxyError::Config(e.to_string()))?;
     server_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
+    if let Some(addr) = me.grpc_addr {
+        let cert = std::fs::read_to_string(&tls.cert)
+            .map_err(|e| ProxyError::Config(format!("{}: {e}", tls.cert.display())))?;
+        let key = std::fs::read_to_string(&tls.key)
+            .map_err(|e| ProxyError::Config(format!("{}: {e}", tls.key.display())))?;
+        let grpc_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Bind { addr, source })?;
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        let server = tonic::transport::Server::builder()
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert, key)),
+            )
+            .map_err(|e| ProxyError::Config(e.to_string()))?
+            .add_service(
+                meridian_replica::wire::pb::kv_server::KvServer::new(crate::grpc::KvService(
+                    proxy.clone(),
+                ))
+                .max_decoding_message_size(2 << 20),
+            )
+            .serve_with_incoming(incoming);
+        tokio::spawn(server);
+        tracing::info!(proxy = name, %addr, "proxy serving gRPC");
+    }
     let listener = tokio::net::TcpListener::bind(me.http_addr)
         .await
         .map_err(|source| ProxyError::Bind {

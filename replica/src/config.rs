@@ -137,6 +137,9 @@ pub struct ProxyConfig {
     pub region: String,
     /// HTTPS/JSON API.
     pub http_addr: SocketAddr,
+    /// Native gRPC API (TLS), if served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<SocketAddr>,
     /// Admission bound: writes outstanding (queued or in flight) per shard, and reads in
     /// flight in all; beyond it requests fail fast with 503 (default 4096).
     #[serde(default, skip_serializing_if = "Option::is_none")]

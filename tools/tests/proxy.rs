@@ -455,5 +455,46 @@ fn bad_input_gets_its_documented_error_and_changes_nothing() {
         let r = p.request("GET", "/v1/kv?prefix=guard", vec![]).await.unwrap();
         let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(j["kvs"][0]["value"], "swapped");
+
+        // The native gRPC API: same operations, same limits, path and revision in metadata.
+        use meridian_replica::wire::pb;
+        let grpc = endpoints(&c)["proxies"]["us-east-1"]["grpc"].as_str().unwrap().to_string();
+        let ca = std::fs::read_to_string(c.cfg.resolve(&c.cfg.tls.ca)).unwrap();
+        let ch = tonic::transport::Endpoint::from_shared(grpc)
+            .unwrap()
+            .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca)).domain_name("localhost"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut kv = pb::kv_client::KvClient::new(ch);
+        let put = kv.put(pb::PutRequest { key: b"grpc-key".to_vec(), value: b"g1".to_vec() }).await.unwrap();
+        assert!(put.metadata().get("x-meridian-revision").is_some());
+        for mode in ["leader", "quorum", "auto"] {
+            let got = kv.get(pb::GetRequest { key: b"grpc-key".to_vec(), consistency: String::new(), read_mode: mode.into() }).await.unwrap();
+            let path = got.metadata().get("x-meridian-read-path").unwrap().to_str().unwrap().to_string();
+            let got = got.into_inner();
+            assert!(got.found);
+            assert_eq!(got.kv.unwrap().value, b"g1");
+            assert_eq!(got.read_path, path);
+        }
+        let e = kv.put(pb::PutRequest { key: vec![b'k'; 5000], value: b"x".to_vec() }).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        let e = kv.get(pb::GetRequest { key: b"grpc-key".to_vec(), consistency: String::new(), read_mode: "bogus".into() }).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        let t = kv
+            .txn(pb::TxnRequest {
+                compare: vec![pb::Compare { key: b"grpc-key".to_vec(), target: Some(pb::compare::Target::Value(b"g1".to_vec())) }],
+                success: vec![pb::TxnOp { op: Some(pb::txn_op::Op::Put(pb::KeyValue { key: b"grpc-key".to_vec(), value: b"g2".to_vec(), ..Default::default() })) }],
+                failure: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(t.succeeded);
+        let d = kv.delete(pb::DeleteRequest { key: b"grpc-key".to_vec() }).await.unwrap().into_inner();
+        assert!(d.deleted);
+        let r = kv.range(pb::RangeRequest { prefix: b"guard".to_vec(), limit: 10, consistency: String::new(), read_mode: String::new() }).await.unwrap().into_inner();
+        assert_eq!(r.kvs.len(), 1);
     });
 }

@@ -156,6 +156,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
                 name: n.clone(),
                 region: r.clone(),
                 http_addr: format!("127.0.0.1:{}", free_port()?).parse()?,
+                grpc_addr: Some(format!("127.0.0.1:{}", free_port()?).parse()?),
                 max_outstanding: a.proxy_outstanding,
             })
         })
@@ -289,7 +290,7 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
         "client_cert": dir.join("certs/meridian-tool.pem"),
         "client_key": dir.join("certs/meridian-tool.key"),
         "sites": cfg.sites.iter().map(|s| (s.name.clone(), json!({"region": s.region, "addr": s.addr.to_string()}))).collect::<serde_json::Map<_, _>>(),
-        "proxies": cfg.proxies.iter().map(|p| (p.region.clone(), json!({"name": p.name, "http": format!("https://{}", p.http_addr), "grpc": null}))).collect::<serde_json::Map<_, _>>(),
+        "proxies": cfg.proxies.iter().map(|p| (p.region.clone(), json!({"name": p.name, "http": format!("https://{}", p.http_addr), "grpc": p.grpc_addr.map(|g| format!("https://{g}"))}))).collect::<serde_json::Map<_, _>>(),
     });
     std::fs::write(
         dir.join("endpoints.json"),

@@ -1,0 +1,301 @@
+//! The native gRPC API (`meridian.v1.Kv`): the same operations, limits and errors as the HTTP
+//! API, mapped to gRPC status codes at this edge.
+use crate::api::{self, ApiError, MAX_KEY, MAX_VALUE};
+use crate::http::{overloaded, read_error, txn_keys, write};
+use crate::route::shard_for_key;
+use crate::Proxy;
+use meridian_replica::kv::{Compare, CompareTarget, KeyValue, KvCommand, Op, Outcome, Txn, TxnOp};
+use meridian_replica::wire::pb;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct KvService(pub Arc<Proxy>);
+
+fn status(e: ApiError) -> Status {
+    match e.status {
+        400 | 405 => Status::invalid_argument(e.message),
+        413 => Status::invalid_argument(e.message),
+        503 => Status::resource_exhausted(e.message),
+        504 => Status::deadline_exceeded(e.message),
+        404 => Status::not_found(e.message),
+        _ => Status::internal(e.message),
+    }
+}
+
+fn check_key(k: &[u8]) -> Result<(), Status> {
+    if k.is_empty() || k.len() > MAX_KEY {
+        return Err(Status::invalid_argument(format!(
+            "key of {} bytes: keys are 1..={MAX_KEY} bytes",
+            k.len()
+        )));
+    }
+    Ok(())
+}
+
+fn kv(k: &KeyValue) -> pb::KeyValue {
+    pb::KeyValue {
+        key: k.key.clone(),
+        value: k.value.clone(),
+        create_revision: k.create_revision,
+        mod_revision: k.mod_revision,
+        version: k.version,
+    }
+}
+
+/// Reuses the HTTP parameter parsing so both APIs accept exactly the same words.
+fn modes(
+    consistency: &str,
+    read_mode: &str,
+) -> Result<(crate::reads::Consistency, crate::reads::Mode), Status> {
+    let mut p = BTreeMap::new();
+    if !consistency.is_empty() {
+        p.insert("consistency".to_string(), consistency.to_string());
+    }
+    if !read_mode.is_empty() {
+        p.insert("read_mode".to_string(), read_mode.to_string());
+    }
+    Ok((
+        api::consistency(&p).map_err(status)?,
+        api::read_mode(&p).map_err(status)?,
+    ))
+}
+
+fn with_meta<T>(msg: T, shard: u32, revision: u64, path: Option<&str>) -> Response<T> {
+    let mut r = Response::new(msg);
+    let m = r.metadata_mut();
+    m.insert(
+        "x-meridian-shard",
+        shard.to_string().parse().expect("ascii"),
+    );
+    m.insert(
+        "x-meridian-revision",
+        revision.to_string().parse().expect("ascii"),
+    );
+    if let Some(p) = path {
+        m.insert("x-meridian-read-path", p.parse().expect("ascii"));
+    }
+    r
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetReply>, Status> {
+        let p = &self.0;
+        let r = req.into_inner();
+        check_key(&r.key)?;
+        let (c, mode) = modes(&r.consistency, &r.read_mode)?;
+        let _permit = p
+            .reads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| status(overloaded()))?;
+        let shard = shard_for_key(&r.key, p.shards);
+        let cmd = KvCommand {
+            client: 0,
+            seq: 0,
+            op: Op::Get { key: r.key },
+        };
+        let o = p
+            .reader
+            .read(shard, &cmd, c, mode, p.deadline)
+            .await
+            .map_err(|e| status(read_error(e)))?;
+        let Outcome::Get { kv: found } = &o.result.outcome else {
+            return Err(Status::internal("unexpected reply"));
+        };
+        let reply = pb::GetReply {
+            found: found.is_some(),
+            kv: found.as_ref().map(kv),
+            revision: o.result.revision,
+            shard,
+            read_path: o.path.into(),
+        };
+        Ok(with_meta(reply, shard, o.result.revision, Some(o.path)))
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutReply>, Status> {
+        let r = req.into_inner();
+        check_key(&r.key)?;
+        if r.value.len() > MAX_VALUE {
+            return Err(Status::invalid_argument(format!(
+                "value of {} bytes exceeds {MAX_VALUE}",
+                r.value.len()
+            )));
+        }
+        let shard = shard_for_key(&r.key, self.0.shards);
+        let res = write(
+            &self.0,
+            shard,
+            Op::Put {
+                key: r.key,
+                value: r.value,
+            },
+        )
+        .await
+        .map_err(status)?;
+        Ok(with_meta(
+            pb::PutReply {
+                revision: res.revision,
+                shard,
+            },
+            shard,
+            res.revision,
+            None,
+        ))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteReply>, Status> {
+        let r = req.into_inner();
+        check_key(&r.key)?;
+        let shard = shard_for_key(&r.key, self.0.shards);
+        let res = write(&self.0, shard, Op::Delete { key: r.key })
+            .await
+            .map_err(status)?;
+        let deleted = matches!(res.outcome, Outcome::Delete { deleted: Some(_) });
+        Ok(with_meta(
+            pb::DeleteReply {
+                deleted,
+                revision: res.revision,
+                shard,
+            },
+            shard,
+            res.revision,
+            None,
+        ))
+    }
+
+    async fn range(
+        &self,
+        req: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeReply>, Status> {
+        let p = &self.0;
+        let r = req.into_inner();
+        let (c, mode) = modes(&r.consistency, &r.read_mode)?;
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        if limit > 10_000 || r.prefix.len() > MAX_KEY {
+            return Err(Status::invalid_argument(
+                "limit must be at most 10000 and the prefix at most 4096 bytes",
+            ));
+        }
+        let _permit = p
+            .reads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| status(overloaded()))?;
+        let (mut kvs, mut more, mut paths) = (Vec::new(), false, Vec::new());
+        for shard in 0..p.shards {
+            let cmd = KvCommand {
+                client: 0,
+                seq: 0,
+                op: Op::Range {
+                    prefix: r.prefix.clone(),
+                    limit,
+                },
+            };
+            let o = p
+                .reader
+                .read(shard, &cmd, c, mode, p.deadline)
+                .await
+                .map_err(|e| status(read_error(e)))?;
+            if let Outcome::Range { kvs: k, more: m } = o.result.outcome {
+                kvs.extend(k);
+                more |= m;
+            }
+            paths.push(o.path.to_string());
+        }
+        kvs.sort_by(|a, b| a.key.cmp(&b.key));
+        if kvs.len() > limit {
+            kvs.truncate(limit);
+            more = true;
+        }
+        Ok(Response::new(pb::RangeReply {
+            kvs: kvs.iter().map(kv).collect(),
+            more,
+            read_paths: paths,
+        }))
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnReply>, Status> {
+        let r = req.into_inner();
+        let compares = r
+            .compare
+            .into_iter()
+            .map(|c| {
+                check_key(&c.key)?;
+                let target = match c.target {
+                    Some(pb::compare::Target::Value(v)) => CompareTarget::Value(Some(v)),
+                    Some(pb::compare::Target::Absent(_)) => CompareTarget::Value(None),
+                    Some(pb::compare::Target::Version(v)) => CompareTarget::Version(v),
+                    Some(pb::compare::Target::ModRevision(v)) => CompareTarget::ModRevision(v),
+                    None => return Err(Status::invalid_argument("a compare needs a target")),
+                };
+                Ok(Compare { key: c.key, target })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let ops = |v: Vec<pb::TxnOp>| -> Result<Vec<TxnOp>, Status> {
+            v.into_iter()
+                .map(|o| match o.op {
+                    Some(pb::txn_op::Op::Put(k)) => {
+                        check_key(&k.key)?;
+                        if k.value.len() > MAX_VALUE {
+                            return Err(Status::invalid_argument("txn value exceeds 1 MiB"));
+                        }
+                        Ok(TxnOp::Put {
+                            key: k.key,
+                            value: k.value,
+                        })
+                    }
+                    Some(pb::txn_op::Op::Delete(k)) => {
+                        check_key(&k).map(|_| TxnOp::Delete { key: k })
+                    }
+                    Some(pb::txn_op::Op::Get(k)) => check_key(&k).map(|_| TxnOp::Get { key: k }),
+                    None => Err(Status::invalid_argument("an empty txn operation")),
+                })
+                .collect()
+        };
+        let t = Txn {
+            compares,
+            success: ops(r.success)?,
+            failure: ops(r.failure)?,
+        };
+        let keys = txn_keys(&t);
+        let first = *keys
+            .first()
+            .ok_or_else(|| Status::invalid_argument("an empty transaction"))?;
+        let shard = shard_for_key(first, self.0.shards);
+        if keys
+            .iter()
+            .any(|k| shard_for_key(k, self.0.shards) != shard)
+        {
+            return Err(Status::invalid_argument(
+                "a transaction's keys span shards; it must stay within one shard",
+            ));
+        }
+        let res = write(&self.0, shard, Op::Txn(t)).await.map_err(status)?;
+        let Outcome::Txn { succeeded, gets } = res.outcome else {
+            return Err(Status::internal("unexpected reply"));
+        };
+        let gets = gets
+            .iter()
+            .map(|g| pb::TxnGet {
+                found: g.is_some(),
+                kv: g.as_ref().map(kv),
+            })
+            .collect();
+        Ok(with_meta(
+            pb::TxnReply {
+                succeeded,
+                revision: res.revision,
+                shard,
+                gets,
+            },
+            shard,
+            res.revision,
+            None,
+        ))
+    }
+}
