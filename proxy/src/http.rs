@@ -78,7 +78,7 @@ async fn route(
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/v1/kv") => list(p, q).await,
         (Method::POST, "/v1/txn") => txn(p, q, req).await,
-        (Method::GET, "/v1/cluster/rtt") => Ok(json_response(StatusCode::OK, rtt(p))),
+        (Method::GET, "/v1/cluster/rtt") => rtt(p),
         (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, json!({"ok": true}))),
         (m, k) if k.starts_with("/v1/kv/") => {
             let key = api::key_from_path(&k["/v1/kv/".len()..])?;
@@ -485,8 +485,13 @@ async fn txn(
     Ok(resp)
 }
 
-/// The RTTs this proxy measures on its persistent connections.
-fn rtt(p: &Proxy) -> Value {
+/// The live RTT matrix (`{"regions", "ms"}`, the form `meridian plan --rtt-from` reads), plus
+/// this proxy's own measurements and the leader and auto path of each shard.
+fn rtt(p: &Proxy) -> Result<Response<Body>, ApiError> {
+    let m = crate::sites::live_matrix(&p.sites, &p.region).map_err(|e| ApiError {
+        status: 503,
+        message: e,
+    })?;
     let sites: Vec<Value> = p
         .sites
         .sites
@@ -502,5 +507,8 @@ fn rtt(p: &Proxy) -> Value {
             json!({"shard": s, "leader": l.site.map(|i| p.sites.sites[i].name.clone()), "lease": l.lease, "auto_path": p.reader.auto_path(s).name()})
         })
         .collect();
-    json!({"proxy_region": p.region, "sites": sites, "shards": leaders})
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"regions": m.regions, "ms": m.ms, "proxy_region": p.region, "proxy_to_sites": sites, "shards": leaders}),
+    ))
 }

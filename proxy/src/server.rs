@@ -75,6 +75,7 @@ pub async fn run(
                 .and_then(|m| m.rtt_by_name(&me.region, &s.region).ok())
                 .map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms / 2000.0)),
             rtt: Mutex::new(RttStat::default()),
+            peer_rtt: Mutex::new(Vec::new()),
         })
         .collect();
     let sites = Arc::new(Sites::new(sites, cfg.cluster.shards, tls.clone()));

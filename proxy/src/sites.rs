@@ -29,6 +29,8 @@ pub struct Site {
     /// Emulated one-way delay between this proxy and the site.
     pub one_way: Duration,
     pub rtt: Mutex<RttStat>,
+    /// What the site itself measures to every other site (ms, -1 unknown), from its Status.
+    pub peer_rtt: Mutex<Vec<f64>>,
 }
 
 pub struct Sites {
@@ -121,6 +123,7 @@ impl Sites {
                 self.wan(i).await;
                 if let Ok(Ok(st)) = st {
                     self.record(i, t0.elapsed().as_secs_f64() * 1e3);
+                    *self.sites[i].peer_rtt.lock().expect("rtt lock") = st.peer_rtt_ms.clone();
                     let mut l = self.leaders.lock().expect("leaders lock");
                     for sh in st.shards {
                         let e = &mut l[sh.shard as usize];
@@ -141,4 +144,79 @@ impl Sites {
             tokio::time::sleep(every).await;
         }
     }
+}
+
+/// The live RTT matrix over the sites' regions (plus the proxy's region if no site is there):
+/// site-to-site entries as the sites measure them (both directions averaged), the proxy's row
+/// as the proxy measures it. `Err` names what is not measured yet.
+pub fn live_matrix(
+    sites: &Sites,
+    proxy_region: &str,
+) -> Result<meridian_topology::RttMatrix, String> {
+    let n = sites.sites.len();
+    let peer: Vec<Vec<f64>> = sites
+        .sites
+        .iter()
+        .map(|s| s.peer_rtt.lock().expect("rtt lock").clone())
+        .collect();
+    let mine = sites.rtt_ms();
+    let mut regions: Vec<String> = Vec::new();
+    let mut rep: Vec<usize> = Vec::new();
+    for (i, s) in sites.sites.iter().enumerate() {
+        if !regions.contains(&s.region) {
+            regions.push(s.region.clone());
+            rep.push(i);
+        }
+    }
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    let site_rtt = |a: usize, b: usize| -> Result<f64, String> {
+        if a == b {
+            return Ok(0.0);
+        }
+        let x = peer
+            .get(a)
+            .and_then(|v| v.get(b))
+            .copied()
+            .filter(|v| *v >= 0.0);
+        let y = peer
+            .get(b)
+            .and_then(|v| v.get(a))
+            .copied()
+            .filter(|v| *v >= 0.0);
+        match (x, y) {
+            (Some(x), Some(y)) => Ok((x + y) / 2.0),
+            (Some(v), None) | (None, Some(v)) => Ok(v),
+            (None, None) => Err(format!(
+                "RTT between {} and {} not measured yet",
+                sites.sites[a].name, sites.sites[b].name
+            )),
+        }
+    };
+    let mut ms = vec![vec![0.0; rep.len()]; rep.len()];
+    for (i, &a) in rep.iter().enumerate() {
+        for (j, &b) in rep.iter().enumerate() {
+            ms[i][j] = round(site_rtt(a, b)?);
+        }
+    }
+    if !regions.iter().any(|r| r == proxy_region) {
+        let row: Vec<f64> = rep
+            .iter()
+            .map(|&i| {
+                mine[i]
+                    .map(round)
+                    .ok_or_else(|| format!("RTT to {} not measured yet", sites.sites[i].name))
+            })
+            .collect::<Result<_, _>>()?;
+        for (i, r) in row.iter().enumerate() {
+            ms[i].push(*r);
+        }
+        let mut last = row;
+        last.push(0.0);
+        ms.push(last);
+        regions.push(proxy_region.to_string());
+    }
+    let _ = n;
+    let m = meridian_topology::RttMatrix { regions, ms };
+    m.validate().map_err(|e| e.to_string())?;
+    Ok(m)
 }

@@ -10,7 +10,6 @@ pub struct Conn {
     pub host: String,
 }
 
-#[allow(dead_code)] // body: read by the tests
 pub struct Resp {
     pub status: u16,
     pub headers: http::HeaderMap,

@@ -91,17 +91,48 @@ fn every_read_path_returns_the_latest_write_through_another_proxy() {
             assert_eq!(j["read_path"], "local");
         }
         // The live RTTs the chooser works from are served too.
+        // ... as a live matrix that `meridian plan --rtt-from` reads: site to site as the
+        // replicas measure it on their peer streams, within a few ms of the emulated WAN.
         let r = tokyo
             .request("GET", "/v1/cluster/rtt", vec![])
             .await
             .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(j["sites"].as_array().unwrap().len(), 5);
-        assert!(j["sites"]
+        assert_eq!(j["proxy_to_sites"].as_array().unwrap().len(), 5);
+        assert!(j["proxy_to_sites"]
             .as_array()
             .unwrap()
             .iter()
             .all(|s| s["ewma_ms"].as_f64().is_some()));
+        let live: meridian_topology::RttMatrix = serde_json::from_slice(&r.body).unwrap();
+        live.validate().unwrap();
+        let shipped = meridian_topology::RttMatrix::embedded();
+        for a in &live.regions {
+            for b in &live.regions {
+                let (got, want) = (
+                    live.rtt_by_name(a, b).unwrap(),
+                    shipped.rtt_by_name(a, b).unwrap(),
+                );
+                assert!(
+                    (got - want).abs() < 5.0,
+                    "{a}-{b}: measured {got} ms, emulated {want} ms"
+                );
+            }
+        }
+        let file = c.dir.join("live-rtt.json");
+        std::fs::write(&file, &r.body).unwrap();
+        let out = std::process::Command::new(bin())
+            .args(["plan", "--rtt-from"])
+            .arg(&file)
+            .args(["--json", "--top", "1"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let missing = east
             .request("GET", "/v1/kv/never-written", vec![])
             .await

@@ -14,6 +14,9 @@ pub struct PeerLinks {
     me: u32,
     queues: Vec<Option<(mpsc::UnboundedSender<Envelope>, Duration)>>,
     pub sinks: Vec<Sink>,
+    /// Measured round trip to each peer (EWMA, ms), from probes on the peer streams.
+    rtt: Vec<Mutex<Option<f64>>>,
+    epoch: std::time::Instant,
 }
 
 impl PeerLinks {
@@ -35,11 +38,62 @@ impl PeerLinks {
             me: me as u32,
             queues,
             sinks,
+            rtt: (0..n).map(|_| Mutex::new(None)).collect(),
+            epoch: std::time::Instant::now(),
         })
     }
 
     pub fn me(&self) -> u32 {
         self.me
+    }
+
+    /// Sends an RTT probe (or its echo) to `to` through the same emulated delay as messages.
+    pub fn probe(&self, to: usize, ping: Option<u64>) {
+        let Some(Some((_, delay))) = self.queues.get(to) else {
+            return;
+        };
+        let (ping, pong) = match ping {
+            Some(p) => (p, true),
+            None => ((self.epoch.elapsed().as_nanos() as u64).max(1), false),
+        };
+        let sink = self.sinks[to].clone();
+        let me = self.me;
+        DelayLine::global().schedule(std::time::Instant::now() + *delay, move || {
+            let tx = sink.lock().expect("sink lock").clone();
+            if let Some(tx) = tx {
+                let _ = tx.try_send(PeerFrame {
+                    from_site: me,
+                    msgs: vec![],
+                    ping,
+                    pong,
+                });
+            }
+        });
+    }
+
+    /// An echo of our probe sent at `ping` came back from `from`.
+    pub fn probe_returned(&self, from: usize, ping: u64) {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let ms = now.saturating_sub(ping) as f64 / 1e6;
+        if let Some(slot) = self.rtt.get(from) {
+            let mut r = slot.lock().expect("rtt lock");
+            *r = Some(r.map_or(ms, |e| 0.8 * e + 0.2 * ms));
+        }
+    }
+
+    /// Measured RTT per site index (ms; 0 for ourselves, -1 if not yet measured).
+    pub fn rtt_ms(&self) -> Vec<f64> {
+        self.rtt
+            .iter()
+            .enumerate()
+            .map(|(j, r)| {
+                if j == self.me as usize {
+                    0.0
+                } else {
+                    r.lock().expect("rtt lock").unwrap_or(-1.0)
+                }
+            })
+            .collect()
     }
 
     /// Queues a message; it leaves after the link's delay. Lost if no connection is up then
@@ -77,6 +131,8 @@ fn forward(sink: &Sink, me: u32, msgs: Vec<Envelope>) {
             .try_send(PeerFrame {
                 from_site: me,
                 msgs,
+                ping: 0,
+                pong: false,
             })
             .is_err()
         {

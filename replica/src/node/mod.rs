@@ -149,7 +149,23 @@ pub async fn run(
     let inbox = Inboxes {
         shards: Arc::new(peer_inboxes),
         site_names: Arc::new(cfg.sites.iter().map(|s| s.name.clone()).collect()),
+        links: links.clone(),
     };
+    // RTT probes to every peer on the peer streams, for `meridian status` and the proxies.
+    {
+        let (links, n, mut stop) = (links.clone(), cfg.sites.len(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                for j in (0..n).filter(|&j| j != me) {
+                    links.probe(j, None);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
     for (j, s) in cfg.sites.iter().enumerate().skip(me + 1) {
         tokio::spawn(peer::dial(
             inbox.clone(),
@@ -165,6 +181,7 @@ pub async fn run(
         links: links.clone(),
     };
     let client_svc = ReplicaService {
+        links: links.clone(),
         site: site.to_string(),
         site_index: me as u32,
         shards: client_inboxes,

@@ -21,12 +21,20 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct Inboxes {
     pub shards: Arc<Vec<mpsc::UnboundedSender<ShardInput>>>,
     pub site_names: Arc<Vec<String>>,
+    pub links: Arc<PeerLinks>,
 }
 
 impl Inboxes {
     /// Decodes a frame's messages and hands them to their shards. Malformed messages are
     /// dropped with a warning; they never reach the core.
     fn dispatch(&self, from: usize, frame: PeerFrame) {
+        if frame.ping != 0 {
+            if frame.pong {
+                self.links.probe_returned(from, frame.ping);
+            } else {
+                self.links.probe(from, Some(frame.ping));
+            }
+        }
         for env in frame.msgs {
             let Some(inbox) = self.shards.get(env.shard as usize) else {
                 tracing::warn!(peer = %self.site_names[from], shard = env.shard, "message for an unknown shard dropped");
@@ -142,6 +150,8 @@ pub async fn dial(
             let _ = tx.try_send(PeerFrame {
                 from_site: links.me(),
                 msgs: vec![],
+                ping: 0,
+                pong: false,
             });
             let resp = PeerClient::new(channel)
                 .max_decoding_message_size(256 << 20)

@@ -14,6 +14,7 @@ pub const MAX_BATCH: usize = 4096;
 const DEADLINE: Duration = Duration::from_secs(10);
 
 pub struct ReplicaService {
+    pub links: std::sync::Arc<super::links::PeerLinks>,
     pub site: String,
     pub site_index: u32,
     pub shards: Vec<mpsc::Sender<ClientInput>>,
@@ -206,6 +207,7 @@ impl Replica for ReplicaService {
             site: self.site.clone(),
             site_index: self.site_index,
             shards,
+            peer_rtt_ms: self.links.rtt_ms(),
         }))
     }
 }

@@ -87,10 +87,19 @@ pub struct Cluster {
     pub config: ClusterConfig,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// Distinct free ports: every listener is held until all are chosen, so none repeats.
+struct Ports(Vec<std::net::TcpListener>);
+
+impl Ports {
+    fn new() -> Ports {
+        Ports(Vec::new())
+    }
+    fn next(&mut self) -> Result<std::net::SocketAddr> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let a = l.local_addr()?;
+        self.0.push(l);
+        Ok(a)
+    }
 }
 
 /// The planner's leader for uniform demand over the sites' regions (writes and reads).
@@ -128,6 +137,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
         a.regions.clone()
     };
     let m = RttMatrix::embedded();
+    let mut ports = Ports::new();
     for r in &regions {
         m.index(r).with_context(|| format!("--regions: '{r}'"))?;
     }
@@ -155,8 +165,8 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
             Ok(ProxyConfig {
                 name: n.clone(),
                 region: r.clone(),
-                http_addr: format!("127.0.0.1:{}", free_port()?).parse()?,
-                grpc_addr: Some(format!("127.0.0.1:{}", free_port()?).parse()?),
+                http_addr: ports.next()?,
+                grpc_addr: Some(ports.next()?),
                 max_outstanding: a.proxy_outstanding,
             })
         })
@@ -168,7 +178,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
             Ok(SiteConfig {
                 name: n.clone(),
                 region: r.clone(),
-                addr: format!("127.0.0.1:{}", free_port()?).parse()?,
+                addr: ports.next()?,
                 data_dir: PathBuf::from(format!("data/{n}")),
                 continent: None,
             })
@@ -203,6 +213,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
         proxies,
         base_dir: dir.clone(),
     };
+    drop(ports);
     let header = "# Written by `meridian cluster up`. See the README for every key.\n";
     std::fs::write(
         dir.join("cluster.toml"),

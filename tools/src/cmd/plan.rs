@@ -11,10 +11,13 @@ pub struct PlanArgs {
     /// RTT matrix CSV (default: the shipped 32-region AWS matrix).
     #[arg(long)]
     rtt: Option<std::path::PathBuf>,
-    /// RTT matrix as JSON ({"regions": [..], "ms": [[..]]}) from a file or an http:// URL,
-    /// e.g. a running proxy's /v1/cluster/rtt.
+    /// RTT matrix as JSON ({"regions": [..], "ms": [[..]]}) from a file or an http(s):// URL,
+    /// e.g. a running proxy's https://HOST/v1/cluster/rtt (with --ca).
     #[arg(long, conflicts_with = "rtt")]
     rtt_from: Option<String>,
+    /// CA certificate for an https:// --rtt-from (e.g. the cluster's certs/ca.pem).
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
     /// Regions file with failure domains (region,city,country,continent,lat,lon).
     #[arg(long)]
     regions: Option<std::path::PathBuf>,
@@ -50,7 +53,12 @@ pub struct PlanArgs {
 
 fn load_matrix(a: &PlanArgs) -> Result<RttMatrix> {
     if let Some(src) = &a.rtt_from {
-        let text = if let Some(rest) = src.strip_prefix("http://") {
+        let text = if src.starts_with("https://") {
+            let ca =
+                a.ca.as_ref()
+                    .context("an https:// --rtt-from needs --ca (the cluster's CA certificate)")?;
+            https_get(src, ca).with_context(|| format!("fetching {src}"))?
+        } else if let Some(rest) = src.strip_prefix("http://") {
             http_get(rest).with_context(|| format!("fetching {src}"))?
         } else {
             let path = src.strip_prefix("file://").unwrap_or(src);
@@ -69,6 +77,26 @@ fn load_matrix(a: &PlanArgs) -> Result<RttMatrix> {
         }
         None => Ok(RttMatrix::embedded()),
     }
+}
+
+fn https_get(url: &str, ca: &std::path::Path) -> Result<String> {
+    let rest = url.trim_start_matches("https://");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut c =
+            crate::https::Conn::open(&format!("https://{host}"), crate::https::tls_config(ca))
+                .await?;
+        let r = c.request("GET", &path, vec![]).await?;
+        if r.status != 200 {
+            bail!("HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body));
+        }
+        Ok(String::from_utf8_lossy(&r.body).into_owned())
+    })
 }
 
 /// A minimal HTTP/1.1 GET (plain http only), enough for a proxy's JSON endpoint.
