@@ -147,6 +147,7 @@ fn five_replicas_elect_accept_1000_writes_and_refuse_foreign_peers() {
         let frames = tokio_stream::iter(vec![meridian_replica::wire::pb::PeerFrame {
             from_site: 0,
             msgs: vec![],
+            ..Default::default()
         }]);
         let r = meridian_replica::wire::pb::peer_client::PeerClient::new(ch)
             .stream(frames)
