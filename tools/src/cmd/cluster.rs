@@ -243,56 +243,18 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
     let cfg = write_config(a)?;
     let dir = cfg.base_dir.clone();
     std::fs::create_dir_all(dir.join("logs"))?;
-    let exe = std::env::current_exe()?;
     let mut pids: Vec<(String, u32)> = Vec::new();
     for s in &cfg.sites {
-        let log = std::fs::File::create(dir.join("logs").join(format!("{}.log", s.name)))?;
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.arg("replica")
-            .arg("--config")
-            .arg(dir.join("cluster.toml"))
-            .arg("--site")
-            .arg(&s.name);
-        if let Some(p) = a.parent_pid {
-            cmd.arg("--parent-pid").arg(p.to_string());
-        }
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        );
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawning a replica")?;
-        pids.push((s.name.clone(), child.id()));
+        let pid = spawn(&dir, &s.name, &["replica", "--site", &s.name], a.parent_pid)?;
+        pids.push((s.name.clone(), pid));
     }
     for p in &cfg.proxies {
-        let log = std::fs::File::create(dir.join("logs").join(format!("{}.log", p.name)))?;
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.arg("proxy")
-            .arg("--config")
-            .arg(dir.join("cluster.toml"))
-            .arg("--name")
-            .arg(&p.name);
+        let mut args = vec!["proxy", "--name", &p.name];
         if a.proxy_no_batching {
-            cmd.arg("--no-batching");
+            args.push("--no-batching");
         }
-        if let Some(pp) = a.parent_pid {
-            cmd.arg("--parent-pid").arg(pp.to_string());
-        }
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        );
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawning a proxy")?;
-        pids.push((p.name.clone(), child.id()));
+        let pid = spawn(&dir, &p.name, &args, a.parent_pid)?;
+        pids.push((p.name.clone(), pid));
     }
     let pid_text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
     std::fs::write(dir.join("pids"), pid_text)?;
@@ -332,6 +294,28 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
         bail!("{e}; replica logs are in {}", dir.join("logs").display());
     }
     Ok(cluster)
+}
+
+/// Starts `meridian <args> --config DIR/cluster.toml` in its own process group, logging to
+/// DIR/logs/<name>.log.
+fn spawn(dir: &Path, name: &str, args: &[&str], parent: Option<i32>) -> Result<u32> {
+    let log = std::fs::File::create(dir.join("logs").join(format!("{name}.log")))?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(args).arg("--config").arg(dir.join("cluster.toml"));
+    if let Some(p) = parent {
+        cmd.arg("--parent-pid").arg(p.to_string());
+    }
+    cmd.env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("spawning {name}"))?;
+    Ok(child.id())
 }
 
 /// Polls every site until each shard has a leader that every site agrees on.
