@@ -402,6 +402,29 @@ fn start_up_errors_are_clear() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let site0 = c.cfg.sites[0].name.clone();
+    // `meridian status` shows every shard on every site, one leader each, and the RTT matrix.
+    let st = Command::new(bin())
+        .args(["status", "--dir"])
+        .arg(&c.dir)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&st.stdout);
+    assert!(st.status.success(), "{out}");
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            c.cfg.sites.iter().any(|s| l.starts_with(&s.name)) && l.split_whitespace().count() == 9
+        })
+        .collect();
+    assert_eq!(rows.len(), 5 * 4, "{out}");
+    assert_eq!(
+        rows.iter()
+            .filter(|l| l.split_whitespace().nth(2) == Some("self"))
+            .count(),
+        4,
+        "one leader per shard:\n{out}"
+    );
+    assert!(out.contains("measured RTT"));
     // Port in use: the running replica holds it.
     let e = run(&cfg, &site0);
     assert!(

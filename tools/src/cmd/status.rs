@@ -39,6 +39,8 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
             "wal bytes",
             "fsync us"
         );
+        let mut rtt_rows: Vec<(String, Vec<f64>)> = Vec::new();
+        let mut unreachable = 0;
         for s in &cfg.sites {
             let st = match ReplicaClient::connect(s.addr, &tls).await {
                 Ok(mut c) => c.status().await,
@@ -46,6 +48,7 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
             };
             match st {
                 Ok(st) => {
+                    rtt_rows.push((s.name.clone(), st.peer_rtt_ms.clone()));
                     for sh in st.shards {
                         let leader = if sh.leader_hint >= 0 {
                             cfg.sites[sh.leader_hint as usize].name.as_str()
@@ -66,9 +69,41 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
                         );
                     }
                 }
-                Err(e) => println!("{:<16} unreachable: {e}", s.name),
+                Err(e) => {
+                    unreachable += 1;
+                    println!("{:<16} unreachable: {e}", s.name);
+                }
             }
         }
-        Ok(ExitCode::SUCCESS)
+        println!();
+        println!("measured RTT (ms) between sites, on their peer streams:");
+        let short: Vec<String> = cfg
+            .sites
+            .iter()
+            .map(|s| s.name.chars().take(14).collect())
+            .collect();
+        println!(
+            "{:<16} {}",
+            "",
+            short.iter().map(|n| format!("{n:>15}")).collect::<String>()
+        );
+        for (name, row) in &rtt_rows {
+            let cells: String = row
+                .iter()
+                .map(|v| {
+                    if *v < 0.0 {
+                        format!("{:>15}", "-")
+                    } else {
+                        format!("{v:>15.1}")
+                    }
+                })
+                .collect();
+            println!("{name:<16} {cells}");
+        }
+        Ok(if unreachable == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
     })
 }
