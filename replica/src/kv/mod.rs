@@ -7,4 +7,4 @@ mod tests;
 pub use command::{
     Compare, CompareTarget, Key, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp, Value,
 };
-pub use state_machine::KvStore;
+pub use state_machine::{KvStore, MAX_SESSIONS};

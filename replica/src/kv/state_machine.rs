@@ -10,23 +10,45 @@ use std::collections::BTreeMap;
 pub struct KvStore {
     data: BTreeMap<Vec<u8>, KeyValue>,
     revision: u64,
-    /// Per client: the last executed sequence number and its result.
-    sessions: BTreeMap<u64, (u64, KvResult)>,
+    /// Per client: the last executed write's sequence number and result.
+    sessions: BTreeMap<u64, Session>,
+    /// (last use, client), oldest first, for eviction.
+    lru: std::collections::BTreeSet<(u64, u64)>,
+    /// Counts applied writes; orders `lru`.
+    tick: u64,
 }
+
+/// Exactly-once memory of one client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Session {
+    seq: u64,
+    result: KvResult,
+    used: u64,
+}
+
+/// Clients remembered for exactly-once retries.
+pub const MAX_SESSIONS: usize = 100_000;
 
 impl KvStore {
     pub fn revision(&self) -> u64 {
         self.revision
     }
 
-    /// Executes one command, at most once per `(client, seq)`: a retry of the last command
-    /// returns the remembered result; an older sequence number returns `Stale`.
+    /// Executes one command. Writes apply at most once per `(client, seq)`: a retry of the
+    /// last write returns the remembered result; an older sequence number returns `Stale`.
+    /// Read-only commands bypass the session table: re-executing a retried read is harmless
+    /// and answers with the state at its own point in the log, and readers need no identity.
+    /// The table is bounded: beyond `MAX_SESSIONS` the least recently used client is forgotten
+    /// (deterministically, so every replica forgets the same one).
     pub fn apply(&mut self, cmd: &KvCommand) -> KvResult {
-        if let Some((seq, result)) = self.sessions.get(&cmd.client) {
-            if cmd.seq == *seq {
-                return result.clone();
+        if cmd.is_read_only() {
+            return self.execute(&cmd.op);
+        }
+        if let Some(s) = self.sessions.get(&cmd.client) {
+            if cmd.seq == s.seq {
+                return s.result.clone();
             }
-            if cmd.seq < *seq {
+            if cmd.seq < s.seq {
                 return KvResult {
                     revision: self.revision,
                     outcome: Outcome::Stale,
@@ -34,7 +56,22 @@ impl KvStore {
             }
         }
         let result = self.execute(&cmd.op);
-        self.sessions.insert(cmd.client, (cmd.seq, result.clone()));
+        self.tick += 1;
+        if let Some(old) = self.sessions.insert(
+            cmd.client,
+            Session {
+                seq: cmd.seq,
+                result: result.clone(),
+                used: self.tick,
+            },
+        ) {
+            self.lru.remove(&(old.used, cmd.client));
+        }
+        self.lru.insert((self.tick, cmd.client));
+        while self.sessions.len() > MAX_SESSIONS {
+            let (_, client) = self.lru.pop_first().expect("lru tracks every session");
+            self.sessions.remove(&client);
+        }
         result
     }
 

@@ -169,3 +169,34 @@ fn command_codec_round_trips_and_rejects_garbage() {
     assert!(cmd(1, 1, Op::Get { key: "k".into() }).is_read_only());
     assert!(!c.is_read_only());
 }
+
+#[test]
+fn reads_through_the_log_are_never_answered_from_a_session() {
+    // Readers may share one identity (the proxy reads as client 0, seq 0): each read must see
+    // the state at its own point in the log.
+    let mut s = KvStore::default();
+    let get = cmd(0, 0, Op::Get { key: "k".into() });
+    assert!(matches!(s.apply(&get).outcome, Outcome::Get { kv: None }));
+    s.apply(&cmd(1, 1, put("k", "v")));
+    let Outcome::Get { kv: Some(kv) } = s.apply(&get).outcome else {
+        panic!("stale read")
+    };
+    assert_eq!(kv.value, b"v");
+}
+
+#[test]
+fn session_table_is_bounded_and_evicts_the_least_recently_used() {
+    let mut s = KvStore::default();
+    for c in 0..(MAX_SESSIONS as u64 + 10) {
+        s.apply(&cmd(c, 1, put("k", "v")));
+    }
+    // Client 5 was among the oldest: forgotten, so its retry applies again (documented limit).
+    let before = s.revision();
+    s.apply(&cmd(5, 1, put("k", "again")));
+    assert_eq!(s.revision(), before + 1);
+    // The most recent client is remembered: its retry does not apply twice.
+    let last = MAX_SESSIONS as u64 + 9;
+    let before = s.revision();
+    s.apply(&cmd(last, 1, put("k", "v")));
+    assert_eq!(s.revision(), before);
+}
