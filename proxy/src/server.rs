@@ -89,8 +89,11 @@ pub async fn run(
     };
     // Client ids unique per proxy incarnation: its name and start time, low 13 bits free for
     // the pool's 8192 ids.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let base = ((crate::route::shard_for_key(name.as_bytes(), u32::MAX) as u64) << 32) ^ (nanos.rotate_left(13) & !0x1FFF);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let base = ((crate::route::shard_for_key(name.as_bytes(), u32::MAX) as u64) << 32)
+        ^ (nanos.rotate_left(13) & !0x1FFF);
     let proxy = Arc::new(Proxy {
         region: me.region.clone(),
         shards: cfg.cluster.shards,

@@ -76,6 +76,9 @@ pub struct ClusterSection {
     /// Site that campaigns first and takes leadership back (e.g. the planner's choice).
     #[serde(default)]
     pub preferred_leader: Option<String>,
+    /// Per-shard preferred leaders (index = shard), overriding `preferred_leader` where given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shard_leaders: Vec<String>,
     /// Leader lease length; 0 disables lease reads.
     #[serde(default = "d_lease")]
     pub lease_ms: u64,
@@ -219,6 +222,23 @@ impl ClusterConfig {
                 ));
             }
         }
+        if self.cluster.shard_leaders.len() > self.cluster.shards as usize {
+            return Err(format!(
+                "cluster.shard_leaders names {} shards but cluster.shards is {}",
+                self.cluster.shard_leaders.len(),
+                self.cluster.shards
+            ));
+        }
+        if let Some(p) = self
+            .cluster
+            .shard_leaders
+            .iter()
+            .find(|p| self.site_index(p).is_none())
+        {
+            return Err(format!(
+                "cluster.shard_leaders: '{p}' is not a [[site]] name"
+            ));
+        }
         if !(0.0..0.5).contains(&self.cluster.drift_bound) {
             return Err("cluster.drift_bound must be within [0, 0.5)".into());
         }
@@ -277,8 +297,9 @@ impl ClusterConfig {
             seed ^ ((shard as u64) << 32),
         );
         cfg.preferred_leader = c
-            .preferred_leader
-            .as_ref()
+            .shard_leaders
+            .get(shard as usize)
+            .or(c.preferred_leader.as_ref())
             .and_then(|p| self.site_index(p))
             .map(|i| SiteId(i as u8));
         cfg.lease = (c.lease_ms > 0).then(|| Duration::from_millis(c.lease_ms));
@@ -287,5 +308,87 @@ impl ClusterConfig {
         cfg.election_timeout = Duration::from_millis(c.election_timeout_ms);
         cfg.election_jitter = Duration::from_millis(c.election_jitter_ms);
         cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> String {
+        r#"
+[cluster]
+name = "t"
+shards = 3
+preferred_leader = "a"
+shard_leaders = ["b", "", "c"]
+
+[tls]
+ca = "ca.pem"
+cert_dir = "certs"
+
+[[site]]
+name = "a"
+region = "r1"
+addr = "127.0.0.1:1"
+data_dir = "a"
+
+[[site]]
+name = "b"
+region = "r2"
+addr = "127.0.0.1:2"
+data_dir = "b"
+
+[[site]]
+name = "c"
+region = "r3"
+addr = "127.0.0.1:3"
+data_dir = "c"
+"#
+        .to_string()
+    }
+
+    fn load(text: &str) -> Result<ClusterConfig, ConfigError> {
+        let dir = std::env::temp_dir().join(format!(
+            "meridian-cfg-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("cluster.toml");
+        std::fs::write(&p, text).unwrap();
+        ClusterConfig::load(&p)
+    }
+
+    #[test]
+    fn per_shard_leaders_override_the_cluster_preference() {
+        let c = load(&base().replace(r#"["b", "", "c"]"#, r#"["b", "a", "c"]"#)).unwrap();
+        assert_eq!(c.core_config(0, 0, 1).preferred_leader, Some(SiteId(1)));
+        assert_eq!(c.core_config(0, 1, 1).preferred_leader, Some(SiteId(0)));
+        assert_eq!(c.core_config(0, 2, 1).preferred_leader, Some(SiteId(2)));
+        let c = load(&base().replace(r#"shard_leaders = ["b", "", "c"]"#, "")).unwrap();
+        assert_eq!(c.core_config(0, 2, 1).preferred_leader, Some(SiteId(0)));
+    }
+
+    #[test]
+    fn invalid_configs_name_the_key() {
+        let e = load(&base()).unwrap_err().to_string();
+        assert!(e.contains("shard_leaders"), "{e}");
+        let e = load(&base().replace("shards = 3", "shards = 3\nbogus = 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = load(&base().replace(r#"preferred_leader = "a""#, r#"preferred_leader = "z""#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("preferred_leader 'z'"), "{e}");
+        let e = load(&base().replace("127.0.0.1:2", "127.0.0.1:1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("used by another site"), "{e}");
+        let e = load(&base().replace(r#"name = "t""#, "name = \"t\"\nquorum = \"hierarchical\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs 9 sites"), "{e}");
     }
 }

@@ -194,6 +194,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
                 "majority".into()
             },
             preferred_leader: Some(planned_leader(&m, &regions, hierarchical)?),
+            shard_leaders: Vec::new(),
             lease_ms: 1000,
             drift_bound: 0.01,
             heartbeat_ms: 100,
