@@ -111,7 +111,7 @@ impl Peer for PeerService {
                 "only sites of this cluster may open peer streams",
             ));
         };
-        let (tx, rx) = mpsc::channel::<PeerFrame>(4096);
+        let (tx, rx) = mpsc::channel::<PeerFrame>(16384);
         let sink = self.links.sinks[from].clone();
         *sink.lock().expect("sink lock") = Some(tx.clone());
         tracing::info!(peer = %self.inbox.site_names[from], "peer connected (inbound)");
@@ -145,7 +145,7 @@ pub async fn dial(
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(Duration::from_secs(10));
             let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
-            let (tx, rx) = mpsc::channel::<PeerFrame>(4096);
+            let (tx, rx) = mpsc::channel::<PeerFrame>(16384);
             // A first frame tells the server who we are even before any protocol message.
             let _ = tx.try_send(PeerFrame {
                 from_site: links.me(),
