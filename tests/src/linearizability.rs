@@ -166,21 +166,8 @@ fn check_key(ops: &[&HistoryOp]) -> bool {
     };
 
     while list[0].next != end {
-        if cur == end {
-            // Nothing more can be tried at this level: backtrack.
-            let Some((op, prev_state)) = stack.pop() else {
-                return false;
-            };
-            state = prev_state;
-            linearized[op / 64] &= !(1 << (op % 64));
-            relink(&mut list, ret_of[op]);
-            relink(&mut list, call_of[op]);
-            cur = list[call_of[op]].next;
-            continue;
-        }
-        let e = &list[cur];
-        if e.is_call {
-            let op = e.op;
+        if cur != end && list[cur].is_call {
+            let op = list[cur].op;
             if let Some(next_state) = reg[op].step(state) {
                 let mut lin = linearized.clone();
                 lin[op / 64] |= 1 << (op % 64);
@@ -195,17 +182,18 @@ fn check_key(ops: &[&HistoryOp]) -> bool {
                 }
             }
             cur = list[cur].next;
-        } else {
-            // A pending operation's return: everything before it must be linearized first.
-            let Some((op, prev_state)) = stack.pop() else {
-                return false;
-            };
-            state = prev_state;
-            linearized[op / 64] &= !(1 << (op % 64));
-            relink(&mut list, ret_of[op]);
-            relink(&mut list, call_of[op]);
-            cur = list[call_of[op]].next;
+            continue;
         }
+        // Reached a pending operation's return (everything before it must be linearized
+        // first) or the end of this level: undo the last choice and try the next one.
+        let Some((op, prev_state)) = stack.pop() else {
+            return false;
+        };
+        state = prev_state;
+        linearized[op / 64] &= !(1 << (op % 64));
+        relink(&mut list, ret_of[op]);
+        relink(&mut list, call_of[op]);
+        cur = list[call_of[op]].next;
     }
     true
 }

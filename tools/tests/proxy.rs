@@ -12,13 +12,6 @@ use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn endpoints(c: &TestCluster) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(c.dir.join("endpoints.json")).unwrap()).unwrap()
 }

@@ -15,13 +15,6 @@ use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 type Acked = Arc<Mutex<BTreeMap<String, String>>>;
 
 /// `n` writers, each with its own client id, writing unique keys until `stop`.
