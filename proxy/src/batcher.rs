@@ -148,11 +148,7 @@ async fn submit(sites: &Sites, shard: u32, jobs: Vec<Job>, deadline: Duration) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(500));
-        target = sites
-            .leader(shard)
-            .site
-            .filter(|&l| l != target)
-            .unwrap_or((target + 1) % n);
+        target = sites.retarget(shard, target);
     }
     for job in jobs {
         let _ = job.1.send(Err(WriteError::Timeout));

@@ -78,8 +78,10 @@ impl Reader {
             Consistency::Bounded(bound) => {
                 // The nearest replica if its state is fresh enough, else a linearizable read.
                 if let Some(&i) = self.sites.nearest_first().first() {
-                    if let Some(Outcome::Ok(r)) =
-                        self.call(i, shard, cmd, ReadMode::Local, 0, end).await
+                    if let Some(Outcome::Ok(r)) = self
+                        .sites
+                        .read_at(i, shard, cmd, ReadMode::Local, 0, end)
+                        .await
                     {
                         let age =
                             Duration::from_millis(r.staleness_ms) + self.sites.sites[i].one_way;
@@ -118,27 +120,6 @@ impl Reader {
         }
     }
 
-    /// One call to site `i`, with the emulated WAN around it.
-    async fn call(
-        &self,
-        i: usize,
-        shard: u32,
-        cmd: &KvCommand,
-        mode: ReadMode,
-        min_applied: u64,
-        end: Instant,
-    ) -> Option<Outcome<ReadReply>> {
-        let mut c = self.sites.conn(i).await?;
-        self.sites.wan(i).await;
-        let r = tokio::time::timeout(
-            end.saturating_duration_since(Instant::now()),
-            c.read_full(shard, cmd, mode, min_applied),
-        )
-        .await;
-        self.sites.wan(i).await;
-        r.ok()?.ok()
-    }
-
     async fn leader(
         &self,
         shard: u32,
@@ -150,7 +131,8 @@ impl Reader {
         let mut backoff = Duration::from_millis(20);
         while Instant::now() < end {
             match self
-                .call(target, shard, cmd, ReadMode::Leader, 0, end)
+                .sites
+                .read_at(target, shard, cmd, ReadMode::Leader, 0, end)
                 .await
             {
                 Some(Outcome::Ok(r)) => {
@@ -171,12 +153,7 @@ impl Reader {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
-            target = self
-                .sites
-                .leader(shard)
-                .site
-                .filter(|&l| l != target)
-                .unwrap_or((target + 1) % n);
+            target = self.sites.retarget(shard, target);
         }
         Err(ReadError::Timeout)
     }
@@ -199,12 +176,12 @@ impl Reader {
             let sites = self.sites.clone();
             let cmd = cmd.clone();
             set.spawn(async move {
-                let me = Reader {
-                    sites,
-                    quorum: Quorum::Majority(1),
-                    shape: QuorumShape::Majority,
-                };
-                (i, me.call(i, shard, &cmd, ReadMode::Quorum, 0, end).await)
+                (
+                    i,
+                    sites
+                        .read_at(i, shard, &cmd, ReadMode::Quorum, 0, end)
+                        .await,
+                )
             });
         }
         let mut answered = SiteSet::default();
@@ -238,7 +215,8 @@ impl Reader {
         }
         for i in self.sites.nearest_first() {
             if let Some(Outcome::Ok(r)) = self
-                .call(i, shard, cmd, ReadMode::Local, barrier, end)
+                .sites
+                .read_at(i, shard, cmd, ReadMode::Local, barrier, end)
                 .await
             {
                 if r.applied_index >= barrier {
@@ -265,7 +243,11 @@ impl Reader {
         end: Instant,
     ) -> Result<ReadOutcome, ReadError> {
         for i in self.sites.nearest_first() {
-            if let Some(Outcome::Ok(r)) = self.call(i, shard, cmd, ReadMode::Local, 0, end).await {
+            if let Some(Outcome::Ok(r)) = self
+                .sites
+                .read_at(i, shard, cmd, ReadMode::Local, 0, end)
+                .await
+            {
                 let result = decode(&r).ok_or(ReadError::Timeout)?;
                 return Ok(ReadOutcome {
                     result,

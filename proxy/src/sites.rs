@@ -78,6 +78,36 @@ impl Sites {
             .collect()
     }
 
+    /// After a failed attempt at `target`: the known leader if it is another site, else the
+    /// next site in order.
+    pub fn retarget(&self, shard: u32, target: usize) -> usize {
+        self.leader(shard)
+            .site
+            .filter(|&l| l != target)
+            .unwrap_or((target + 1) % self.sites.len())
+    }
+
+    /// One Read RPC to site `i` with the emulated WAN around it; None on error or deadline.
+    pub async fn read_at(
+        &self,
+        i: usize,
+        shard: u32,
+        cmd: &meridian_replica::kv::KvCommand,
+        mode: meridian_replica::wire::pb::ReadMode,
+        min_applied: u64,
+        end: Instant,
+    ) -> Option<meridian_replica::client::Outcome<meridian_replica::wire::pb::ReadReply>> {
+        let mut c = self.conn(i).await?;
+        self.wan(i).await;
+        let r = tokio::time::timeout(
+            end.saturating_duration_since(Instant::now()),
+            c.read_full(shard, cmd, mode, min_applied),
+        )
+        .await;
+        self.wan(i).await;
+        r.ok()?.ok()
+    }
+
     pub fn leader(&self, shard: u32) -> LeaderInfo {
         self.leaders.lock().expect("leaders lock")[shard as usize]
     }
@@ -153,7 +183,6 @@ pub fn live_matrix(
     sites: &Sites,
     proxy_region: &str,
 ) -> Result<meridian_topology::RttMatrix, String> {
-    let n = sites.sites.len();
     let peer: Vec<Vec<f64>> = sites
         .sites
         .iter()
@@ -215,7 +244,6 @@ pub fn live_matrix(
         ms.push(last);
         regions.push(proxy_region.to_string());
     }
-    let _ = n;
     let m = meridian_topology::RttMatrix { regions, ms };
     m.validate().map_err(|e| e.to_string())?;
     Ok(m)

@@ -191,16 +191,7 @@ pub fn arrange(input: &PlanInput, sites: &[usize]) -> Vec<usize> {
 mod tests {
     use super::*;
 
-    fn line() -> RttMatrix {
-        let pos = [0.0, 10.0, 30.0, 60.0];
-        RttMatrix {
-            regions: (0..4).map(|i| format!("r{i}")).collect(),
-            ms: pos
-                .iter()
-                .map(|a: &f64| pos.iter().map(|b| (a - b).abs()).collect())
-                .collect(),
-        }
-    }
+    use crate::rtt::line;
     fn d(region: usize, weight: f64, read_share: f64) -> Demand {
         Demand {
             region,

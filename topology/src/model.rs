@@ -108,17 +108,7 @@ pub fn lease_read_ms(m: &RttMatrix, holders: &[usize], c: usize) -> Option<f64> 
 mod tests {
     use super::*;
 
-    fn line() -> RttMatrix {
-        // Four regions on a line at 0, 10, 30, 60 ms.
-        let pos = [0.0, 10.0, 30.0, 60.0];
-        RttMatrix {
-            regions: (0..4).map(|i| format!("r{i}")).collect(),
-            ms: pos
-                .iter()
-                .map(|a: &f64| pos.iter().map(|b| (a - b).abs()).collect())
-                .collect(),
-        }
-    }
+    use crate::rtt::line;
 
     #[test]
     fn kth_counts_from_one_and_saturates() {

@@ -113,6 +113,19 @@ impl RttMatrix {
     }
 }
 
+/// Test fixture: four regions on a line at 0, 10, 30 and 60 ms (hand-computable latencies).
+#[cfg(test)]
+pub(crate) fn line() -> RttMatrix {
+    let pos = [0.0, 10.0, 30.0, 60.0];
+    RttMatrix {
+        regions: (0..4).map(|i| format!("r{i}")).collect(),
+        ms: pos
+            .iter()
+            .map(|a: &f64| pos.iter().map(|b| (a - b).abs()).collect())
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

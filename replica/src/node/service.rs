@@ -101,6 +101,9 @@ impl Replica for ReplicaService {
                 leader_hint: self.site_index as i32,
             })),
             Reply::Local { .. } => Err(Status::internal("unexpected local reply to a submit")),
+            Reply::Overloaded => Err(Status::resource_exhausted(
+                "too many requests waiting; retry later",
+            )),
             Reply::NotLeader { hint: h } => Ok(Response::new(pb::SubmitReply {
                 results: vec![],
                 not_leader: true,
@@ -149,6 +152,9 @@ impl Replica for ReplicaService {
                 barrier: 0,
                 staleness_ms: 0,
             })),
+            Reply::Overloaded => Err(Status::resource_exhausted(
+                "too many reads waiting for their slot; retry later",
+            )),
             Reply::NotLeader { hint: h } => Ok(Response::new(pb::ReadReply {
                 result: vec![],
                 not_leader: true,

@@ -53,6 +53,8 @@ pub enum Reply {
     NotLeader {
         hint: Option<usize>,
     },
+    /// Too many reads already waiting here: retry later.
+    Overloaded,
     /// A local or quorum-read reply.
     Local {
         result: KvResult,
@@ -83,6 +85,9 @@ struct Pending {
     path: &'static str,
     reply: oneshot::Sender<Reply>,
 }
+
+/// Local and quorum reads that may wait for `min_applied` at once.
+const MAX_PARKED: usize = 4096;
 
 pub struct ShardOptions {
     pub snapshot_every: u64,
@@ -435,8 +440,8 @@ impl Shard {
             } => {
                 if min_applied <= self.core.applied_index().0 {
                     self.answer_local(&command, mode, reply);
-                } else if self.parked.len() >= 4096 {
-                    let _ = reply.send(Reply::NotLeader { hint });
+                } else if self.parked.len() >= MAX_PARKED {
+                    let _ = reply.send(Reply::Overloaded);
                 } else {
                     self.parked.push((min_applied, command, mode, reply));
                 }

@@ -76,7 +76,6 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
 }
 
 async fn workload(cfg: &ClusterConfig, seconds: u64, per_region: usize) -> Result<Vec<Sample>> {
-    let m = RttMatrix::embedded();
     // Wait for the planner's preferred leader to lead every shard (it campaigns first).
     let preferred = cfg
         .cluster
@@ -157,7 +156,6 @@ async fn workload(cfg: &ClusterConfig, seconds: u64, per_region: usize) -> Resul
             }));
         }
     }
-    let _ = m;
     let mut samples = Vec::new();
     for t in tasks {
         samples.extend(t.await??);
