@@ -1,16 +1,27 @@
 //! The native gRPC API (`meridian.v1.Kv`): the same operations, limits and errors as the HTTP
 //! API, mapped to gRPC status codes at this edge.
 use crate::api::{self, ApiError, MAX_KEY, MAX_VALUE};
-use crate::http::{overloaded, read_error, txn_keys, write};
+use crate::logic::ServiceError;
 use crate::route::shard_for_key;
 use crate::Proxy;
-use meridian_replica::kv::{Compare, CompareTarget, KeyValue, KvCommand, Op, Outcome, Txn, TxnOp};
+use meridian_replica::kv::{Compare, CompareTarget, KeyValue, Op, Outcome, Txn, TxnOp};
 use meridian_replica::wire::pb;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct KvService(pub Arc<Proxy>);
+
+/// The one place the service's typed error becomes a gRPC status.
+fn service_status(e: ServiceError) -> Status {
+    let m = e.to_string();
+    match e {
+        ServiceError::BadRequest(_) | ServiceError::Refused(_) => Status::invalid_argument(m),
+        ServiceError::TooLarge(_) => Status::invalid_argument(m),
+        ServiceError::Overloaded => Status::resource_exhausted(m),
+        ServiceError::Timeout(_) => Status::deadline_exceeded(m),
+    }
+}
 
 fn status(e: ApiError) -> Status {
     match e.status {
@@ -85,22 +96,7 @@ impl pb::kv_server::Kv for KvService {
         let r = req.into_inner();
         check_key(&r.key)?;
         let (c, mode) = modes(&r.consistency, &r.read_mode)?;
-        let _permit = p
-            .reads
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| status(overloaded()))?;
-        let shard = shard_for_key(&r.key, p.shards);
-        let cmd = KvCommand {
-            client: 0,
-            seq: 0,
-            op: Op::Get { key: r.key },
-        };
-        let o = p
-            .reader
-            .read(shard, &cmd, c, mode, p.deadline)
-            .await
-            .map_err(|e| status(read_error(e)))?;
+        let (shard, o) = p.get(r.key, c, mode).await.map_err(service_status)?;
         let Outcome::Get { kv: found } = &o.result.outcome else {
             return Err(Status::internal("unexpected reply"));
         };
@@ -124,16 +120,17 @@ impl pb::kv_server::Kv for KvService {
             )));
         }
         let shard = shard_for_key(&r.key, self.0.shards);
-        let res = write(
-            &self.0,
-            shard,
-            Op::Put {
-                key: r.key,
-                value: r.value,
-            },
-        )
-        .await
-        .map_err(status)?;
+        let res = self
+            .0
+            .write(
+                shard,
+                Op::Put {
+                    key: r.key,
+                    value: r.value,
+                },
+            )
+            .await
+            .map_err(service_status)?;
         Ok(with_meta(
             pb::PutReply {
                 revision: res.revision,
@@ -152,9 +149,11 @@ impl pb::kv_server::Kv for KvService {
         let r = req.into_inner();
         check_key(&r.key)?;
         let shard = shard_for_key(&r.key, self.0.shards);
-        let res = write(&self.0, shard, Op::Delete { key: r.key })
+        let res = self
+            .0
+            .write(shard, Op::Delete { key: r.key })
             .await
-            .map_err(status)?;
+            .map_err(service_status)?;
         let deleted = matches!(res.outcome, Outcome::Delete { deleted: Some(_) });
         Ok(with_meta(
             pb::DeleteReply {
@@ -181,37 +180,11 @@ impl pb::kv_server::Kv for KvService {
                 "limit must be at most 10000 and the prefix at most 4096 bytes",
             ));
         }
-        let _permit = p
-            .reads
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| status(overloaded()))?;
-        let (mut kvs, mut more, mut paths) = (Vec::new(), false, Vec::new());
-        for shard in 0..p.shards {
-            let cmd = KvCommand {
-                client: 0,
-                seq: 0,
-                op: Op::Range {
-                    prefix: r.prefix.clone(),
-                    limit,
-                },
-            };
-            let o = p
-                .reader
-                .read(shard, &cmd, c, mode, p.deadline)
-                .await
-                .map_err(|e| status(read_error(e)))?;
-            if let Outcome::Range { kvs: k, more: m } = o.result.outcome {
-                kvs.extend(k);
-                more |= m;
-            }
-            paths.push(o.path.to_string());
-        }
-        kvs.sort_by(|a, b| a.key.cmp(&b.key));
-        if kvs.len() > limit {
-            kvs.truncate(limit);
-            more = true;
-        }
+        let crate::service::RangeAnswer { kvs, more, paths } = p
+            .range(r.prefix, limit, c, mode)
+            .await
+            .map_err(service_status)?;
+        let paths: Vec<String> = paths.into_iter().map(String::from).collect();
         Ok(Response::new(pb::RangeReply {
             kvs: kvs.iter().map(kv).collect(),
             more,
@@ -262,20 +235,7 @@ impl pb::kv_server::Kv for KvService {
             success: ops(r.success)?,
             failure: ops(r.failure)?,
         };
-        let keys = txn_keys(&t);
-        let first = *keys
-            .first()
-            .ok_or_else(|| Status::invalid_argument("an empty transaction"))?;
-        let shard = shard_for_key(first, self.0.shards);
-        if keys
-            .iter()
-            .any(|k| shard_for_key(k, self.0.shards) != shard)
-        {
-            return Err(Status::invalid_argument(
-                "a transaction's keys span shards; it must stay within one shard",
-            ));
-        }
-        let res = write(&self.0, shard, Op::Txn(t)).await.map_err(status)?;
+        let (shard, res) = self.0.txn(t).await.map_err(service_status)?;
         let Outcome::Txn { succeeded, gets } = res.outcome else {
             return Err(Status::internal("unexpected reply"));
         };

@@ -2,16 +2,14 @@
 //! `POST /v1/txn`, `GET /v1/cluster/rtt`. Values travel raw (metadata in `x-meridian-*`
 //! headers) unless `?format=json`.
 use crate::api::{self, bad, ApiError, MAX_VALUE};
-use crate::batcher::WriteError;
-use crate::reads::{Consistency, Mode, ReadError};
+use crate::logic::ServiceError;
+use crate::reads::{Consistency, Mode};
 use crate::route::shard_for_key;
 use crate::Proxy;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use meridian_replica::kv::{
-    Compare, CompareTarget, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp,
-};
+use meridian_replica::kv::{Compare, CompareTarget, KeyValue, KvResult, Op, Outcome, Txn, TxnOp};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -29,30 +27,17 @@ fn error(e: ApiError) -> Response<Body> {
     r
 }
 
-pub(crate) fn overloaded() -> ApiError {
+/// The one place the service's typed error becomes an HTTP status.
+pub(crate) fn api_error(e: ServiceError) -> ApiError {
+    let status = match &e {
+        ServiceError::BadRequest(_) | ServiceError::Refused(_) => 400,
+        ServiceError::TooLarge(_) => 413,
+        ServiceError::Overloaded => 503,
+        ServiceError::Timeout(_) => 504,
+    };
     ApiError {
-        status: 503,
-        message: "overloaded: too many requests queued for this shard; retry after a second".into(),
-    }
-}
-
-fn write_error(e: WriteError) -> ApiError {
-    match e {
-        WriteError::Overloaded => overloaded(),
-        WriteError::Timeout => ApiError {
-            status: 504,
-            message: "no leader acknowledged the write in time; its outcome is unknown".into(),
-        },
-    }
-}
-
-pub(crate) fn read_error(e: ReadError) -> ApiError {
-    match e {
-        ReadError::Timeout => ApiError {
-            status: 504,
-            message: "no read quorum or leader answered in time".into(),
-        },
-        ReadError::Unsupported(m) => bad(m),
+        status,
+        message: e.to_string(),
     }
 }
 
@@ -150,23 +135,8 @@ async fn body(req: Request<hyper::body::Incoming>, limit: usize) -> Result<Bytes
     Ok(Bytes::from(out))
 }
 
-/// Runs one write with an exactly-once identity from the session pool.
-pub(crate) async fn write(p: &Proxy, shard: u32, op: Op) -> Result<KvResult, ApiError> {
-    let s = p.sessions.acquire().ok_or_else(overloaded)?;
-    let r = p
-        .batcher
-        .write(
-            shard,
-            KvCommand {
-                client: s.client,
-                seq: s.seq,
-                op,
-            },
-            p.deadline,
-        )
-        .await;
-    p.sessions.release(s);
-    r.map_err(write_error)
+async fn write(p: &Proxy, shard: u32, op: Op) -> Result<KvResult, ApiError> {
+    p.write(shard, op).await.map_err(api_error)
 }
 
 async fn put(
@@ -232,17 +202,7 @@ async fn get(p: &Arc<Proxy>, key: Vec<u8>, q: Option<&str>) -> Result<Response<B
     if c != Consistency::Linearizable && !matches!(mode, Mode::Auto) {
         return Err(bad("read_mode applies to linearizable reads only"));
     }
-    let shard = shard_for_key(&key, p.shards);
-    let cmd = KvCommand {
-        client: 0,
-        seq: 0,
-        op: Op::Get { key: key.clone() },
-    };
-    let o = p
-        .reader
-        .read(shard, &cmd, c, mode, p.deadline)
-        .await
-        .map_err(read_error)?;
+    let (shard, o) = p.get(key.clone(), c, mode).await.map_err(api_error)?;
     let Outcome::Get { kv } = &o.result.outcome else {
         return Err(ApiError {
             status: 500,
@@ -299,39 +259,8 @@ async fn list(p: &Arc<Proxy>, q: Option<&str>) -> Result<Response<Body>, ApiErro
             .filter(|l| (1..=10_000).contains(l))
             .ok_or_else(|| bad("limit must be 1..=10000"))?,
     };
-    let _permit = p
-        .reads
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| overloaded())?;
-    let mut kvs: Vec<KeyValue> = Vec::new();
-    let mut more = false;
-    let mut paths = Vec::new();
-    for shard in 0..p.shards {
-        let cmd = KvCommand {
-            client: 0,
-            seq: 0,
-            op: Op::Range {
-                prefix: prefix.clone(),
-                limit,
-            },
-        };
-        let o = p
-            .reader
-            .read(shard, &cmd, c, mode, p.deadline)
-            .await
-            .map_err(read_error)?;
-        if let Outcome::Range { kvs: k, more: m } = o.result.outcome {
-            kvs.extend(k);
-            more |= m;
-        }
-        paths.push(o.path);
-    }
-    kvs.sort_by(|a, b| a.key.cmp(&b.key));
-    if kvs.len() > limit {
-        kvs.truncate(limit);
-        more = true;
-    }
+    let crate::service::RangeAnswer { kvs, more, paths } =
+        p.range(prefix, limit, c, mode).await.map_err(api_error)?;
     let mut r = json_response(
         StatusCode::OK,
         json!({"kvs": kvs.iter().map(kv_json).collect::<Vec<_>>(), "more": more, "read_paths": paths}),
@@ -380,13 +309,28 @@ fn parse_txn_ops(v: Option<&Value>) -> Result<Vec<TxnOp>, ApiError> {
                     key: key(x)?,
                     value: value.as_bytes().to_vec(),
                 })
+            } else if let Some(x) = o.get("append") {
+                let value = x
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("append needs a string 'value'"))?;
+                if value.len() > MAX_VALUE {
+                    return Err(ApiError {
+                        status: 413,
+                        message: "txn value exceeds 1 MiB".into(),
+                    });
+                }
+                Ok(TxnOp::Append {
+                    key: key(x)?,
+                    value: value.as_bytes().to_vec(),
+                })
             } else if let Some(x) = o.get("delete") {
                 Ok(TxnOp::Delete { key: key(x)? })
             } else if let Some(x) = o.get("get") {
                 Ok(TxnOp::Get { key: key(x)? })
             } else {
                 Err(bad(
-                    "each operation is {\"put\": ..}, {\"delete\": ..} or {\"get\": ..}",
+                    "each operation is {\"put\": ..}, {\"append\": ..}, {\"delete\": ..} or {\"get\": ..}",
                 ))
             }
         })
@@ -439,17 +383,6 @@ fn parse_txn(v: &Value) -> Result<Txn, ApiError> {
     })
 }
 
-pub(crate) fn txn_keys(t: &Txn) -> Vec<&[u8]> {
-    let ops = t.success.iter().chain(&t.failure).map(|o| match o {
-        TxnOp::Put { key, .. } | TxnOp::Delete { key } | TxnOp::Get { key } => key.as_slice(),
-    });
-    t.compares
-        .iter()
-        .map(|c| c.key.as_slice())
-        .chain(ops)
-        .collect()
-}
-
 async fn txn(
     p: &Arc<Proxy>,
     q: Option<&str>,
@@ -459,17 +392,7 @@ async fn txn(
     let raw = body(req, MAX_VALUE + 64 * 1024).await?;
     let v: Value = serde_json::from_slice(&raw).map_err(|e| bad(format!("malformed JSON: {e}")))?;
     let t = parse_txn(&v)?;
-    let keys = txn_keys(&t);
-    let first = keys.first().ok_or_else(|| bad("an empty transaction"))?;
-    let shard = shard_for_key(first, p.shards);
-    if let Some(k) = keys.iter().find(|k| shard_for_key(k, p.shards) != shard) {
-        return Err(bad(format!(
-            "keys span shards {shard} and {} ('{}'); a transaction must stay within one shard",
-            shard_for_key(k, p.shards),
-            String::from_utf8_lossy(k)
-        )));
-    }
-    let r = write(p, shard, Op::Txn(t)).await?;
+    let (shard, r) = p.txn(t).await.map_err(api_error)?;
     let Outcome::Txn { succeeded, gets } = &r.outcome else {
         return Err(ApiError {
             status: 500,

@@ -7,11 +7,14 @@
 pub mod api;
 pub mod batcher;
 pub mod chooser;
+mod drive;
 mod grpc;
 mod http;
+pub mod logic;
 pub mod reads;
 pub mod route;
 pub mod server;
+pub mod service;
 pub mod sessions;
 pub mod sites;
 
@@ -24,7 +27,7 @@ pub struct Proxy {
     pub sites: Arc<sites::Sites>,
     pub reader: reads::Reader,
     pub batcher: batcher::Batcher,
-    pub sessions: sessions::Sessions,
+    pub sessions: Arc<sessions::Sessions>,
     pub deadline: Duration,
     /// Admission for reads: one permit per read in flight.
     pub reads: Arc<tokio::sync::Semaphore>,

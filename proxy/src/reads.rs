@@ -1,54 +1,22 @@
-//! The read paths (DESIGN.md §4): leader read under the leader lease, Paxos Quorum Read with its
-//! rinse, and serializable / bounded-staleness reads from the nearest fresh-enough replica.
+//! The read paths (DESIGN.md §4) at the proxy: each read is a `logic::ReadOp` (leader read under
+//! the leader lease or through the log, Paxos Quorum Read with its bounded rinse, serializable
+//! and bounded-staleness reads) driven on the persistent site connections.
 use crate::chooser::{choose, estimates, ReadPath};
+use crate::logic::{ReadOp, ReadPlan, ServiceError};
 use crate::sites::Sites;
-use meridian_core::{Quorum, QuorumSystem, SiteId, SiteSet};
-use meridian_replica::client::Outcome;
-use meridian_replica::kv::{KvCommand, KvResult};
-use meridian_replica::wire::pb::{ReadMode, ReadReply};
+use meridian_core::Quorum;
+use meridian_replica::kv::KvCommand;
 use meridian_topology::model::QuorumShape;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Consistency {
-    Linearizable,
-    Serializable,
-    /// Any replica whose applied state is at most this stale.
-    Bounded(Duration),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Auto,
-    Leader,
-    Quorum,
-    /// Quorum leases (a later issue): refused for now with a clear message.
-    Lease,
-}
-
-#[derive(Debug)]
-pub struct ReadOutcome {
-    pub result: KvResult,
-    /// `leader` (lease read), `log` (the leader had no lease), `quorum`, `local`.
-    pub path: &'static str,
-    pub site: usize,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum ReadError {
-    Timeout,
-    Unsupported(&'static str),
-}
+pub use crate::logic::read_op::{Consistency, Mode};
+pub use crate::logic::ReadOutcome;
 
 pub struct Reader {
     pub sites: Arc<Sites>,
     pub quorum: Quorum,
     pub shape: QuorumShape,
-}
-
-fn decode(r: &ReadReply) -> Option<KvResult> {
-    bincode::deserialize(&r.result).ok()
 }
 
 impl Reader {
@@ -68,194 +36,36 @@ impl Reader {
         &self,
         shard: u32,
         cmd: &KvCommand,
-        c: Consistency,
+        consistency: Consistency,
         mode: Mode,
         deadline: Duration,
-    ) -> Result<ReadOutcome, ReadError> {
-        let end = Instant::now() + deadline;
-        match c {
-            Consistency::Serializable => self.local(shard, cmd, end).await,
-            Consistency::Bounded(bound) => {
-                // The nearest replica if its state is fresh enough, else a linearizable read.
-                if let Some(&i) = self.sites.nearest_first().first() {
-                    if let Some(Outcome::Ok(r)) = self
-                        .sites
-                        .read_at(i, shard, cmd, ReadMode::Local, 0, end)
-                        .await
-                    {
-                        let age =
-                            Duration::from_millis(r.staleness_ms) + self.sites.sites[i].one_way;
-                        if r.staleness_ms != u64::MAX && age <= bound {
-                            let result = decode(&r).ok_or(ReadError::Timeout)?;
-                            return Ok(ReadOutcome {
-                                result,
-                                path: "local",
-                                site: i,
-                            });
-                        }
-                    }
-                }
-                self.linearizable(shard, cmd, mode, end).await
-            }
-            Consistency::Linearizable => self.linearizable(shard, cmd, mode, end).await,
-        }
-    }
-
-    async fn linearizable(
-        &self,
-        shard: u32,
-        cmd: &KvCommand,
-        mode: Mode,
-        end: Instant,
-    ) -> Result<ReadOutcome, ReadError> {
-        let path = match mode {
-            Mode::Leader => ReadPath::Leader,
-            Mode::Quorum => ReadPath::Quorum,
-            Mode::Auto => self.auto_path(shard),
-            Mode::Lease => return Err(ReadError::Unsupported("read_mode=lease needs quorum leases, which this cluster does not run yet; use auto, leader or quorum")),
+    ) -> Result<ReadOutcome, ServiceError> {
+        let now = self.sites.now();
+        let plan = ReadPlan {
+            consistency,
+            mode,
+            quorum: self.quorum.clone(),
+            sites: self.sites.sites.len(),
+            leader: self.sites.leader(shard).site,
+            auto_path: self.auto_path(shard),
+            nearest: self.sites.nearest_first(),
+            deadline: now + deadline,
+            ignore_barrier: false,
         };
-        match path {
-            ReadPath::Leader => self.leader(shard, cmd, end).await,
-            ReadPath::Quorum => self.quorum_read(shard, cmd, end).await,
-        }
-    }
-
-    async fn leader(
-        &self,
-        shard: u32,
-        cmd: &KvCommand,
-        end: Instant,
-    ) -> Result<ReadOutcome, ReadError> {
-        let n = self.sites.sites.len();
-        let mut target = self.sites.leader(shard).site.unwrap_or(0);
-        let mut backoff = Duration::from_millis(20);
-        while Instant::now() < end {
-            match self
-                .sites
-                .read_at(target, shard, cmd, ReadMode::Leader, 0, end)
-                .await
-            {
-                Some(Outcome::Ok(r)) => {
-                    let result = decode(&r).ok_or(ReadError::Timeout)?;
-                    let path = if r.path == "lease" { "leader" } else { "log" };
-                    self.sites.set_leader(shard, target);
-                    return Ok(ReadOutcome {
-                        result,
-                        path,
-                        site: target,
-                    });
-                }
-                Some(Outcome::NotLeader(Some(h))) if h != target && h < n => {
-                    target = h;
-                    continue;
-                }
-                _ => {}
+        let mut op = ReadOp::new(plan);
+        let first = op.start(now);
+        let before = self.sites.leader(shard).site;
+        let r = crate::drive::drive(&self.sites, shard, Some(cmd), first, |now, id, site, r| {
+            op.on_result(now, id, site, r)
+        })
+        .await;
+        if let Ok(o) = &r {
+            if matches!(o.path, "leader" | "log") {
+                self.sites.set_leader(shard, o.site);
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
-            target = self.sites.retarget(shard, target);
+        } else if let Some(l) = op.leader_guess().filter(|l| Some(*l) != before) {
+            self.sites.set_leader(shard, l);
         }
-        Err(ReadError::Timeout)
-    }
-
-    /// Paxos Quorum Read (Charapko, Ailijiang, Demirbas, HotStorage 2019): ask every site, take
-    /// the first read quorum of replies. The barrier is the highest accepted-but-unapplied slot
-    /// touching the key among them; any read quorum meets the quorum of every committed write,
-    /// so the barrier covers every write committed before the read began. If the most advanced
-    /// replier has applied the barrier its value is the answer; otherwise "rinse": wait at the
-    /// nearest replica until it has applied the barrier.
-    async fn quorum_read(
-        &self,
-        shard: u32,
-        cmd: &KvCommand,
-        end: Instant,
-    ) -> Result<ReadOutcome, ReadError> {
-        let n = self.sites.sites.len();
-        let mut set = tokio::task::JoinSet::new();
-        for i in 0..n {
-            let sites = self.sites.clone();
-            let cmd = cmd.clone();
-            set.spawn(async move {
-                (
-                    i,
-                    sites
-                        .read_at(i, shard, &cmd, ReadMode::Quorum, 0, end)
-                        .await,
-                )
-            });
-        }
-        let mut answered = SiteSet::default();
-        let mut replies: Vec<(usize, ReadReply)> = Vec::new();
-        while let Some(j) = set.join_next().await {
-            let Ok((i, Some(Outcome::Ok(r)))) = j else {
-                continue;
-            };
-            answered.insert(SiteId(i as u8));
-            replies.push((i, r));
-            if self.quorum.is_phase2_quorum(answered) {
-                break;
-            }
-        }
-        set.abort_all();
-        if !self.quorum.is_phase2_quorum(answered) {
-            return Err(ReadError::Timeout);
-        }
-        let barrier = replies.iter().map(|(_, r)| r.barrier).max().unwrap_or(0);
-        let (best_site, best) = replies
-            .iter()
-            .max_by_key(|(_, r)| r.applied_index)
-            .expect("a quorum replied");
-        if best.applied_index >= barrier {
-            let result = decode(best).ok_or(ReadError::Timeout)?;
-            return Ok(ReadOutcome {
-                result,
-                path: "quorum",
-                site: *best_site,
-            });
-        }
-        for i in self.sites.nearest_first() {
-            if let Some(Outcome::Ok(r)) = self
-                .sites
-                .read_at(i, shard, cmd, ReadMode::Local, barrier, end)
-                .await
-            {
-                if r.applied_index >= barrier {
-                    let result = decode(&r).ok_or(ReadError::Timeout)?;
-                    return Ok(ReadOutcome {
-                        result,
-                        path: "quorum",
-                        site: i,
-                    });
-                }
-            }
-            if Instant::now() >= end {
-                break;
-            }
-        }
-        Err(ReadError::Timeout)
-    }
-
-    /// The nearest replica's applied state (serializable).
-    async fn local(
-        &self,
-        shard: u32,
-        cmd: &KvCommand,
-        end: Instant,
-    ) -> Result<ReadOutcome, ReadError> {
-        for i in self.sites.nearest_first() {
-            if let Some(Outcome::Ok(r)) = self
-                .sites
-                .read_at(i, shard, cmd, ReadMode::Local, 0, end)
-                .await
-            {
-                let result = decode(&r).ok_or(ReadError::Timeout)?;
-                return Ok(ReadOutcome {
-                    result,
-                    path: "local",
-                    site: i,
-                });
-            }
-        }
-        Err(ReadError::Timeout)
+        r
     }
 }

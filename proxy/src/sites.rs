@@ -37,6 +37,8 @@ pub struct Sites {
     pub sites: Vec<Site>,
     pub leaders: Mutex<Vec<LeaderInfo>>,
     pub tls: TlsFiles,
+    /// The proxy logic's clock: time since this proxy started.
+    epoch: Instant,
 }
 
 impl Sites {
@@ -45,7 +47,13 @@ impl Sites {
             sites,
             leaders: Mutex::new(vec![LeaderInfo::default(); shards as usize]),
             tls,
+            epoch: Instant::now(),
         }
+    }
+
+    /// Now on the proxy logic's clock.
+    pub fn now(&self) -> Duration {
+        self.epoch.elapsed()
     }
 
     /// The connection to site `i` (made once; tonic reconnects it underneath if it drops).
@@ -76,36 +84,6 @@ impl Sites {
                 })
             })
             .collect()
-    }
-
-    /// After a failed attempt at `target`: the known leader if it is another site, else the
-    /// next site in order.
-    pub fn retarget(&self, shard: u32, target: usize) -> usize {
-        self.leader(shard)
-            .site
-            .filter(|&l| l != target)
-            .unwrap_or((target + 1) % self.sites.len())
-    }
-
-    /// One Read RPC to site `i` with the emulated WAN around it; None on error or deadline.
-    pub async fn read_at(
-        &self,
-        i: usize,
-        shard: u32,
-        cmd: &meridian_replica::kv::KvCommand,
-        mode: meridian_replica::wire::pb::ReadMode,
-        min_applied: u64,
-        end: Instant,
-    ) -> Option<meridian_replica::client::Outcome<meridian_replica::wire::pb::ReadReply>> {
-        let mut c = self.conn(i).await?;
-        self.wan(i).await;
-        let r = tokio::time::timeout(
-            end.saturating_duration_since(Instant::now()),
-            c.read_full(shard, cmd, mode, min_applied),
-        )
-        .await;
-        self.wan(i).await;
-        r.ok()?.ok()
     }
 
     pub fn leader(&self, shard: u32) -> LeaderInfo {

@@ -102,11 +102,25 @@ impl ReplicaClient {
         mode: pb::ReadMode,
         min_applied: u64,
     ) -> Result<Outcome<pb::ReadReply>, ClientError> {
+        self.read_waiting(shard, cmd, mode, min_applied, Duration::ZERO)
+            .await
+    }
+
+    /// `read_full` that waits at most `wait` for `min_applied` (zero: the replica's deadline).
+    pub async fn read_waiting(
+        &mut self,
+        shard: u32,
+        cmd: &KvCommand,
+        mode: pb::ReadMode,
+        min_applied: u64,
+        wait: Duration,
+    ) -> Result<Outcome<pb::ReadReply>, ClientError> {
         let req = pb::ReadRequest {
             shard,
             command: cmd.encode(),
             mode: mode as i32,
             min_applied,
+            wait_ms: wait.as_millis().min(u32::MAX as u128) as u32,
         };
         let r = self.inner.read(req).await?.into_inner();
         if r.not_leader {

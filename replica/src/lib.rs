@@ -5,6 +5,7 @@
 pub mod client;
 pub mod config;
 pub mod delay;
+pub mod driver;
 mod error;
 pub mod kv;
 pub mod node;

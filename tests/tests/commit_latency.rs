@@ -13,6 +13,7 @@ fn median(mut xs: Vec<u64>) -> f64 {
 fn check(sites: usize, leader: usize, shape: QuorumShape) {
     let mut cfg = SimConfig::for_sites(sites).unwrap();
     cfg.faults = Faults::NONE;
+    cfg.vary = false;
     cfg.preferred_leader = Some(SiteId(leader as u8));
     cfg.ops = 400;
     let r = run_seed(&cfg, 1);

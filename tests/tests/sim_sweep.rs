@@ -37,10 +37,21 @@ fn assert_clean(sites: usize, range: std::ops::Range<u64>) {
         (
             s.violations,
             s.agreement_violations,
+            s.stale_reads,
             s.incomplete_after_heal
         ),
-        (0, 0, 0)
+        (0, 0, 0, 0)
     );
+    // The sweep covers what it claims: every read path, seeds without leases (log reads),
+    // leadership transfers, compaction rewrites and crashes that interrupt them.
+    for p in ["leader", "log", "quorum", "local"] {
+        assert!(s.reads_by_path.get(p).copied().unwrap_or(0) > 0, "{s:?}");
+    }
+    assert!(
+        s.seeds_without_lease > 0 && s.seeds_with_transfers > 0,
+        "{s:?}"
+    );
+    assert!(s.compactions > 0 && s.compaction_crashes > 0, "{s:?}");
 }
 
 #[test]

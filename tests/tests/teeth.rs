@@ -94,3 +94,34 @@ fn a_real_history_with_one_read_made_stale_is_rejected() {
     let m = mutated.expect("the history has a read after an overwritten put");
     assert!(!is_linearizable(&m));
 }
+
+/// Each planted bug of issue "One system under test" is caught within 200 seeds.
+fn caught(bug: PlantedBug) -> meridian_testkit::sim::Summary {
+    let mut cfg = SimConfig::for_sites(5).unwrap();
+    cfg.planted_bug = Some(bug);
+    sweep(&cfg, 3000..3200, |_| {})
+}
+
+#[test]
+fn log_reads_matched_by_a_shared_identity_are_caught() {
+    let s = caught(PlantedBug::LogReadSharedToken);
+    assert!(s.violations > 0, "{s:?}");
+}
+
+#[test]
+fn quorum_reads_ignoring_the_barrier_are_caught() {
+    let s = caught(PlantedBug::PqrIgnoreBarrier);
+    assert!(s.violations > 0, "{s:?}");
+}
+
+#[test]
+fn freshness_from_receive_time_is_caught_by_the_staleness_checker() {
+    let s = caught(PlantedBug::BoundedFromReceiveTime);
+    assert!(s.stale_reads > 0, "{s:?}");
+}
+
+#[test]
+fn retried_writes_with_new_sequence_numbers_are_caught() {
+    let s = caught(PlantedBug::ProxyRetryNewSeq);
+    assert!(s.violations > 0, "{s:?}");
+}

@@ -50,6 +50,11 @@ impl Core {
         entries: Vec<(Slot, Batch)>,
         commit: Slot,
     ) {
+        // A leader learns chosen values only from its own phase 2: catch-up is for followers
+        // and candidates (closing by construction any interleaving with its own proposals).
+        if self.is_leader() {
+            return;
+        }
         let full = entries.len() >= self.cfg.catchup_max_entries;
         for (slot, batch) in entries {
             if self.log.insert_chosen(slot, batch.clone()) {
@@ -61,7 +66,7 @@ impl Core {
     }
 
     pub(crate) fn on_snapshot(&mut self, from: SiteId, through: Slot, data: Bytes) {
-        if through <= self.commit {
+        if through <= self.commit || self.is_leader() {
             return;
         }
         self.log.install(through, data.clone());

@@ -11,6 +11,34 @@ pub enum PlantedBug {
     AcceptLowerBallot,
     /// The leader answers reads locally without checking that its lease is valid.
     ReadWithoutLease,
+    /// Shard driver: the first read applied through the log answers every read waiting in the
+    /// log (replies matched by a shared identity instead of by token).
+    LogReadSharedToken,
+    /// Proxy: a quorum read answers from the most advanced replier without honouring the barrier.
+    PqrIgnoreBarrier,
+    /// Core: a follower counts itself fresh as of when it *received* any leader message (even one
+    /// it rejected), not as of the timestamp of its own that the leader echoed.
+    BoundedFromReceiveTime,
+    /// Proxy: a retried write takes a new sequence number (no exactly-once across retries).
+    ProxyRetryNewSeq,
+}
+
+impl PlantedBug {
+    pub const ALL: [(&'static str, PlantedBug); 6] = [
+        ("accept-lower-ballot", PlantedBug::AcceptLowerBallot),
+        ("read-without-lease", PlantedBug::ReadWithoutLease),
+        ("log-read-shared-token", PlantedBug::LogReadSharedToken),
+        ("pqr-ignore-barrier", PlantedBug::PqrIgnoreBarrier),
+        (
+            "bounded-from-receive-time",
+            PlantedBug::BoundedFromReceiveTime,
+        ),
+        ("proxy-retry-new-seq", PlantedBug::ProxyRetryNewSeq),
+    ];
+
+    pub fn parse(name: &str) -> Option<PlantedBug> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+    }
 }
 
 #[derive(Clone, Debug)]

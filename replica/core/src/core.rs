@@ -7,7 +7,7 @@ use crate::log::Log;
 use crate::message::Message;
 use crate::quorum::{QuorumSystem, SiteSet};
 use crate::rng::Rng;
-use crate::types::{Ballot, Batch, Command, LogEntry, SiteId, Slot};
+use crate::types::{Ballot, Batch, LogEntry, Proposal, SiteId, Slot};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ pub(crate) struct Candidate {
     /// The highest snapshot point among the promises, and who holds it.
     pub max_snapshot: (Slot, SiteId),
     /// Commands a leader had queued when it re-prepared at a higher ballot.
-    pub carried: VecDeque<Command>,
+    pub carried: VecDeque<Proposal>,
 }
 
 pub(crate) struct InFlight {
@@ -38,13 +38,15 @@ pub(crate) struct Leader {
     pub ballot: Ballot,
     pub next_slot: Slot,
     pub inflight: BTreeMap<Slot, InFlight>,
-    pub queue: VecDeque<Command>,
+    pub queue: VecDeque<Proposal>,
     /// Lease reads wait until the commit index reaches this slot (the first slot proposed
     /// after recovery): then every write chosen under earlier ballots is applied here.
     pub ready_slot: Slot,
     pub lease: LeaseTracker,
     pub last_contact: Vec<Duration>,
     pub peer_commit: Vec<Slot>,
+    /// Per peer: the latest follower timestamp (`f_send`) that reached us in this ballot.
+    pub peer_echo: Vec<Option<Duration>>,
     pub last_heartbeat: Duration,
     /// Leadership transfer in progress, until this time.
     pub transfer: Option<Duration>,
@@ -86,6 +88,13 @@ pub struct Core {
     pub(crate) transfer_backoff_until: Duration,
     pub(crate) lease_promise: Option<LeasePromise>,
     pub(crate) catchup_next_allowed: Duration,
+    /// Slots this replica proposed in this incarnation with client tokens: the batch and the
+    /// tokens aligned with it. Handed back by `Apply` when exactly that batch is chosen.
+    pub(crate) proposed: BTreeMap<Slot, (Batch, Vec<u64>)>,
+    /// (leader commit index, echoed own timestamp) pairs not yet applied (bounded-staleness).
+    pub(crate) fresh_pending: VecDeque<(Slot, Duration)>,
+    /// Local time as of which the applied state includes every acknowledged write.
+    pub(crate) fresh_as_of: Option<Duration>,
     // Persistence plumbing.
     next_token: u64,
     staged_records: Vec<Record>,
@@ -123,6 +132,9 @@ impl Core {
             transfer_backoff_until: now,
             lease_promise: None,
             catchup_next_allowed: now,
+            proposed: BTreeMap::new(),
+            fresh_pending: VecDeque::new(),
+            fresh_as_of: None,
             next_token: 1,
             staged_records: Vec::new(),
             staged_sends: Vec::new(),
@@ -239,6 +251,13 @@ impl Core {
         self.log
             .entries_above(self.applied)
             .map(|(s, e)| (s, &e.batch))
+    }
+
+    /// This replica's local time as of which its applied state includes every write acknowledged
+    /// to any client (DESIGN.md §4 bounded staleness): the latest of its own timestamps that a
+    /// lease-holding leader echoed with a commit index it has applied since. `None`: unknown.
+    pub fn fresh_as_of(&self) -> Option<Duration> {
+        self.fresh_as_of
     }
 
     /// The highest commit index a leader of our promised ballot has told us about.
@@ -408,12 +427,15 @@ impl Core {
                 commit,
                 t_send,
                 relinquish,
-            } => self.on_heartbeat(from, ballot, commit, t_send, relinquish),
+                echo,
+            } => self.on_heartbeat(from, ballot, commit, t_send, relinquish, echo),
             Message::HeartbeatAck {
                 ballot,
                 t_send,
                 commit,
-            } => self.on_heartbeat_ack(from, ballot, t_send, commit),
+                f_send,
+                max_accepted,
+            } => self.on_heartbeat_ack(from, ballot, t_send, commit, f_send, max_accepted),
             Message::Nack { promised } => self.on_nack(promised),
             Message::CatchUpRequest { from_slot } => self.on_catchup_request(from, from_slot),
             Message::CatchUpReply { entries, commit } => {
@@ -432,14 +454,14 @@ impl Core {
         }
     }
 
-    fn on_propose(&mut self, commands: Vec<Command>) {
+    fn on_propose(&mut self, proposals: Vec<Proposal>) {
         match &mut self.role {
             Role::Leader(l) => {
-                l.queue.extend(commands);
+                l.queue.extend(proposals);
                 self.try_propose();
             }
             _ => self.out.push(Output::NotLeader {
-                commands,
+                tokens: proposals.into_iter().map(|p| p.token).collect(),
                 hint: self.leader_hint,
             }),
         }
@@ -483,11 +505,8 @@ impl Core {
             Role::Follower => VecDeque::new(),
         };
         if !queued.is_empty() {
-            let commands = queued.into_iter().collect();
-            self.out.push(Output::NotLeader {
-                commands,
-                hint: None,
-            });
+            let tokens = queued.into_iter().map(|p| p.token).collect();
+            self.out.push(Output::NotLeader { tokens, hint: None });
         }
         if self.leader_hint == Some(self.cfg.me) {
             self.leader_hint = None;
@@ -527,10 +546,40 @@ impl Core {
                 .expect("chosen entry present")
                 .batch
                 .clone();
+            let tokens = match self.proposed.remove(&self.applied) {
+                Some((ours, tokens)) if ours == batch => tokens,
+                Some((_, tokens)) => {
+                    self.out.push(Output::Abandoned { tokens });
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
             self.out.push(Output::Apply {
                 slot: self.applied,
                 batch,
+                tokens,
             });
+        }
+        self.abandon_through(self.applied);
+        while self
+            .fresh_pending
+            .front()
+            .is_some_and(|(c, _)| *c <= self.applied)
+        {
+            let (_, t) = self.fresh_pending.pop_front().expect("front exists");
+            self.fresh_as_of = Some(self.fresh_as_of.map_or(t, |f| f.max(t)));
+        }
+    }
+
+    /// Proposals of slots at or below `through` that were never applied here (a snapshot
+    /// covered them): their outcome is unknown to this replica.
+    pub(crate) fn abandon_through(&mut self, through: Slot) {
+        while let Some(e) = self.proposed.first_entry() {
+            if *e.key() > through {
+                break;
+            }
+            let (_, tokens) = e.remove();
+            self.out.push(Output::Abandoned { tokens });
         }
     }
 }

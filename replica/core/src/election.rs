@@ -147,6 +147,7 @@ impl Core {
             lease: LeaseTracker::new(n),
             last_contact: vec![self.now; n],
             peer_commit: vec![Slot::ZERO; n],
+            peer_echo: vec![None; n],
             last_heartbeat: self.now,
             transfer: None,
             bump: false,
@@ -162,10 +163,10 @@ impl Core {
                 .get(&slot)
                 .map(|e| e.batch.clone())
                 .unwrap_or_else(Batch::noop);
-            self.propose_at(slot, batch);
+            self.propose_at(slot, batch, Vec::new());
             slot = slot.next();
         }
-        self.propose_at(last.next(), Batch::noop());
+        self.propose_at(last.next(), Batch::noop(), Vec::new());
         if let Role::Leader(l) = &mut self.role {
             l.queue = c.carried;
         }
@@ -232,12 +233,7 @@ impl Core {
         l.lease.relinquish();
         l.transfer = Some(now + self.cfg.election_timeout);
         let ballot = l.ballot;
-        self.broadcast(Message::Heartbeat {
-            ballot,
-            commit,
-            t_send: now,
-            relinquish: true,
-        });
+        self.send_heartbeats(true);
         self.send(p, Message::TimeoutNow { ballot });
     }
 }

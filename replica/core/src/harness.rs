@@ -4,7 +4,7 @@ use crate::config::CoreConfig;
 use crate::core::Core;
 use crate::io::{Input, Output, Record};
 use crate::quorum::Quorum;
-use crate::types::{Batch, Command, SiteId, Slot};
+use crate::types::{Batch, Command, Proposal, SiteId, Slot};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -17,6 +17,9 @@ pub struct LocalGroup {
     pub applied: Vec<Vec<(Slot, Batch)>>,
     /// Sites that are down drop everything addressed to them.
     pub down: Vec<bool>,
+    /// Tokens handed back by `Apply` per site, in order.
+    pub tokens: Vec<Vec<u64>>,
+    next_token: u64,
     queue: VecDeque<(SiteId, Input)>,
 }
 
@@ -31,6 +34,8 @@ impl LocalGroup {
             disks: vec![Vec::new(); n],
             applied: vec![Vec::new(); n],
             down: vec![false; n],
+            tokens: vec![Vec::new(); n],
+            next_token: 0,
             queue: VecDeque::new(),
         }
     }
@@ -67,8 +72,16 @@ impl LocalGroup {
                     self.disks[i].extend(records);
                     self.queue.push_back((site, Input::Persisted { token }));
                 }
-                Output::Apply { slot, batch } => self.applied[i].push((slot, batch)),
+                Output::Apply {
+                    slot,
+                    batch,
+                    tokens,
+                } => {
+                    self.applied[i].push((slot, batch));
+                    self.tokens[i].extend(tokens);
+                }
                 Output::InstallSnapshot { .. }
+                | Output::Abandoned { .. }
                 | Output::ReadReady { .. }
                 | Output::ReadRejected { .. }
                 | Output::NotLeader { .. } => {}
@@ -96,8 +109,21 @@ impl LocalGroup {
             .map(|(_, c)| c.me())
     }
 
-    pub fn propose(&mut self, site: SiteId, commands: Vec<Command>) {
-        self.input(site, Input::Propose(commands));
+    /// Proposes `commands` with fresh tokens (returned, in order).
+    pub fn propose(&mut self, site: SiteId, commands: Vec<Command>) -> Vec<u64> {
+        let proposals: Vec<Proposal> = commands
+            .into_iter()
+            .map(|command| {
+                self.next_token += 1;
+                Proposal {
+                    token: self.next_token,
+                    command,
+                }
+            })
+            .collect();
+        let tokens = proposals.iter().map(|p| p.token).collect();
+        self.input(site, Input::Propose(proposals));
+        tokens
     }
 
     /// Restarts `site` from its disk.

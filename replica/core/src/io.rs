@@ -6,7 +6,7 @@
 //! acknowledgements) until that report, so a driver may perform every `Send` as soon as it sees it.
 //! Storage completes in order: `Persisted { token }` means every token up to it is durable.
 use crate::message::Message;
-use crate::types::{Ballot, Batch, Command, SiteId, Slot};
+use crate::types::{Ballot, Batch, Proposal, SiteId, Slot};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +22,8 @@ pub enum Input {
     Persisted {
         token: u64,
     },
-    /// Client commands for this shard (only a leader accepts them).
-    Propose(Vec<Command>),
+    /// Client commands for this shard with their tokens (only a leader accepts them).
+    Propose(Vec<Proposal>),
     /// A linearizable read that the leader may answer alone under its lease.
     Read {
         id: u64,
@@ -47,10 +47,12 @@ pub enum Output {
         token: u64,
     },
     /// Apply the chosen batch of `slot` to the state machine. Emitted in slot order, exactly once
-    /// per slot per incarnation.
+    /// per slot per incarnation. `tokens` is aligned with `batch.0` when this replica proposed
+    /// exactly this batch for this slot in this incarnation, else empty.
     Apply {
         slot: Slot,
         batch: Batch,
+        tokens: Vec<u64>,
     },
     /// Replace the state machine with this snapshot (applied through `through`).
     InstallSnapshot {
@@ -66,10 +68,17 @@ pub enum Output {
         id: u64,
         reason: Rejection,
     },
-    /// Commands that were never proposed because this replica is not (or no longer) the leader.
+    /// Proposals (by token) that were never proposed because this replica is not (or no longer)
+    /// the leader.
     NotLeader {
-        commands: Vec<Command>,
+        tokens: Vec<u64>,
         hint: Option<SiteId>,
+    },
+    /// Proposals this replica put in a slot that was then chosen with another value, or that a
+    /// snapshot covered before they were applied here: their outcome is unknown to this replica
+    /// (a retry with the same exactly-once identity is safe).
+    Abandoned {
+        tokens: Vec<u64>,
     },
 }
 

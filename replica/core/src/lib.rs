@@ -28,6 +28,6 @@ pub use crate::log::Log;
 pub use crate::message::Message;
 pub use crate::quorum::{Quorum, QuorumSystem, SiteSet};
 pub use crate::rng::Rng;
-pub use crate::types::{Ballot, Batch, Command, LogEntry, ShardId, SiteId, Slot};
+pub use crate::types::{Ballot, Batch, Command, LogEntry, Proposal, ShardId, SiteId, Slot};
 #[cfg(test)]
 mod tests;

@@ -30,16 +30,23 @@ pub enum Message {
         t_send: Duration,
     },
     /// Leader liveness, commit index and lease renewal. `relinquish` releases lease promises.
+    /// `echo`: the latest `f_send` of the receiver's that reached this leader, sent only while
+    /// the leader holds its lease (then `commit` covers every write acknowledged before it).
     Heartbeat {
         ballot: Ballot,
         commit: Slot,
         t_send: Duration,
         relinquish: bool,
+        echo: Option<Duration>,
     },
+    /// `f_send`: the follower's own clock when it acknowledged; `max_accepted`: its highest
+    /// accepted slot (the leader closes orphaned slots above its log with no-ops).
     HeartbeatAck {
         ballot: Ballot,
         t_send: Duration,
         commit: Slot,
+        f_send: Duration,
+        max_accepted: Slot,
     },
     /// "I promised a higher ballot than yours."
     Nack { promised: Ballot },

@@ -9,8 +9,12 @@ use crate::types::{Ballot, Batch, SiteId, Slot};
 use std::time::Duration;
 
 impl Core {
-    /// Sends `batch` for `slot` in our ballot to every acceptor, ourselves included.
-    pub(crate) fn propose_at(&mut self, slot: Slot, batch: Batch) {
+    /// Sends `batch` for `slot` in our ballot to every acceptor, ourselves included. `tokens`
+    /// (aligned with the batch, or empty for no-ops and recovered values) come back on apply.
+    pub(crate) fn propose_at(&mut self, slot: Slot, batch: Batch, tokens: Vec<u64>) {
+        if !tokens.is_empty() {
+            self.proposed.insert(slot, (batch.clone(), tokens));
+        }
         let (now, commit) = (self.now, self.commit);
         let Role::Leader(l) = &mut self.role else {
             return;
@@ -49,16 +53,20 @@ impl Core {
                 return;
             }
             let mut batch = Vec::new();
+            let mut tokens = Vec::new();
             let mut bytes = 0;
-            while let Some(c) = l.queue.front() {
-                if !batch.is_empty() && (batch.len() >= max_cmds || bytes + c.len() > max_bytes) {
+            while let Some(p) = l.queue.front() {
+                let len = p.command.len();
+                if !batch.is_empty() && (batch.len() >= max_cmds || bytes + len > max_bytes) {
                     break;
                 }
-                bytes += c.len();
-                batch.push(l.queue.pop_front().expect("front exists"));
+                bytes += len;
+                let p = l.queue.pop_front().expect("front exists");
+                batch.push(p.command);
+                tokens.push(p.token);
             }
             let slot = l.next_slot;
-            self.propose_at(slot, Batch(batch));
+            self.propose_at(slot, Batch(batch), tokens);
         }
     }
 
@@ -104,6 +112,7 @@ impl Core {
         t_send: Duration,
     ) {
         let planted = self.cfg.planted_bug == Some(PlantedBug::AcceptLowerBallot);
+        self.planted_fresh_on_receipt();
         if ballot < self.promised && !planted {
             self.send(
                 from,
@@ -140,8 +149,10 @@ impl Core {
         commit: Slot,
         t_send: Duration,
         relinquish: bool,
+        echo: Option<Duration>,
     ) {
         let planted = self.cfg.planted_bug == Some(PlantedBug::AcceptLowerBallot);
+        self.planted_fresh_on_receipt();
         if ballot < self.promised && !planted {
             self.send(
                 from,
@@ -158,9 +169,64 @@ impl Core {
                 ballot,
                 t_send,
                 commit: self.commit,
+                f_send: self.now,
+                max_accepted: self.log.last_slot(),
             },
         );
         self.learn_commit(from, ballot, commit);
+        // Bounded staleness (DESIGN.md §4): the leader held its lease when it sent `commit`
+        // after hearing our `echo`, so once we applied `commit` our state includes every write
+        // acknowledged before `echo` (our own clock). Only a message the core accepted counts.
+        if let Some(e) = echo.filter(|_| ballot == self.promised) {
+            if self.fresh_pending.len() >= 64 {
+                self.fresh_pending.pop_front();
+            }
+            self.fresh_pending.push_back((commit, e));
+            self.advance_commit();
+        }
+    }
+
+    /// `PlantedBug::BoundedFromReceiveTime`: freshness from the receipt of any leader message.
+    fn planted_fresh_on_receipt(&mut self) {
+        if self.cfg.planted_bug == Some(PlantedBug::BoundedFromReceiveTime)
+            && self.applied >= self.leader_commit_seen
+        {
+            self.fresh_as_of = Some(self.now);
+        }
+    }
+
+    /// Heartbeats to every site (ourselves included), each echoing that site's own latest
+    /// timestamp while we hold the lease.
+    pub(crate) fn send_heartbeats(&mut self, relinquish: bool) {
+        let (now, commit, me) = (self.now, self.commit, self.cfg.me);
+        let lease = self.holds_lease(now);
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        let ballot = l.ballot;
+        let echoes: Vec<Option<Duration>> = (0..self.n)
+            .map(|s| {
+                if !lease {
+                    None
+                } else if s == me.0 as usize {
+                    Some(now)
+                } else {
+                    l.peer_echo[s]
+                }
+            })
+            .collect();
+        for (s, echo) in echoes.into_iter().enumerate() {
+            self.send(
+                SiteId(s as u8),
+                Message::Heartbeat {
+                    ballot,
+                    commit,
+                    t_send: now,
+                    relinquish,
+                    echo,
+                },
+            );
+        }
     }
 
     /// The leader of `ballot` says every slot up to `leader_commit` is chosen. Entries we
@@ -233,13 +299,29 @@ impl Core {
         ballot: Ballot,
         t_send: Duration,
         commit: Slot,
+        f_send: Duration,
+        max_accepted: Slot,
     ) {
         if !self.lease_ack(from, ballot, t_send) {
             return;
         }
-        if let Role::Leader(l) = &mut self.role {
-            let c = &mut l.peer_commit[from.0 as usize];
-            *c = (*c).max(commit);
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let i = from.0 as usize;
+        l.peer_commit[i] = l.peer_commit[i].max(commit);
+        l.peer_echo[i] = Some(l.peer_echo[i].map_or(f_send, |e| e.max(f_send)));
+        // Orphans: a deposed leader's proposals that no promiser reported sit accepted above our
+        // log at this follower. Nothing we propose would reach those slots while the shard is
+        // idle, and quorum reads would wait on them: close them with no-ops of our ballot.
+        if l.transfer.is_some() || max_accepted < l.next_slot {
+            return;
+        }
+        let (first, last) = (l.next_slot, max_accepted.min(Slot(l.next_slot.0 + 1024)));
+        let mut slot = first;
+        while slot <= last {
+            self.propose_at(slot, Batch::noop(), Vec::new());
+            slot = slot.next();
         }
     }
 
@@ -261,11 +343,15 @@ impl Core {
             return;
         }
         let transfer_failed = l.transfer.is_some_and(|t| now >= t);
-        if lost_quorum || transfer_failed {
-            if transfer_failed {
-                self.transfer_backoff_until = now + self.cfg.election_timeout * 10;
-            }
+        if lost_quorum {
             self.step_down();
+            return;
+        }
+        if transfer_failed {
+            // The target never took over (its TimeoutNow may be lost): lead again at a higher
+            // ballot, keeping the queue, and try the transfer later.
+            self.transfer_backoff_until = now + self.cfg.election_timeout * 10;
+            self.start_election();
             return;
         }
         let ballot = l.ballot;
@@ -273,12 +359,7 @@ impl Core {
         if now >= l.last_heartbeat + self.cfg.heartbeat_interval {
             l.last_heartbeat = now;
             let relinquish = l.transfer.is_some();
-            self.broadcast(Message::Heartbeat {
-                ballot,
-                commit,
-                t_send: now,
-                relinquish,
-            });
+            self.send_heartbeats(relinquish);
         }
         let Role::Leader(l) = &mut self.role else {
             return;

@@ -47,11 +47,15 @@ fn proposals_are_batched_committed_and_applied_in_order_everywhere() {
 fn followers_refuse_proposals_with_a_hint() {
     let (mut g, l) = elected(3);
     let f = SiteId(((l.0 + 1) % 3) as u8);
-    let out = g.cores[f.0 as usize].step(g.now, Input::Propose(vec![cmd(1)]));
+    let p = crate::Proposal {
+        token: 9,
+        command: cmd(1),
+    };
+    let out = g.cores[f.0 as usize].step(g.now, Input::Propose(vec![p]));
     assert_eq!(
         out,
         vec![Output::NotLeader {
-            commands: vec![cmd(1)],
+            tokens: vec![9],
             hint: Some(l)
         }]
     );

@@ -47,6 +47,16 @@ impl Ballot {
 /// One opaque client command. The core never looks inside; the state machine decodes it.
 pub type Command = Bytes;
 
+/// One client command with the driver's opaque token. The token never leaves this replica (it is
+/// not part of the replicated batch): `Output::Apply` hands it back beside the command, so the
+/// driver matches replies to requests without decoding anything. Tokens live in memory only, so a
+/// slot re-applied after a restart carries none and can never answer a new request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    pub token: u64,
+    pub command: Command,
+}
+
 /// The value chosen for one slot: a batch of commands. An empty batch is a no-op.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Batch(pub Vec<Command>);

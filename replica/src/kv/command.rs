@@ -33,9 +33,22 @@ pub struct Txn {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
-    Put { key: Key, value: Value },
-    Delete { key: Key },
-    Get { key: Key },
+    Put {
+        key: Key,
+        value: Value,
+    },
+    Delete {
+        key: Key,
+    },
+    Get {
+        key: Key,
+    },
+    /// Appends `value` to the key's current value (an absent key starts empty): not
+    /// idempotent, so a double apply or a lost update shows in the list-append workload.
+    Append {
+        key: Key,
+        value: Value,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +122,7 @@ impl KvCommand {
                 t.compares.iter().any(|c| c.key == key)
                     || t.success.iter().chain(&t.failure).any(|o| match o {
                         TxnOp::Put { key: k, .. }
+                        | TxnOp::Append { key: k, .. }
                         | TxnOp::Delete { key: k }
                         | TxnOp::Get { key: k } => k == key,
                     })

@@ -175,6 +175,15 @@ impl KvStore {
                 TxnOp::Put { key, value } => {
                     self.put(key, value);
                 }
+                TxnOp::Append { key, value } => {
+                    let mut v = self
+                        .data
+                        .get(key)
+                        .map(|kv| kv.value.clone())
+                        .unwrap_or_default();
+                    v.extend_from_slice(value);
+                    self.put(key, &v);
+                }
                 TxnOp::Delete { key } => {
                     self.data.remove(key);
                 }

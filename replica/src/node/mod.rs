@@ -125,11 +125,9 @@ pub async fn run(
         if let Some((file, offset, dropped)) = &recovery.truncated {
             tracing::warn!(file = %file.display(), offset, dropped, "torn final WAL record truncated");
         }
-        let (core, restore) = Core::recover(
-            cfg.core_config(me, k, 0x4D45_5249 ^ me as u64),
-            epoch.elapsed(),
-            records,
-        );
+        let core_cfg = cfg.core_config(me, k, 0x4D45_5249 ^ me as u64);
+        let drift_bound = core_cfg.drift_bound;
+        let (core, restore) = Core::recover(core_cfg, epoch.elapsed(), records);
         let (peer_tx, peer_rx) = mpsc::unbounded_channel();
         let notify = peer_tx.clone();
         let (wal, handle) = wal_writer::spawn(format!("wal-{site}-{k}"), log, move |d| {
@@ -140,6 +138,7 @@ pub async fn run(
         let opts = ShardOptions {
             snapshot_every: cfg.cluster.snapshot_every,
             compact_bytes: cfg.cluster.compact_bytes,
+            drift_bound,
         };
         let shard = Shard::new(k, core, restore, epoch, wal, links.clone(), opts);
         shard_tasks.push(tokio::spawn(shard.run(peer_rx, client_rx, stop_rx.clone())));

@@ -100,7 +100,9 @@ impl Replica for ReplicaService {
                 not_leader: false,
                 leader_hint: self.site_index as i32,
             })),
-            Reply::Local { .. } => Err(Status::internal("unexpected local reply to a submit")),
+            Reply::Local { .. } | Reply::Timeout => {
+                Err(Status::internal("unexpected local reply to a submit"))
+            }
             Reply::Overloaded => Err(Status::resource_exhausted(
                 "too many requests waiting; retry later",
             )),
@@ -135,6 +137,10 @@ impl Replica for ReplicaService {
                 command,
                 mode,
                 min_applied: req.min_applied,
+                wait: match req.wait_ms {
+                    0 => DEADLINE - Duration::from_millis(500),
+                    ms => Duration::from_millis(ms as u64).min(DEADLINE),
+                },
                 reply,
             })
             .await?
@@ -154,6 +160,9 @@ impl Replica for ReplicaService {
             })),
             Reply::Overloaded => Err(Status::resource_exhausted(
                 "too many reads waiting for their slot; retry later",
+            )),
+            Reply::Timeout => Err(Status::deadline_exceeded(
+                "this replica has not applied the requested slot in time; try another replica",
             )),
             Reply::NotLeader { hint: h } => Ok(Response::new(pb::ReadReply {
                 result: vec![],
@@ -192,9 +201,10 @@ impl Replica for ReplicaService {
             if s.send(ClientInput::Status { reply: tx }).await.is_err() {
                 return Err(Status::unavailable("replica shutting down"));
             }
-            let st = rx
+            let full = rx
                 .await
                 .map_err(|_| Status::unavailable("replica shutting down"))?;
+            let st = &full.info;
             shards.push(pb::ShardStatus {
                 shard: i as u32,
                 is_leader: st.is_leader,
@@ -205,8 +215,8 @@ impl Replica for ReplicaService {
                 applied_index: st.applied,
                 holds_lease: st.holds_lease,
                 revision: st.revision,
-                wal_bytes: st.wal_bytes,
-                fsync_us_last: st.fsync_us_last,
+                wal_bytes: full.wal_bytes,
+                fsync_us_last: full.fsync_us_last,
             });
         }
         Ok(Response::new(pb::StatusReply {

@@ -1,28 +1,12 @@
-//! Simulated clients: each issues operations one at a time against the replica it believes
-//! leads, retrying (same sequence number) on redirects and timeouts until it gets an answer.
+//! Simulated clients: each sits in a region and issues operations one at a time through its
+//! region's proxy, with every read mode, on register keys (`k*`) and list keys (`l*`, appended
+//! to by transactions) so that lost updates and double applies show.
 use meridian_core::Rng;
-use meridian_replica::kv::{Compare, CompareTarget, KvCommand, KvResult, Op, Txn, TxnOp};
+use meridian_proxy::logic::read_op::{Consistency, Mode};
+use meridian_replica::kv::{Compare, CompareTarget, Op, Txn, TxnOp};
+use std::time::Duration;
 
-#[derive(Clone, Debug)]
-pub struct ClientRequest {
-    pub client: usize,
-    pub cmd: KvCommand,
-}
-
-#[derive(Clone, Debug)]
-pub enum ClientReply {
-    Ok {
-        seq: u64,
-        result: KvResult,
-        path: &'static str,
-    },
-    NotLeader {
-        seq: u64,
-        hint: Option<usize>,
-    },
-}
-
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ClientOp {
     Put {
         key: String,
@@ -30,6 +14,8 @@ pub enum ClientOp {
     },
     Get {
         key: String,
+        consistency: Consistency,
+        mode: Mode,
     },
     Delete {
         key: String,
@@ -39,24 +25,35 @@ pub enum ClientOp {
         expect: Option<String>,
         value: String,
     },
+    /// Appends `,elem` to a list key.
+    Append {
+        key: String,
+        elem: String,
+    },
 }
 
 impl ClientOp {
     pub fn key(&self) -> &str {
         match self {
             ClientOp::Put { key, .. }
-            | ClientOp::Get { key }
+            | ClientOp::Get { key, .. }
             | ClientOp::Delete { key }
-            | ClientOp::Cas { key, .. } => key,
+            | ClientOp::Cas { key, .. }
+            | ClientOp::Append { key, .. } => key,
         }
     }
+
+    pub fn is_read(&self) -> bool {
+        matches!(self, ClientOp::Get { .. })
+    }
+
     pub fn to_op(&self) -> Op {
         match self.clone() {
             ClientOp::Put { key, value } => Op::Put {
                 key: key.into_bytes(),
                 value: value.into_bytes(),
             },
-            ClientOp::Get { key } => Op::Get {
+            ClientOp::Get { key, .. } => Op::Get {
                 key: key.into_bytes(),
             },
             ClientOp::Delete { key } => Op::Delete {
@@ -73,20 +70,26 @@ impl ClientOp {
                 }],
                 failure: vec![],
             }),
+            ClientOp::Append { key, elem } => Op::Txn(Txn {
+                compares: vec![],
+                success: vec![TxnOp::Append {
+                    key: key.into_bytes(),
+                    value: format!(",{elem}").into_bytes(),
+                }],
+                failure: vec![],
+            }),
         }
     }
 }
 
 pub struct Pending {
-    pub seq: u64,
     pub op: ClientOp,
     pub invoke_ns: u64,
-    pub attempt: u32,
 }
 
 pub struct SimClient {
     pub region: usize,
-    pub target: usize,
+    pub proxy: usize,
     pub seq: u64,
     pub remaining: usize,
     pub current: Option<Pending>,
@@ -94,22 +97,51 @@ pub struct SimClient {
     pub seen: std::collections::BTreeMap<String, Option<String>>,
 }
 
-pub const CLIENT_TIMEOUT_NS: u64 = 2_000_000_000;
+/// Bounds a `bounded:B` read may ask for.
+const BOUNDS_MS: [u64; 4] = [20, 100, 300, 1000];
+
+fn read_kind(rng: &mut Rng) -> (Consistency, Mode) {
+    let lin = Consistency::Linearizable;
+    match rng.below(100) {
+        0..=24 => (lin, Mode::Auto),
+        25..=49 => (lin, Mode::Leader),
+        50..=69 => (lin, Mode::Quorum),
+        70..=79 => (Consistency::Serializable, Mode::Auto),
+        _ => {
+            let b = BOUNDS_MS[rng.below(BOUNDS_MS.len() as u64) as usize];
+            (Consistency::Bounded(Duration::from_millis(b)), Mode::Auto)
+        }
+    }
+}
 
 impl SimClient {
-    /// The next operation: 40 % get, 35 % put, 10 % delete, 15 % compare-and-set. Values are
-    /// unique so that the checker can tell writes apart.
+    /// The next operation: 40 % get (every read mode), 25 % put, 8 % delete, 12 %
+    /// compare-and-set on register keys, 15 % append on list keys. Values are unique so the
+    /// checkers can tell writes apart.
     pub fn next_op(&mut self, id: usize, keys: usize, rng: &mut Rng) -> ClientOp {
         let key = format!("k{}", rng.below(keys as u64));
+        let list = format!("l{}", rng.below(2));
         let value = format!("c{id}s{}", self.seq);
         match rng.below(100) {
-            0..=39 => ClientOp::Get { key },
-            40..=74 => ClientOp::Put { key, value },
-            75..=84 => ClientOp::Delete { key },
-            _ => {
+            0..=39 => {
+                let (consistency, mode) = read_kind(rng);
+                let key = if rng.chance(0.25) { list } else { key };
+                ClientOp::Get {
+                    key,
+                    consistency,
+                    mode,
+                }
+            }
+            40..=64 => ClientOp::Put { key, value },
+            65..=72 => ClientOp::Delete { key },
+            73..=84 => {
                 let expect = self.seen.get(&key).cloned().flatten();
                 ClientOp::Cas { key, expect, value }
             }
+            _ => ClientOp::Append {
+                key: list,
+                elem: value,
+            },
         }
     }
 }

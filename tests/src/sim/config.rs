@@ -100,6 +100,9 @@ pub struct SimConfig {
     /// Test-only: drift clocks far beyond ε (rates 0.4..1.6) to show that the lease and
     /// linearizability checkers catch the stale reads that follow.
     pub drift_beyond_bound: bool,
+    /// Vary the run by seed: a quarter of the seeds without leases (reads through the log), a
+    /// third with a preferred leader (leadership transfers).
+    pub vary: bool,
 }
 
 /// The five regions of the default demo cluster.
@@ -153,6 +156,7 @@ impl SimConfig {
             snapshot_every: 40,
             drift_bound: 0.01,
             drift_beyond_bound: false,
+            vary: true,
         })
     }
 

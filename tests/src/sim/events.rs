@@ -1,10 +1,12 @@
 //! The simulator's event queue: ordered by (true time, insertion sequence), so equal times are
 //! processed in a deterministic order.
 use meridian_core::Message;
+use meridian_proxy::logic::{Call, CallResult};
+use meridian_replica::kv::KvCommand;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::client::{ClientReply, ClientRequest};
+use super::proxy::Answer;
 
 #[derive(Debug)]
 pub enum Event {
@@ -17,30 +19,50 @@ pub enum Event {
         node: usize,
         incarnation: u64,
     },
-    PersistDone {
+    DiskDone {
         node: usize,
-        token: u64,
         incarnation: u64,
     },
-    Request {
+    /// A proxy's delayed call (backoff) leaves now.
+    CallSend {
+        proxy: usize,
+        op: u64,
+        call: Call,
+        read: Option<KvCommand>,
+    },
+    /// A proxy's call reaches a site.
+    CallArrive {
         node: usize,
-        req: ClientRequest,
+        proxy: usize,
+        op: u64,
+        call: Call,
+        read: Option<KvCommand>,
     },
-    Reply {
-        client: usize,
-        reply: ClientReply,
+    CallReply {
+        proxy: usize,
+        op: u64,
+        call: u32,
+        site: usize,
+        result: CallResult,
     },
-    ClientTimeout {
+    CallTimeout {
+        proxy: usize,
+        op: u64,
+        call: u32,
+        site: usize,
+    },
+    /// A client's request reaches its proxy.
+    ProxyRequest {
         client: usize,
-        seq: u64,
-        attempt: u32,
+    },
+    ClientReply {
+        client: usize,
+        answer: Answer,
     },
     ClientNext {
         client: usize,
     },
-    Crash {
-        node: usize,
-    },
+    Crash,
     Pause,
     Restart {
         node: usize,
@@ -60,8 +82,8 @@ impl Event {
         match self {
             Event::Deliver { to, .. } => Some(*to),
             Event::Tick { node, .. }
-            | Event::PersistDone { node, .. }
-            | Event::Request { node, .. } => Some(*node),
+            | Event::DiskDone { node, .. }
+            | Event::CallArrive { node, .. } => Some(*node),
             _ => None,
         }
     }
@@ -70,17 +92,20 @@ impl Event {
         match self {
             Event::Deliver { .. } => 1,
             Event::Tick { .. } => 2,
-            Event::PersistDone { .. } => 3,
-            Event::Request { .. } => 4,
-            Event::Reply { .. } => 5,
-            Event::ClientTimeout { .. } => 6,
-            Event::ClientNext { .. } => 7,
-            Event::Crash { .. } => 8,
-            Event::Restart { .. } => 9,
-            Event::Partition { .. } => 10,
-            Event::HealPartition => 11,
-            Event::HealAll => 12,
-            Event::Pause => 13,
+            Event::DiskDone { .. } => 3,
+            Event::CallSend { .. } => 4,
+            Event::CallArrive { .. } => 5,
+            Event::CallReply { .. } => 6,
+            Event::CallTimeout { .. } => 7,
+            Event::ProxyRequest { .. } => 8,
+            Event::ClientReply { .. } => 9,
+            Event::ClientNext { .. } => 10,
+            Event::Crash => 11,
+            Event::Pause => 12,
+            Event::Restart { .. } => 13,
+            Event::Partition { .. } => 14,
+            Event::HealPartition => 15,
+            Event::HealAll => 16,
         }
     }
 }

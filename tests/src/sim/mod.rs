@@ -6,6 +6,7 @@ pub mod events;
 pub mod invariants;
 pub mod network;
 pub mod node;
+pub mod proxy;
 pub mod sweep;
 pub mod world;
 

@@ -1,35 +1,46 @@
-//! One simulated replica site: the real core, the real KV state machine, a simulated disk
-//! (records become durable only when their fsync completes; a crash loses the rest) and a
-//! drifting local clock.
+//! One simulated replica site: the real `ShardDriver` (core, KV state machine, request table,
+//! parked reads, barrier, freshness), a simulated disk (records become durable only when their
+//! fsync completes; a crash loses the rest, and a compaction rewrite still queued when the site
+//! crashes never happened) and a drifting local clock.
 use super::invariants::durability::Acknowledged;
-use meridian_core::{Core, Record};
-use meridian_replica::kv::KvStore;
+use meridian_core::Record;
+use meridian_replica::driver::ShardDriver;
 use meridian_replica::storage::{LogStore, MemLog};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use super::client::ClientRequest;
-
-/// Rewrite the simulated log once it holds this many records.
+/// Compact the simulated log once it holds this many records.
 pub const COMPACT_AT_RECORDS: u64 = 100;
 
+/// One queued disk operation, completed in order.
+pub enum DiskOp {
+    Append { token: u64, records: Vec<Record> },
+    Compact { records: Vec<Record> },
+}
+
+/// Who asked a driver request: the proxy, its operation and call, and when it arrived.
+#[derive(Clone, Copy, Debug)]
+pub struct CallOrigin {
+    pub proxy: usize,
+    pub op: u64,
+    pub call: u32,
+    pub submit: bool,
+    pub arrived: u64,
+}
+
 pub struct SimNode {
-    pub core: Option<Core>,
-    pub kv: KvStore,
+    pub driver: Option<ShardDriver>,
     pub region: usize,
     pub incarnation: u64,
     /// Durable records (the same in-memory log the storage conformance suite checks).
     pub disk: MemLog,
-    /// Written but not yet fsync'd.
-    pub pending_disk: VecDeque<(u64, Vec<Record>)>,
+    pub pending_disk: VecDeque<DiskOp>,
     pub disk_free_at: u64,
-    /// Client writes awaiting their apply here: (client id, seq) -> (client index, proposed at).
-    pub waiting: BTreeMap<(u64, u64), (usize, u64)>,
-    pub reads: BTreeMap<u64, ClientRequest>,
+    pub calls: BTreeMap<u64, CallOrigin>,
+    pub next_call: u64,
     pub clock_offset_ns: u64,
     pub clock_rate: f64,
     pub acked: Acknowledged,
-    pub last_snapshot: u64,
     /// A stalled process handles nothing before this true time.
     pub paused_until: u64,
 }
@@ -37,19 +48,17 @@ pub struct SimNode {
 impl SimNode {
     pub fn new(region: usize, clock_offset_ns: u64, clock_rate: f64) -> SimNode {
         SimNode {
-            core: None,
-            kv: KvStore::default(),
+            driver: None,
             region,
             incarnation: 0,
             disk: MemLog::default(),
             pending_disk: VecDeque::new(),
             disk_free_at: 0,
-            waiting: BTreeMap::new(),
-            reads: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            next_call: 0,
             clock_offset_ns,
             clock_rate,
             acked: Acknowledged::default(),
-            last_snapshot: 0,
             paused_until: 0,
         }
     }
@@ -59,30 +68,32 @@ impl SimNode {
         Duration::from_nanos(self.clock_offset_ns + (t as f64 * self.clock_rate) as u64)
     }
 
-    /// A crash: the process and everything not yet fsync'd are gone.
-    pub fn crash(&mut self) {
-        self.core = None;
-        self.kv = KvStore::default();
+    /// A crash: the process and everything not yet fsync'd are gone. Returns whether a
+    /// compaction rewrite was interrupted.
+    pub fn crash(&mut self) -> bool {
+        self.driver = None;
+        let interrupted = self
+            .pending_disk
+            .iter()
+            .any(|d| matches!(d, DiskOp::Compact { .. }));
         self.pending_disk.clear();
-        self.waiting.clear();
-        self.reads.clear();
+        self.disk.crash();
+        self.calls.clear();
         self.incarnation += 1;
-        self.last_snapshot = 0;
+        interrupted
     }
 
-    /// The fsync of everything up to `token` completed.
-    pub fn persisted(&mut self, token: u64) {
-        while self.pending_disk.front().is_some_and(|(t, _)| *t <= token) {
-            let (_, records) = self.pending_disk.pop_front().expect("front exists");
-            self.disk.append(&records).expect("memory");
-        }
-        self.disk.sync().expect("memory");
-        // Compact like the real WAL does: replace the log with the core's equivalent state.
-        if self.disk.size() > COMPACT_AT_RECORDS {
-            if let Some(core) = &self.core {
-                self.disk
-                    .rewrite(&core.compaction_records())
-                    .expect("memory");
+    /// Completes the oldest queued disk operation; an append returns its token.
+    pub fn disk_done(&mut self) -> Option<u64> {
+        match self.pending_disk.pop_front()? {
+            DiskOp::Append { token, records } => {
+                self.disk.append(&records).expect("memory");
+                self.disk.sync().expect("memory");
+                Some(token)
+            }
+            DiskOp::Compact { records } => {
+                self.disk.rewrite(&records).expect("memory");
+                None
             }
         }
     }

@@ -10,6 +10,17 @@ pub struct Summary {
     pub violations: u64,
     pub agreement_violations: u64,
     pub incomplete_after_heal: u64,
+    /// Bounded-staleness reads that missed a write older than their bound.
+    pub stale_reads: u64,
+    /// Reads answered per path, keyed like the `x-meridian-read-path` header.
+    pub reads_by_path: std::collections::BTreeMap<String, u64>,
+    /// Seeds run without leases, with a preferred leader (transfers), and compaction rewrites
+    /// completed / interrupted by a crash: what the sweep covered.
+    pub seeds_without_lease: u64,
+    pub seeds_with_transfers: u64,
+    pub leader_changes: u64,
+    pub compactions: u64,
+    pub compaction_crashes: u64,
     pub failing_seeds: Vec<u64>,
 }
 
@@ -28,6 +39,15 @@ pub fn sweep(
         s.violations += r.violations();
         s.agreement_violations += r.agreement_violations;
         s.incomplete_after_heal += r.incomplete_after_heal as u64;
+        s.stale_reads += r.stale_reads;
+        for (p, n) in &r.reads_by_path {
+            *s.reads_by_path.entry(p.clone()).or_default() += n;
+        }
+        s.seeds_without_lease += u64::from(!r.lease);
+        s.seeds_with_transfers += u64::from(r.preferred_leader.is_some());
+        s.leader_changes += r.leaders.len().saturating_sub(1) as u64;
+        s.compactions += r.compactions;
+        s.compaction_crashes += r.compaction_crashes;
         if r.failed() {
             s.failing_seeds.push(seed);
         }

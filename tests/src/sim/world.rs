@@ -1,20 +1,33 @@
-//! One seeded simulated run: the event loop that ties cores, disks, the WAN and clients
-//! together, injects faults, heals, and hands the results to the checkers.
-use super::client::{ClientOp, ClientReply, ClientRequest, Pending, SimClient, CLIENT_TIMEOUT_NS};
+//! One seeded simulated run: the event loop that ties the real shard drivers, simulated disks,
+//! the WAN, the simulated proxies (the real proxy logic) and clients together, injects faults,
+//! heals, and hands the results to the checkers.
+use super::client::{ClientOp, Pending, SimClient};
 use super::config::SimConfig;
 use super::events::{Event, Queue};
 use super::invariants::{
-    acceptor, agreement::Agreement, election::ElectionSafety, lease, Findings,
+    acceptor, agreement::Agreement, election::ElectionSafety, lease, list_append::ListAppend,
+    staleness::Staleness, Findings,
 };
 use super::network::Network;
-use super::node::SimNode;
+use super::node::{CallOrigin, DiskOp, SimNode, COMPACT_AT_RECORDS};
+use super::proxy::{Answer, ProxyOut, SimProxy};
 use crate::history::{HistoryOp, OpKind, Outcome as HOutcome};
-use meridian_core::{Core, CoreConfig, Input, Output, Rejection, Rng, SiteId};
-use meridian_replica::kv::{KvCommand, Op, Outcome};
+use meridian_core::{Core, CoreConfig, Message, PlantedBug, Rng, SiteId};
+use meridian_proxy::logic::read_op::Consistency;
+use meridian_proxy::logic::{CallKind, CallResult, ServiceError, SiteRead};
+use meridian_replica::driver::{
+    DriverConfig, Effect, Event as DEvent, Reply, Request, ShardDriver,
+};
+use meridian_replica::kv::Outcome;
+use meridian_topology::model::QuorumShape;
 use meridian_topology::RttMatrix;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 const TICK_NS: u64 = 10_000_000;
 const MS: u64 = 1_000_000;
+/// Client to its region's proxy, one way.
+const CLIENT_PROXY_NS: u64 = MS / 2;
 
 /// FNV-1a, for trace hashes that are stable across platforms and runs.
 #[derive(Clone, Copy)]
@@ -43,15 +56,26 @@ pub struct SeedReport {
     pub ops_completed: usize,
     pub linearizability_violations: u64,
     pub agreement_violations: u64,
+    /// Bounded-staleness reads that missed a write older than their bound.
+    pub stale_reads: u64,
     pub other_violations: u64,
     pub incomplete_after_heal: usize,
     pub trace_hash: u64,
     pub examples: Vec<String>,
+    /// Linearizable operations (register keys), for `meridian check`.
     pub history: Vec<HistoryOp>,
-    /// Propose-to-apply latency at the proposing leader, in ns, per write.
+    /// Propose-to-reply latency at the leader, in ns, per write batch.
     pub commit_latency_ns: Vec<u64>,
     /// (true time, site) of every leadership change.
     pub leaders: Vec<(u64, usize)>,
+    /// Reads answered per path (`leader`, `log`, `quorum`, `local`).
+    pub reads_by_path: BTreeMap<String, u64>,
+    /// Compaction rewrites completed, and crashes that interrupted one.
+    pub compactions: u64,
+    pub compaction_crashes: u64,
+    /// The variations this seed ran with.
+    pub lease: bool,
+    pub preferred_leader: Option<usize>,
 }
 
 impl SeedReport {
@@ -59,7 +83,8 @@ impl SeedReport {
         self.linearizability_violations + self.other_violations
     }
     pub fn failed(&self) -> bool {
-        self.violations() + self.agreement_violations > 0 || self.incomplete_after_heal > 0
+        self.violations() + self.agreement_violations + self.stale_reads > 0
+            || self.incomplete_after_heal > 0
     }
 }
 
@@ -71,23 +96,39 @@ pub struct World {
     q: Queue,
     net: Network,
     nodes: Vec<SimNode>,
+    proxies: Vec<SimProxy>,
     clients: Vec<SimClient>,
     history: Vec<HistoryOp>,
     findings: Findings,
     agreement: Agreement,
     election: ElectionSafety,
+    staleness: Staleness,
+    lists: ListAppend,
     trace: Fnv,
-    next_read: u64,
     heal_at: u64,
     commit_latency: Vec<u64>,
     leaders: Vec<(u64, usize)>,
     last_leader: Option<usize>,
+    reads_by_path: BTreeMap<String, u64>,
+    compactions: u64,
+    compaction_crashes: u64,
+    incomplete: usize,
 }
 
 impl World {
-    pub fn new(cfg: SimConfig, matrix: &RttMatrix, seed: u64) -> World {
+    pub fn new(mut cfg: SimConfig, matrix: &RttMatrix, seed: u64) -> World {
         let mut rng = Rng::new(seed);
         let n = cfg.sites();
+        // Seed-dependent variations: a share runs without leases (reads through the log) and a
+        // share with a preferred leader (leadership transfers).
+        if cfg.vary {
+            if cfg.lease && seed % 4 == 1 {
+                cfg.lease = false;
+            }
+            if cfg.preferred_leader.is_none() && seed.is_multiple_of(3) {
+                cfg.preferred_leader = Some(SiteId((seed / 3 % n as u64) as u8));
+            }
+        }
         let region_idx: Vec<usize> = cfg
             .regions
             .iter()
@@ -98,8 +139,8 @@ impl World {
             .enumerate()
             .map(|(i, &r)| {
                 let offset = rng.below(1_000_000_000) + 1_000_000_000;
-                // Within the bound, any two rates differ by less than ε. Beyond it (test-only),
-                // the preferred leader's clock runs at a third of the others' speed.
+                // Within the bound, any two rates differ by less than 0.95 ε. Beyond it
+                // (test-only), the preferred leader's clock runs at a third of the others' speed.
                 let rate = if cfg.drift_beyond_bound {
                     if i == 0 {
                         0.35
@@ -107,17 +148,33 @@ impl World {
                         1.0 + 0.5 * rng.unit()
                     }
                 } else if cfg.faults.drift {
-                    1.0 + (rng.unit() - 0.5) * 0.9 * cfg.drift_bound
+                    1.0 + (rng.unit() - 0.5) * 0.95 * cfg.drift_bound
                 } else {
                     1.0
                 };
                 SimNode::new(r, offset, rate)
             })
             .collect();
+        let shape = if n == 9 {
+            QuorumShape::three_by_three()
+        } else {
+            QuorumShape::Majority
+        };
+        let proxies: Vec<SimProxy> = region_idx
+            .iter()
+            .enumerate()
+            .map(|(p, &r)| {
+                let rtt = region_idx.iter().map(|&s| Some(matrix.ms[r][s])).collect();
+                let mut px = SimProxy::new(p, r, rtt, cfg.quorum.clone(), shape.clone(), cfg.lease);
+                px.ignore_barrier = cfg.planted_bug == Some(PlantedBug::PqrIgnoreBarrier);
+                px.retry_new_seq = cfg.planted_bug == Some(PlantedBug::ProxyRetryNewSeq);
+                px
+            })
+            .collect();
         let clients = (0..cfg.clients)
             .map(|c| SimClient {
                 region: region_idx[c % n],
-                target: c % n,
+                proxy: c % n,
                 seq: 0,
                 remaining: cfg.ops / cfg.clients + usize::from(c < cfg.ops % cfg.clients),
                 current: None,
@@ -134,17 +191,23 @@ impl World {
             q: Queue::default(),
             net,
             nodes,
+            proxies,
             clients,
             history: Vec::new(),
             findings: Findings::default(),
             agreement: Agreement::default(),
             election: ElectionSafety::default(),
+            staleness: Staleness::default(),
+            lists: ListAppend::default(),
             trace: Fnv::default(),
-            next_read: 0,
             heal_at,
             commit_latency: Vec::new(),
             leaders: Vec::new(),
             last_leader: None,
+            reads_by_path: BTreeMap::new(),
+            compactions: 0,
+            compaction_crashes: 0,
+            incomplete: 0,
         }
     }
 
@@ -158,6 +221,17 @@ impl World {
             c.lease = None;
         }
         c
+    }
+
+    fn driver_config(&self) -> DriverConfig {
+        DriverConfig {
+            snapshot_every: self.cfg.snapshot_every,
+            compact_at: COMPACT_AT_RECORDS,
+            drift_bound: self.cfg.drift_bound,
+            max_parked: 4096,
+            observe_applies: true,
+            planted_bug: self.cfg.planted_bug,
+        }
     }
 
     /// Runs to completion and checks everything.
@@ -209,7 +283,7 @@ impl World {
                 if t >= self.heal_at {
                     break;
                 }
-                self.q.push(t, Event::Crash { node: usize::MAX });
+                self.q.push(t, Event::Crash);
             }
         }
         if f.pause {
@@ -252,17 +326,17 @@ impl World {
     fn start_node(&mut self, i: usize, fresh: bool) {
         let cfg = self.core_config(i);
         let local = self.nodes[i].local(self.now);
-        let outs = if fresh {
-            self.nodes[i].core = Some(Core::new(cfg, local));
-            Vec::new()
+        let (core, outs) = if fresh {
+            (Core::new(cfg, local), Vec::new())
         } else {
             let (core, outs) = Core::recover(cfg, local, self.nodes[i].disk.durable().to_vec());
             self.nodes[i]
                 .acked
                 .check_recovered(i, &core, &mut self.findings);
-            self.nodes[i].core = Some(core);
-            outs
+            (core, outs)
         };
+        let driver = ShardDriver::new(core, outs, self.driver_config(), local);
+        self.nodes[i].driver = Some(driver);
         let phase = self.rng.below(TICK_NS);
         let inc = self.nodes[i].incarnation;
         self.q.push(
@@ -272,7 +346,6 @@ impl World {
                 incarnation: inc,
             },
         );
-        self.handle_outputs(i, outs);
     }
 
     fn handle(&mut self, ev: Event) {
@@ -283,56 +356,74 @@ impl World {
                 if self.net.blocked(from, to) {
                     return;
                 }
-                self.step(
-                    to,
-                    Input::Message {
-                        from: SiteId(from as u8),
-                        msg,
-                    },
-                );
+                let from = SiteId(from as u8);
+                self.step(to, DEvent::Peer { from, msg });
             }
             Event::Tick { node, incarnation } => {
-                if self.nodes[node].incarnation == incarnation && self.nodes[node].core.is_some() {
-                    self.step(node, Input::Tick);
+                if self.nodes[node].incarnation == incarnation && self.nodes[node].driver.is_some()
+                {
+                    self.step(node, DEvent::Tick);
                     self.q
                         .push(self.now + TICK_NS, Event::Tick { node, incarnation });
                 }
             }
-            Event::PersistDone {
+            Event::DiskDone { node, incarnation } => {
+                let nd = &mut self.nodes[node];
+                if nd.incarnation != incarnation || nd.driver.is_none() {
+                    return;
+                }
+                match nd.disk_done() {
+                    Some(token) => {
+                        let log_size = nd.disk.durable().len() as u64;
+                        self.step(node, DEvent::Persisted { token, log_size });
+                    }
+                    None => self.compactions += 1,
+                }
+            }
+            Event::CallSend {
+                proxy,
+                op,
+                call,
+                read,
+            } => self.send_call(proxy, op, call, read),
+            Event::CallArrive {
                 node,
-                token,
-                incarnation,
+                proxy,
+                op,
+                call,
+                read,
+            } => self.call_arrives(node, proxy, op, call, read),
+            Event::CallReply {
+                proxy,
+                op,
+                call,
+                site,
+                result,
             } => {
-                if self.nodes[node].incarnation == incarnation && self.nodes[node].core.is_some() {
-                    self.nodes[node].persisted(token);
-                    self.step(node, Input::Persisted { token });
-                }
+                let now = Duration::from_nanos(self.now);
+                let outs = self.proxies[proxy].on_result(now, op, call, site, result);
+                self.proxy_outs(proxy, outs);
             }
-            Event::Request { node, req } => self.on_request(node, req),
-            Event::Reply { client, reply } => self.on_reply(client, reply),
-            Event::ClientTimeout {
-                client,
-                seq,
-                attempt,
+            Event::CallTimeout {
+                proxy,
+                op,
+                call,
+                site,
             } => {
-                let c = &self.clients[client];
-                if c.current
-                    .as_ref()
-                    .is_some_and(|p| p.seq == seq && p.attempt == attempt)
-                {
-                    let n = self.cfg.sites();
-                    self.clients[client].target = (self.clients[client].target + 1) % n;
-                    self.resend(client, 0);
-                }
+                let now = Duration::from_nanos(self.now);
+                let outs = self.proxies[proxy].on_result(now, op, call, site, CallResult::Failed);
+                self.proxy_outs(proxy, outs);
             }
+            Event::ProxyRequest { client } => self.proxy_request(client),
+            Event::ClientReply { client, answer } => self.on_answer(client, answer),
             Event::ClientNext { client } => self.client_next(client),
-            Event::Crash { .. } => self.crash_someone(),
+            Event::Crash => self.crash_someone(),
             Event::Pause => {
                 let victim = self.pick_victim();
                 self.nodes[victim].paused_until = self.now + 500 * MS + self.rng.below(3500 * MS);
             }
             Event::Restart { node } => {
-                if self.nodes[node].core.is_none() && self.now < self.heal_at {
+                if self.nodes[node].driver.is_none() && self.now < self.heal_at {
                     self.start_node(node, false);
                 }
             }
@@ -350,7 +441,7 @@ impl World {
                 self.net.heal();
                 self.net.faulty = false;
                 for i in 0..self.nodes.len() {
-                    if self.nodes[i].core.is_none() {
+                    if self.nodes[i].driver.is_none() {
                         self.start_node(i, false);
                     }
                 }
@@ -360,12 +451,25 @@ impl World {
 
     fn crash_someone(&mut self) {
         let n = self.cfg.sites();
-        let down = self.nodes.iter().filter(|x| x.core.is_none()).count();
+        let down = self.nodes.iter().filter(|x| x.driver.is_none()).count();
         if down >= (n - 1) / 2 {
             return;
         }
-        let victim = self.pick_victim();
-        self.nodes[victim].crash();
+        // A share of the crashes hits a site in the middle of a compaction rewrite.
+        let compacting = (0..n).find(|&i| {
+            self.nodes[i].driver.is_some()
+                && self.nodes[i]
+                    .pending_disk
+                    .iter()
+                    .any(|d| matches!(d, DiskOp::Compact { .. }))
+        });
+        let victim = match compacting {
+            Some(i) if self.rng.chance(0.5) => i,
+            _ => self.pick_victim(),
+        };
+        if self.nodes[victim].crash() {
+            self.compaction_crashes += 1;
+        }
         let back = self.now + 500 * MS + self.rng.below(3500 * MS);
         self.q.push(back, Event::Restart { node: victim });
     }
@@ -373,33 +477,39 @@ impl World {
     /// The leader half of the time (the most damaging choice), else any live site.
     fn pick_victim(&mut self) -> usize {
         let n = self.cfg.sites();
-        let leader = (0..n).find(|&i| self.nodes[i].core.as_ref().is_some_and(|c| c.is_leader()));
+        let is_leader = |nd: &SimNode| nd.driver.as_ref().is_some_and(|d| d.core().is_leader());
+        let leader = (0..n).find(|&i| is_leader(&self.nodes[i]));
         match leader {
             Some(l) if self.rng.chance(0.5) => l,
             _ => {
-                let live: Vec<usize> = (0..n).filter(|&i| self.nodes[i].core.is_some()).collect();
+                let live: Vec<usize> = (0..n).filter(|&i| self.nodes[i].driver.is_some()).collect();
                 live[self.rng.below(live.len() as u64) as usize]
             }
         }
     }
 
-    /// Feeds one input to a live node's core and carries out what comes out.
-    fn step(&mut self, i: usize, input: Input) {
+    /// Feeds one event to a live site's driver and carries out its effects.
+    fn step(&mut self, i: usize, ev: DEvent) {
         let local = self.nodes[i].local(self.now);
-        let Some(core) = self.nodes[i].core.as_mut() else {
+        let Some(d) = self.nodes[i].driver.as_mut() else {
             return;
         };
-        let outs = core.step(local, input);
-        self.handle_outputs(i, outs);
+        let effects = d.handle(local, ev);
+        self.effects(i, effects);
         self.after_step(i);
     }
 
     fn after_step(&mut self, i: usize) {
-        let Some(core) = self.nodes[i].core.as_ref() else {
+        let Some(d) = self.nodes[i].driver.as_ref() else {
             return;
         };
-        self.election
-            .observe(i, core.leader_ballot(), &mut self.findings);
+        let core = d.core();
+        self.election.observe(
+            i,
+            core.leader_ballot(),
+            &self.cfg.quorum,
+            &mut self.findings,
+        );
         if core.is_leader() && self.last_leader != Some(i) {
             self.last_leader = Some(i);
             self.leaders.push((self.now, i));
@@ -409,258 +519,280 @@ impl World {
             .nodes
             .iter()
             .enumerate()
-            .filter_map(|(k, nd)| nd.core.as_ref().map(|c| (k, c, nd.local(now))))
+            .filter_map(|(k, nd)| nd.driver.as_ref().map(|d| (k, d.core(), nd.local(now))))
             .collect();
         lease::check(now, &cores, &mut self.findings);
     }
 
-    fn handle_outputs(&mut self, i: usize, outs: Vec<Output>) {
-        let mut follow_up: Vec<Input> = Vec::new();
-        for o in outs {
-            match o {
-                Output::Send { to, msg } => {
-                    acceptor::check_send(i, &self.nodes[i].acked, &msg, &mut self.findings);
-                    self.nodes[i].acked.sent(&msg);
-                    let to = to.0 as usize;
-                    let (ra, rb) = (self.nodes[i].region, self.nodes[to].region);
-                    for at in self
-                        .net
-                        .delivery_times(&mut self.rng, self.now, i, to, ra, rb)
-                    {
-                        self.q.push(
-                            at,
-                            Event::Deliver {
-                                to,
-                                from: i,
-                                msg: msg.clone(),
-                            },
-                        );
-                    }
+    fn effects(&mut self, i: usize, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Send { to, msg } => self.send_peer(i, to.0 as usize, msg),
+                Effect::Persist { records, token } => {
+                    self.disk_op(i, DiskOp::Append { token, records })
                 }
-                Output::Persist { records, token } => {
-                    let node = &mut self.nodes[i];
-                    node.pending_disk.push_back((token, records));
-                    let jitter = if self.net.faulty {
-                        self.rng.below(2 * MS)
-                    } else {
-                        0
-                    };
-                    let at =
-                        self.now.max(node.disk_free_at) + self.cfg.fsync.as_nanos() as u64 + jitter;
-                    node.disk_free_at = at;
-                    let incarnation = node.incarnation;
-                    self.q.push(
-                        at,
-                        Event::PersistDone {
-                            node: i,
-                            token,
-                            incarnation,
-                        },
-                    );
+                Effect::Compact { records } => self.disk_op(i, DiskOp::Compact { records }),
+                Effect::Applied { slot, batch } => {
+                    self.agreement.applied(i, slot, &batch, &mut self.findings)
                 }
-                Output::Apply { slot, batch } => {
-                    self.agreement.applied(i, slot, &batch, &mut self.findings);
-                    for c in &batch.0 {
-                        self.apply_command(i, c);
-                    }
-                    let node = &mut self.nodes[i];
-                    if slot.0 >= node.last_snapshot + self.cfg.snapshot_every {
-                        node.last_snapshot = slot.0;
-                        follow_up.push(Input::Snapshot {
-                            through: slot,
-                            data: node.kv.snapshot().into(),
-                        });
-                    }
-                }
-                Output::InstallSnapshot { through, data } => {
-                    let node = &mut self.nodes[i];
-                    node.kv = meridian_replica::kv::KvStore::restore(&data)
-                        .expect("snapshots we made decode");
-                    node.last_snapshot = through.0;
-                }
-                Output::ReadReady { id } => {
-                    if let Some(req) = self.nodes[i].reads.remove(&id) {
-                        let result = self.nodes[i].kv.read(&req.cmd.op);
-                        let reply = ClientReply::Ok {
-                            seq: req.cmd.seq,
-                            result,
-                            path: "leader",
-                        };
-                        self.reply(i, req.client, reply);
-                    }
-                }
-                Output::ReadRejected { id, reason } => {
-                    let Some(req) = self.nodes[i].reads.remove(&id) else {
-                        continue;
-                    };
-                    match reason {
-                        Rejection::LeaseExpired => {
-                            // No lease: the read goes through the log like a write.
-                            self.nodes[i]
-                                .waiting
-                                .insert((req.cmd.client, req.cmd.seq), (req.client, self.now));
-                            follow_up.push(Input::Propose(vec![req.cmd.encode().into()]));
-                        }
-                        Rejection::NotLeader { hint } => {
-                            let reply = ClientReply::NotLeader {
-                                seq: req.cmd.seq,
-                                hint: hint.map(|h| h.0 as usize),
-                            };
-                            self.reply(i, req.client, reply);
-                        }
-                    }
-                }
-                Output::NotLeader { commands, hint } => {
-                    for c in commands {
-                        let cmd = KvCommand::decode(&c).expect("our own commands decode");
-                        if let Some((client, _)) =
-                            self.nodes[i].waiting.remove(&(cmd.client, cmd.seq))
-                        {
-                            let reply = ClientReply::NotLeader {
-                                seq: cmd.seq,
-                                hint: hint.map(|h| h.0 as usize),
-                            };
-                            self.reply(i, client, reply);
-                        }
-                    }
-                }
+                Effect::Reply { id, reply } => self.site_reply(i, id, reply),
+                Effect::Fatal { message } => self
+                    .findings
+                    .violation(format!("site {i} stopped: {message}")),
             }
-        }
-        for input in follow_up {
-            self.step(i, input);
         }
     }
 
-    fn apply_command(&mut self, i: usize, bytes: &[u8]) {
-        let cmd = KvCommand::decode(bytes).expect("our own commands decode");
-        let result = self.nodes[i].kv.apply(&cmd);
-        if let Some((client, proposed)) = self.nodes[i].waiting.remove(&(cmd.client, cmd.seq)) {
-            if !cmd.is_read_only() {
-                self.commit_latency.push(self.now - proposed);
-            }
-            let path = if cmd.is_read_only() { "log" } else { "write" };
-            self.reply(
-                i,
-                client,
-                ClientReply::Ok {
-                    seq: cmd.seq,
-                    result,
-                    path,
+    fn send_peer(&mut self, i: usize, to: usize, msg: Message) {
+        acceptor::check_send(i, &self.nodes[i].acked, &msg, &mut self.findings);
+        self.nodes[i].acked.sent(&msg);
+        if let Message::Promise { ballot, .. } = &msg {
+            self.election.promise(i, *ballot);
+        }
+        let (ra, rb) = (self.nodes[i].region, self.nodes[to].region);
+        for at in self
+            .net
+            .delivery_times(&mut self.rng, self.now, i, to, ra, rb)
+        {
+            self.q.push(
+                at,
+                Event::Deliver {
+                    to,
+                    from: i,
+                    msg: msg.clone(),
                 },
             );
         }
     }
 
-    fn reply(&mut self, node: usize, client: usize, reply: ClientReply) {
-        let at = self.now
-            + self
-                .net
-                .one_way(self.nodes[node].region, self.clients[client].region);
-        self.q.push(at, Event::Reply { client, reply });
+    fn disk_op(&mut self, i: usize, op: DiskOp) {
+        let mut jitter = if self.net.faulty {
+            self.rng.below(2 * MS)
+        } else {
+            0
+        };
+        if matches!(op, DiskOp::Compact { .. }) {
+            // A rewrite copies the whole state: long enough for crashes to land inside it.
+            jitter += 30 * MS;
+        }
+        let node = &mut self.nodes[i];
+        node.pending_disk.push_back(op);
+        let at = self.now.max(node.disk_free_at) + self.cfg.fsync.as_nanos() as u64 + jitter;
+        node.disk_free_at = at;
+        let incarnation = node.incarnation;
+        self.q.push(
+            at,
+            Event::DiskDone {
+                node: i,
+                incarnation,
+            },
+        );
     }
 
-    fn on_request(&mut self, i: usize, req: ClientRequest) {
-        let Some(core) = self.nodes[i].core.as_ref() else {
-            return;
-        };
-        if matches!(req.cmd.op, Op::Get { .. }) {
-            if !core.is_leader() {
-                let hint = core.leader_hint().map(|h| h.0 as usize);
-                self.reply(
-                    i,
-                    req.client,
-                    ClientReply::NotLeader {
-                        seq: req.cmd.seq,
-                        hint,
-                    },
-                );
-                return;
+    // ----- proxies -----
+
+    fn proxy_outs(&mut self, p: usize, outs: Vec<ProxyOut>) {
+        for o in outs {
+            match o {
+                ProxyOut::Call { op, call, read } => {
+                    if call.delay.is_zero() {
+                        self.send_call(p, op, call, read);
+                    } else {
+                        let at = self.now + call.delay.as_nanos() as u64;
+                        let call = meridian_proxy::logic::Call {
+                            delay: Duration::ZERO,
+                            ..call
+                        };
+                        self.q.push(
+                            at,
+                            Event::CallSend {
+                                proxy: p,
+                                op,
+                                call,
+                                read,
+                            },
+                        );
+                    }
+                }
+                ProxyOut::Reply { client, answer } => self.q.push(
+                    self.now + CLIENT_PROXY_NS,
+                    Event::ClientReply { client, answer },
+                ),
             }
-            self.next_read += 1;
-            let id = self.next_read;
-            self.nodes[i].reads.insert(id, req);
-            self.step(i, Input::Read { id });
-        } else {
-            self.nodes[i]
-                .waiting
-                .insert((req.cmd.client, req.cmd.seq), (req.client, self.now));
-            self.step(i, Input::Propose(vec![req.cmd.encode().into()]));
         }
     }
 
+    fn send_call(
+        &mut self,
+        p: usize,
+        op: u64,
+        call: meridian_proxy::logic::Call,
+        read: Option<meridian_replica::kv::KvCommand>,
+    ) {
+        let site = call.site;
+        let timeout = self.now + call.timeout.as_nanos() as u64;
+        let id = call.id;
+        self.q.push(
+            timeout,
+            Event::CallTimeout {
+                proxy: p,
+                op,
+                call: id,
+                site,
+            },
+        );
+        let at = self.now
+            + self
+                .net
+                .one_way(self.proxies[p].region, self.nodes[site].region);
+        self.q.push(
+            at,
+            Event::CallArrive {
+                node: site,
+                proxy: p,
+                op,
+                call,
+                read,
+            },
+        );
+    }
+
+    fn call_arrives(
+        &mut self,
+        node: usize,
+        proxy: usize,
+        op: u64,
+        call: meridian_proxy::logic::Call,
+        read: Option<meridian_replica::kv::KvCommand>,
+    ) {
+        if self.nodes[node].driver.is_none() {
+            return;
+        }
+        let (request, submit) = match call.kind {
+            CallKind::Submit { commands } => (Request::Submit { commands }, true),
+            CallKind::Read {
+                mode,
+                min_applied,
+                wait,
+            } => (
+                Request::Read {
+                    command: read.expect("reads carry their command"),
+                    mode,
+                    min_applied,
+                    wait,
+                },
+                false,
+            ),
+        };
+        let nd = &mut self.nodes[node];
+        nd.next_call += 1;
+        let id = nd.next_call;
+        nd.calls.insert(
+            id,
+            CallOrigin {
+                proxy,
+                op,
+                call: call.id,
+                submit,
+                arrived: self.now,
+            },
+        );
+        self.step(node, DEvent::Client { id, request });
+    }
+
+    fn site_reply(&mut self, i: usize, id: u64, reply: Reply) {
+        let Some(o) = self.nodes[i].calls.remove(&id) else {
+            return;
+        };
+        let result = match reply {
+            Reply::Done { results, .. } if o.submit => {
+                self.commit_latency.push(self.now - o.arrived);
+                CallResult::Submit(results)
+            }
+            Reply::Done {
+                mut results,
+                path,
+                applied,
+            } => CallResult::Read(SiteRead {
+                result: results.swap_remove(0),
+                path: path.to_string(),
+                applied,
+                barrier: 0,
+                staleness_ms: 0,
+            }),
+            Reply::Local {
+                result,
+                path,
+                applied,
+                barrier,
+                staleness_ms,
+            } => CallResult::Read(SiteRead {
+                result,
+                path: path.to_string(),
+                applied,
+                barrier,
+                staleness_ms,
+            }),
+            Reply::NotLeader { hint } => CallResult::NotLeader(hint),
+            Reply::Overloaded | Reply::Timeout => CallResult::Failed,
+        };
+        let at = self.now
+            + self
+                .net
+                .one_way(self.nodes[i].region, self.proxies[o.proxy].region);
+        self.q.push(
+            at,
+            Event::CallReply {
+                proxy: o.proxy,
+                op: o.op,
+                call: o.call,
+                site: i,
+                result,
+            },
+        );
+    }
+
+    // ----- clients -----
+
     fn client_next(&mut self, c: usize) {
+        let keys = self.cfg.keys;
         let cl = &mut self.clients[c];
         if cl.remaining == 0 || cl.current.is_some() {
             return;
         }
         cl.seq += 1;
-        let op = cl.next_op(c, self.cfg.keys, &mut self.rng);
-        let cl = &mut self.clients[c];
-        cl.current = Some(Pending {
-            seq: cl.seq,
+        let op = cl.next_op(c, keys, &mut self.rng);
+        self.clients[c].current = Some(Pending {
             op,
             invoke_ns: self.now,
-            attempt: 0,
         });
-        self.resend(c, 0);
-    }
-
-    /// (Re)sends the client's current operation to its target after `delay` ns.
-    fn resend(&mut self, c: usize, delay: u64) {
-        let cl = &mut self.clients[c];
-        let Some(p) = cl.current.as_mut() else { return };
-        p.attempt += 1;
-        let cmd = KvCommand {
-            client: c as u64 + 1,
-            seq: p.seq,
-            op: p.op.to_op(),
-        };
-        let (seq, attempt, target, region) = (p.seq, p.attempt, cl.target, cl.region);
-        let at = self.now + delay + self.net.one_way(region, self.nodes[target].region);
         self.q.push(
-            at,
-            Event::Request {
-                node: target,
-                req: ClientRequest { client: c, cmd },
-            },
-        );
-        self.q.push(
-            self.now + delay + CLIENT_TIMEOUT_NS,
-            Event::ClientTimeout {
-                client: c,
-                seq,
-                attempt,
-            },
+            self.now + CLIENT_PROXY_NS,
+            Event::ProxyRequest { client: c },
         );
     }
 
-    fn on_reply(&mut self, c: usize, reply: ClientReply) {
-        let n = self.cfg.sites();
+    fn proxy_request(&mut self, c: usize) {
         let Some(p) = self.clients[c].current.as_ref() else {
             return;
         };
-        match reply {
-            ClientReply::NotLeader { seq, hint } if seq == p.seq => {
-                let cl = &mut self.clients[c];
-                let old = cl.target;
-                cl.target = hint.filter(|h| *h != old).unwrap_or((old + 1) % n);
-                let delay = if hint.is_some_and(|h| h != old) {
-                    0
-                } else {
-                    50 * MS
-                };
-                self.resend(c, delay);
-            }
-            ClientReply::Ok { seq, result, path } if seq == p.seq => {
-                let p = self.clients[c].current.take().expect("checked above");
-                self.complete(c, p, result.outcome, path);
-            }
-            _ => {}
-        }
+        let (proxy, op) = (self.clients[c].proxy, p.op.clone());
+        let now = Duration::from_nanos(self.now);
+        let outs = match &op {
+            ClientOp::Get {
+                consistency, mode, ..
+            } => self.proxies[proxy].read(now, c, op.to_op(), *consistency, *mode),
+            _ => self.proxies[proxy].write(now, c, op.to_op()),
+        };
+        self.proxy_outs(proxy, outs);
     }
 
-    fn complete(&mut self, c: usize, p: Pending, outcome: Outcome, path: &'static str) {
+    fn on_answer(&mut self, c: usize, answer: Answer) {
+        let Some(p) = self.clients[c].current.take() else {
+            return;
+        };
         let key = p.op.key().to_string();
+        let list = key.starts_with('l');
         let mut h = HistoryOp {
             process: c as u64,
             op: OpKind::Get,
@@ -671,39 +803,123 @@ impl World {
             complete_ns: self.now,
             outcome: HOutcome::Ok,
             read: None,
-            path: (path != "write").then(|| path.to_string()),
+            path: None,
         };
-        match (&p.op, outcome) {
-            (ClientOp::Get { .. }, Outcome::Get { kv }) => {
-                let v = kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+        let late = p.invoke_ns > self.heal_at + 5_000 * MS;
+        match (&p.op, answer) {
+            (ClientOp::Get { consistency, .. }, Answer::Read(Ok(o))) => {
+                *self.reads_by_path.entry(o.path.to_string()).or_default() += 1;
+                let Outcome::Get { kv } = &o.result.outcome else {
+                    self.findings
+                        .violation(format!("client {c}: a get answered with {:?}", o.result));
+                    return self.next(c);
+                };
+                let v = kv
+                    .as_ref()
+                    .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+                if o.path == "local" {
+                    // Not linearizable by contract: judged by the staleness checker.
+                    if let Consistency::Bounded(b) = consistency {
+                        let b = b.as_nanos() as u64;
+                        self.staleness
+                            .bounded_read(p.invoke_ns, b, o.result.revision, &key);
+                    }
+                    return self.next(c);
+                }
+                if list {
+                    self.lists.read(&key, p.invoke_ns, self.now, v.as_deref());
+                    return self.next(c);
+                }
                 self.clients[c].seen.insert(key, v.clone());
                 h.read = v;
+                h.path = Some(o.path.to_string());
             }
-            (ClientOp::Put { value, .. }, Outcome::Put { .. }) => {
-                h.op = OpKind::Put;
-                h.value = Some(value.clone());
+            (ClientOp::Get { .. }, Answer::Read(Err(_))) => {
+                self.incomplete += usize::from(late);
+                return self.next(c);
             }
-            (ClientOp::Delete { .. }, Outcome::Delete { .. }) => h.op = OpKind::Delete,
-            (ClientOp::Cas { expect, value, .. }, Outcome::Txn { succeeded, .. }) => {
-                h.op = OpKind::Cas;
-                h.expect = expect.clone();
-                h.value = Some(value.clone());
-                h.outcome = if succeeded {
-                    HOutcome::Ok
-                } else {
-                    HOutcome::Fail
-                };
-                if succeeded {
-                    self.clients[c].seen.insert(key, Some(value.clone()));
+            (op, Answer::Write(Err(e))) => {
+                self.incomplete += usize::from(late);
+                if matches!(e, ServiceError::Overloaded) {
+                    // Never sent: no effect.
+                    return self.next(c);
+                }
+                h.outcome = HOutcome::Unknown;
+                self.record_write(op, &mut h, None);
+                if let ClientOp::Append { elem, .. } = op {
+                    self.lists.append(&key, elem, p.invoke_ns, None);
+                }
+                if !list {
+                    self.history.push(h);
+                }
+                return self.next(c);
+            }
+            (op, Answer::Write(Ok(r))) => {
+                self.staleness.write_acked(self.now, r.revision);
+                if let ClientOp::Append { elem, .. } = op {
+                    self.lists.append(&key, elem, p.invoke_ns, Some(self.now));
+                    return self.next(c);
+                }
+                if !self.record_write(op, &mut h, Some(r.outcome)) {
+                    return self.next(c);
                 }
             }
-            (op, other) => {
+            (op, a) => {
                 self.findings
-                    .violation(format!("client {c}: {op:?} answered with {other:?}"));
-                return;
+                    .violation(format!("client {c}: {op:?} answered with {a:?}"));
+                return self.next(c);
             }
         }
         self.history.push(h);
+        self.next(c);
+    }
+
+    /// Fills a write's history entry; false if the reply does not fit the operation.
+    fn record_write(&mut self, op: &ClientOp, h: &mut HistoryOp, outcome: Option<Outcome>) -> bool {
+        let c = h.process as usize;
+        match (op, outcome) {
+            (ClientOp::Put { value, .. }, None | Some(Outcome::Put { .. })) => {
+                h.op = OpKind::Put;
+                h.value = Some(value.clone());
+            }
+            (ClientOp::Delete { .. }, None | Some(Outcome::Delete { .. })) => h.op = OpKind::Delete,
+            (ClientOp::Cas { expect, value, .. }, o) => {
+                h.op = OpKind::Cas;
+                h.expect = expect.clone();
+                h.value = Some(value.clone());
+                match o {
+                    Some(Outcome::Txn { succeeded, .. }) => {
+                        h.outcome = if succeeded {
+                            HOutcome::Ok
+                        } else {
+                            HOutcome::Fail
+                        };
+                        if succeeded {
+                            self.clients[c]
+                                .seen
+                                .insert(h.key.clone(), Some(value.clone()));
+                        }
+                    }
+                    None => {}
+                    Some(other) => {
+                        self.findings
+                            .violation(format!("client {c}: {op:?} answered with {other:?}"));
+                        return false;
+                    }
+                }
+            }
+            (ClientOp::Append { .. }, _) => {}
+            (op, Some(other)) => {
+                self.findings
+                    .violation(format!("client {c}: {op:?} answered with {other:?}"));
+                return false;
+            }
+            (ClientOp::Get { .. }, None) => return false,
+        }
+        true
+    }
+
+    fn next(&mut self, c: usize) {
         self.clients[c].remaining -= 1;
         let think = self.rng.below(200 * MS);
         self.q
@@ -711,30 +927,39 @@ impl World {
     }
 
     fn finish(mut self) -> SeedReport {
-        let mut incomplete = 0;
+        let mut incomplete = self.incomplete;
         for (c, cl) in self.clients.iter().enumerate() {
             incomplete += cl.remaining;
             if let Some(p) = &cl.current {
-                let (op, value, expect) = match &p.op {
-                    ClientOp::Put { value, .. } => (OpKind::Put, Some(value.clone()), None),
-                    ClientOp::Get { .. } => (OpKind::Get, None, None),
-                    ClientOp::Delete { .. } => (OpKind::Delete, None, None),
-                    ClientOp::Cas { expect, value, .. } => {
-                        (OpKind::Cas, Some(value.clone()), expect.clone())
-                    }
-                };
-                self.history.push(HistoryOp {
+                if p.op.is_read() || p.op.key().starts_with('l') {
+                    continue;
+                }
+                let mut h = HistoryOp {
                     process: c as u64,
-                    op,
+                    op: OpKind::Get,
                     key: p.op.key().to_string(),
-                    value,
-                    expect,
+                    value: None,
+                    expect: None,
                     invoke_ns: p.invoke_ns,
                     complete_ns: self.now,
                     outcome: HOutcome::Unknown,
                     read: None,
                     path: None,
-                });
+                };
+                match &p.op {
+                    ClientOp::Put { value, .. } => {
+                        h.op = OpKind::Put;
+                        h.value = Some(value.clone());
+                    }
+                    ClientOp::Delete { .. } => h.op = OpKind::Delete,
+                    ClientOp::Cas { expect, value, .. } => {
+                        h.op = OpKind::Cas;
+                        h.value = Some(value.clone());
+                        h.expect = expect.clone();
+                    }
+                    _ => {}
+                }
+                self.history.push(h);
             }
         }
         let verdicts = crate::linearizability::check(&self.history);
@@ -746,6 +971,12 @@ impl World {
                 v.key, v.ops
             ));
         }
+        let list_anomalies = self.lists.check(&mut self.findings);
+        lin += list_anomalies;
+        let other_before = self.findings.other;
+        let stale = std::mem::take(&mut self.staleness).check(&mut self.findings);
+        // Stale reads are counted on their own, not among the other violations.
+        let other = other_before - lin;
         let completed = self
             .history
             .iter()
@@ -756,16 +987,22 @@ impl World {
         SeedReport {
             seed: self.seed,
             ops_submitted: self.cfg.ops,
-            ops_completed: completed,
+            ops_completed: self.cfg.ops - incomplete.min(self.cfg.ops),
             linearizability_violations: lin,
             agreement_violations: self.findings.agreement,
-            other_violations: self.findings.other - lin,
+            stale_reads: stale,
+            other_violations: other,
             incomplete_after_heal: incomplete,
-            trace_hash: trace.0,
+            trace_hash: trace.0 ^ completed as u64,
             examples: self.findings.examples,
             history: self.history,
             commit_latency_ns: self.commit_latency,
             leaders: self.leaders,
+            reads_by_path: self.reads_by_path,
+            compactions: self.compactions,
+            compaction_crashes: self.compaction_crashes,
+            lease: self.cfg.lease,
+            preferred_leader: self.cfg.preferred_leader.map(|s| s.0 as usize),
         }
     }
 }

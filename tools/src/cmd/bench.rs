@@ -41,6 +41,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             return proxy_bench(&a, &cdir).await;
         }
         let up_args = UpArgs {
+            lease_ms: 1000,
             dir: cdir.clone(),
             sites: 5,
             regions: vec![],
@@ -153,6 +154,7 @@ async fn proxy_bench(a: &BenchArgs, cdir: &std::path::Path) -> Result<ExitCode> 
     for batching in [true, false] {
         let _ = std::fs::remove_dir_all(cdir);
         let up_args = UpArgs {
+            lease_ms: 1000,
             dir: cdir.to_path_buf(),
             sites: 5,
             regions: vec![],

@@ -54,6 +54,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     }
     let _ = std::fs::remove_dir_all(&cdir);
     let up_args = UpArgs {
+        lease_ms: 1000,
         dir: cdir.clone(),
         sites: 5,
         regions: vec![],

@@ -19,8 +19,11 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 200)]
     ops: usize,
     /// Plant a bug to prove the checkers catch it: accept-lower-ballot (acceptors accept lower
-    /// ballots), read-without-lease (leaders read locally without a valid lease) or
-    /// drift-beyond-bound (clocks drift far beyond the lease's ε).
+    /// ballots), read-without-lease (leaders read locally without a valid lease),
+    /// drift-beyond-bound (clocks drift far beyond the lease's ε), log-read-shared-token (log
+    /// reads matched by a shared identity), pqr-ignore-barrier (quorum reads ignore the
+    /// barrier), bounded-from-receive-time (freshness from receipt, not from the echo) or
+    /// proxy-retry-new-seq (a retried write takes a new sequence number).
     #[arg(long)]
     bug: Option<String>,
     /// Disable leader leases (every read goes through the log).
@@ -59,15 +62,25 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
     }
     cfg.ops = a.ops;
     cfg.lease = !a.no_lease;
+    // The liveness window grows with the work each client has left after healing.
+    cfg.liveness_window = std::time::Duration::from_secs(45)
+        + std::time::Duration::from_millis(400 * (a.ops / cfg.clients) as u64);
     match a.bug.as_deref() {
         None => {}
-        Some("accept-lower-ballot") => cfg.planted_bug = Some(PlantedBug::AcceptLowerBallot),
-        Some("read-without-lease") => cfg.planted_bug = Some(PlantedBug::ReadWithoutLease),
         Some("drift-beyond-bound") => {
             cfg.drift_beyond_bound = true;
             cfg.preferred_leader = Some(meridian_core::SiteId(0));
         }
-        Some(other) => bail!("unknown --bug '{other}' (known: accept-lower-ballot, read-without-lease, drift-beyond-bound)"),
+        Some(name) => match PlantedBug::parse(name) {
+            Some(b) => cfg.planted_bug = Some(b),
+            None => {
+                let known: Vec<&str> = PlantedBug::ALL.iter().map(|(n, _)| *n).collect();
+                bail!(
+                    "unknown --bug '{name}' (known: {}, drift-beyond-bound)",
+                    known.join(", ")
+                )
+            }
+        },
     }
     if let Some(d) = &a.history_dir {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -75,10 +88,11 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
     let summary = sweep(&cfg, seeds, |r| {
         if r.failed() {
             let mut line = format!(
-                "seed {} FAILED: violations={} agreement={} incomplete={}; reproduce: meridian sim --seeds {} --sites {} --faults {} --ops {}",
+                "seed {} FAILED: violations={} agreement={} stale_reads={} incomplete={}; reproduce: meridian sim --seeds {} --sites {} --faults {} --ops {}",
                 r.seed,
                 r.violations(),
                 r.agreement_violations,
+                r.stale_reads,
                 r.incomplete_after_heal,
                 r.seed,
                 a.sites,
@@ -106,7 +120,10 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
         }
     });
     println!("{}", serde_json::to_string(&summary)?);
-    let bad = summary.violations + summary.agreement_violations + summary.incomplete_after_heal;
+    let bad = summary.violations
+        + summary.agreement_violations
+        + summary.stale_reads
+        + summary.incomplete_after_heal;
     Ok(if bad == 0 {
         ExitCode::SUCCESS
     } else {

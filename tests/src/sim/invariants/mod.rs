@@ -4,6 +4,8 @@ pub mod agreement;
 pub mod durability;
 pub mod election;
 pub mod lease;
+pub mod list_append;
+pub mod staleness;
 
 /// Findings of one run. Each kind keeps at most a few examples, but counts all.
 #[derive(Default, Debug, Clone)]

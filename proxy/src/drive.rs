@@ -1,0 +1,106 @@
+//! The tokio side of the sans-IO operations in `logic`: performs their calls on the persistent
+//! site connections (with the emulated WAN around each) and feeds the results back.
+use crate::logic::{Call, CallKind, CallResult, ServiceError, SiteRead, Step};
+use crate::sites::Sites;
+use futures::stream::{FuturesUnordered, StreamExt};
+use meridian_replica::client::{ClientError, Outcome};
+use meridian_replica::driver::ReadMode;
+use meridian_replica::kv::{KvCommand, KvResult};
+use meridian_replica::wire::pb;
+use std::time::Duration;
+
+/// Runs an operation to its end: `first` are its starting steps, `on_result(now, id, site, r)`
+/// its reaction to each call result. Calls still in flight when it is done are dropped.
+pub async fn drive<T>(
+    sites: &Sites,
+    shard: u32,
+    read: Option<&KvCommand>,
+    first: Vec<Step<T>>,
+    mut on_result: impl FnMut(Duration, u32, usize, CallResult) -> Vec<Step<T>>,
+) -> Result<T, ServiceError> {
+    let mut inflight = FuturesUnordered::new();
+    let mut steps = first;
+    loop {
+        for s in steps.drain(..) {
+            match s {
+                Step::Done(r) => return r,
+                Step::Call(c) => inflight.push(perform(sites, shard, read, c)),
+            }
+        }
+        match inflight.next().await {
+            Some((id, site, r)) => steps = on_result(sites.now(), id, site, r),
+            None => return Err(ServiceError::Timeout(crate::logic::READ_TIMEOUT)),
+        }
+    }
+}
+
+async fn perform(
+    sites: &Sites,
+    shard: u32,
+    read: Option<&KvCommand>,
+    c: Call,
+) -> (u32, usize, CallResult) {
+    if !c.delay.is_zero() {
+        tokio::time::sleep(c.delay).await;
+    }
+    let r = tokio::time::timeout(c.timeout, call(sites, shard, read, c.site, c.kind)).await;
+    (c.id, c.site, r.unwrap_or(CallResult::Failed))
+}
+
+fn from_error(e: ClientError) -> CallResult {
+    match e {
+        ClientError::Rpc(s) if s.code() == tonic::Code::InvalidArgument => {
+            CallResult::Refused(s.message().to_string())
+        }
+        _ => CallResult::Failed,
+    }
+}
+
+async fn call(
+    sites: &Sites,
+    shard: u32,
+    read: Option<&KvCommand>,
+    site: usize,
+    kind: CallKind,
+) -> CallResult {
+    let Some(mut conn) = sites.conn(site).await else {
+        return CallResult::Failed;
+    };
+    sites.wan(site).await;
+    let r = match kind {
+        CallKind::Submit { commands } => match conn.submit(shard, &commands).await {
+            Ok(Outcome::Ok(results)) => CallResult::Submit(results),
+            Ok(Outcome::NotLeader(h)) => CallResult::NotLeader(h),
+            Err(e) => from_error(e),
+        },
+        CallKind::Read {
+            mode,
+            min_applied,
+            wait,
+        } => {
+            let cmd = read.expect("reads carry their command");
+            let mode = match mode {
+                ReadMode::Leader => pb::ReadMode::Leader,
+                ReadMode::Log => pb::ReadMode::Log,
+                ReadMode::Local => pb::ReadMode::Local,
+                ReadMode::Quorum => pb::ReadMode::Quorum,
+            };
+            match conn.read_waiting(shard, cmd, mode, min_applied, wait).await {
+                Ok(Outcome::Ok(r)) => match bincode::deserialize::<KvResult>(&r.result) {
+                    Ok(result) => CallResult::Read(SiteRead {
+                        result,
+                        path: r.path,
+                        applied: r.applied_index,
+                        barrier: r.barrier,
+                        staleness_ms: r.staleness_ms,
+                    }),
+                    Err(_) => CallResult::Failed,
+                },
+                Ok(Outcome::NotLeader(h)) => CallResult::NotLeader(h),
+                Err(e) => from_error(e),
+            }
+        }
+    };
+    sites.wan(site).await;
+    r
+}

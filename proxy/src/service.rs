@@ -1,0 +1,148 @@
+//! The service layer both client edges (HTTP/JSON and native gRPC) call: admission, identities,
+//! size limits, routing, and the read and write paths, with one typed error (`ServiceError`)
+//! that each edge maps to its status codes.
+use crate::logic::{ReadOutcome, ServiceError};
+use crate::reads::{Consistency, Mode};
+use crate::route::shard_for_key;
+use crate::Proxy;
+use meridian_replica::kv::{KeyValue, KvCommand, KvResult, Op, Txn, TxnOp};
+use meridian_replica::node::MAX_COMMAND_BYTES;
+
+pub struct RangeAnswer {
+    pub kvs: Vec<KeyValue>,
+    pub more: bool,
+    /// The path each shard's read took, in shard order.
+    pub paths: Vec<&'static str>,
+}
+
+/// Every key a transaction touches.
+pub fn txn_keys(t: &Txn) -> Vec<&[u8]> {
+    let ops = t.success.iter().chain(&t.failure).map(|o| match o {
+        TxnOp::Put { key, .. }
+        | TxnOp::Append { key, .. }
+        | TxnOp::Delete { key }
+        | TxnOp::Get { key } => key.as_slice(),
+    });
+    t.compares
+        .iter()
+        .map(|c| c.key.as_slice())
+        .chain(ops)
+        .collect()
+}
+
+impl Proxy {
+    fn read_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
+        self.reads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ServiceError::Overloaded)
+    }
+
+    /// A point read on the requested path.
+    pub async fn get(
+        &self,
+        key: Vec<u8>,
+        c: Consistency,
+        mode: Mode,
+    ) -> Result<(u32, ReadOutcome), ServiceError> {
+        let _permit = self.read_permit()?;
+        let shard = shard_for_key(&key, self.shards);
+        let cmd = KvCommand {
+            client: 0,
+            seq: 0,
+            op: Op::Get { key },
+        };
+        let o = self
+            .reader
+            .read(shard, &cmd, c, mode, self.deadline)
+            .await?;
+        Ok((shard, o))
+    }
+
+    /// A prefix range over every shard, read in parallel, merged in key order.
+    pub async fn range(
+        &self,
+        prefix: Vec<u8>,
+        limit: usize,
+        c: Consistency,
+        mode: Mode,
+    ) -> Result<RangeAnswer, ServiceError> {
+        let _permit = self.read_permit()?;
+        let reads = (0..self.shards).map(|shard| {
+            let cmd = KvCommand {
+                client: 0,
+                seq: 0,
+                op: Op::Range {
+                    prefix: prefix.clone(),
+                    limit,
+                },
+            };
+            async move { self.reader.read(shard, &cmd, c, mode, self.deadline).await }
+        });
+        let results = futures::future::join_all(reads).await;
+        let mut answer = RangeAnswer {
+            kvs: Vec::new(),
+            more: false,
+            paths: Vec::new(),
+        };
+        for r in results {
+            let o = r?;
+            match o.result.outcome {
+                meridian_replica::kv::Outcome::Range { kvs, more } => {
+                    answer.kvs.extend(kvs);
+                    answer.more |= more;
+                }
+                other => {
+                    return Err(ServiceError::Refused(format!(
+                        "a range was answered with {other:?}"
+                    )))
+                }
+            }
+            answer.paths.push(o.path);
+        }
+        answer.kvs.sort_by(|a, b| a.key.cmp(&b.key));
+        if answer.kvs.len() > limit {
+            answer.kvs.truncate(limit);
+            answer.more = true;
+        }
+        Ok(answer)
+    }
+
+    /// One write with an exactly-once identity from the pool. The identity returns to the pool
+    /// whenever this future ends — completed, failed, or dropped because the client hung up.
+    pub async fn write(&self, shard: u32, op: Op) -> Result<KvResult, ServiceError> {
+        let id = self.sessions.acquire().ok_or(ServiceError::Overloaded)?;
+        let cmd = KvCommand {
+            client: id.client,
+            seq: id.seq,
+            op,
+        };
+        let bytes = cmd.encode().len();
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(ServiceError::TooLarge(format!(
+                "the request encodes to {bytes} bytes; one command is at most {MAX_COMMAND_BYTES}"
+            )));
+        }
+        let r = self.batcher.write(shard, cmd, bytes, self.deadline).await;
+        drop(id);
+        r
+    }
+
+    /// A transaction: every key must live on one shard.
+    pub async fn txn(&self, t: Txn) -> Result<(u32, KvResult), ServiceError> {
+        let keys = txn_keys(&t);
+        let first = keys
+            .first()
+            .ok_or_else(|| ServiceError::BadRequest("an empty transaction".into()))?;
+        let shard = shard_for_key(first, self.shards);
+        if let Some(k) = keys.iter().find(|k| shard_for_key(k, self.shards) != shard) {
+            return Err(ServiceError::BadRequest(format!(
+                "keys span shards {shard} and {} ('{}'); a transaction must stay within one shard",
+                shard_for_key(k, self.shards),
+                String::from_utf8_lossy(k)
+            )));
+        }
+        let r = self.write(shard, Op::Txn(t)).await?;
+        Ok((shard, r))
+    }
+}

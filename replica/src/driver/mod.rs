@@ -1,0 +1,534 @@
+//! The shard driver (DESIGN.md §2 "Three layers"): one shard group's consensus core, its KV state
+//! machine, the request table, parked reads, the quorum-read barrier, the lease/log fallback and
+//! bounded-staleness freshness, as one synchronous, IO-free state machine:
+//! `handle(now, Event) -> Vec<Effect>`.
+//!
+//! Whatever decides an answer a client sees lives here, so that `meridian replica` (a tokio task
+//! that performs the effects) and the simulator run the very same code. Replies are matched to
+//! requests by the opaque tokens the core hands back with each applied command — never by
+//! decoding a command's `(client, seq)`, which is for exactly-once deduplication only.
+mod requests;
+#[cfg(test)]
+mod tests;
+
+use crate::kv::{KvCommand, KvResult, KvStore, Op};
+use bytes::Bytes;
+use meridian_core::{
+    Batch, Core, Input, Message, Output, PlantedBug, Proposal, Record, Rejection, SiteId, Slot,
+};
+use requests::Requests;
+use std::time::Duration;
+
+/// How a read is served at this replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Leader under its lease; through the log when the lease is not valid.
+    Leader,
+    /// Through the log.
+    Log,
+    /// This replica's applied state (serializable / bounded staleness / a rinse).
+    Local,
+    /// One reply of a Paxos Quorum Read: local value plus barrier.
+    Quorum,
+}
+
+/// A client's request to this shard. `id` is the caller's: replies carry it back.
+#[derive(Clone, Debug)]
+pub enum Request {
+    Submit {
+        commands: Vec<KvCommand>,
+    },
+    Read {
+        command: KvCommand,
+        mode: ReadMode,
+        /// Local and quorum reads wait until this slot is applied (bounded by `wait`).
+        min_applied: u64,
+        /// How long a parked read may wait for `min_applied` before it is answered `Timeout`.
+        wait: Duration,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    Peer {
+        from: SiteId,
+        msg: Message,
+    },
+    /// Every `Persist` up to `token` is durable; the log now has `log_size` (storage units:
+    /// bytes for the WAL, records for the in-memory log).
+    Persisted {
+        token: u64,
+        log_size: u64,
+    },
+    Tick,
+    Client {
+        id: u64,
+        request: Request,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    Send {
+        to: SiteId,
+        msg: Message,
+    },
+    /// Make `records` durable (write + fsync), then report `Event::Persisted { token }`.
+    Persist {
+        records: Vec<Record>,
+        token: u64,
+    },
+    /// Replace the log with this equivalent, shorter state, ordered after every earlier
+    /// `Persist`.
+    Compact {
+        records: Vec<Record>,
+    },
+    Reply {
+        id: u64,
+        reply: Reply,
+    },
+    /// A slot was applied (emitted only with `DriverConfig::observe_applies`, for checkers).
+    Applied {
+        slot: Slot,
+        batch: Batch,
+    },
+    /// The replica cannot go on (e.g. a snapshot that does not decode): stop the process.
+    Fatal {
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    Done {
+        results: Vec<KvResult>,
+        /// `lease` (leader read under its lease) or `log`.
+        path: &'static str,
+        applied: u64,
+    },
+    /// Not the leader, or the proposal's outcome is unknown here: retry (same identities).
+    NotLeader { hint: Option<usize> },
+    /// Too many reads already waiting here: retry later.
+    Overloaded,
+    /// A local or quorum-read reply.
+    Local {
+        result: KvResult,
+        /// `local` or `quorum`.
+        path: &'static str,
+        applied: u64,
+        barrier: u64,
+        /// Upper bound on how stale this state is, in ms (`u64::MAX`: unknown).
+        staleness_ms: u64,
+    },
+    /// A parked read's slot was not applied within its wait.
+    Timeout,
+}
+
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    pub snapshot_every: u64,
+    /// Compact the log once storage reports more than this (its own units).
+    pub compact_at: u64,
+    /// Clock drift rate bound ε (staleness is padded by it).
+    pub drift_bound: f64,
+    pub max_parked: usize,
+    pub observe_applies: bool,
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl Default for DriverConfig {
+    fn default() -> DriverConfig {
+        DriverConfig {
+            snapshot_every: 10_000,
+            compact_at: 64 << 20,
+            drift_bound: 0.01,
+            max_parked: 4096,
+            observe_applies: false,
+            planted_bug: None,
+        }
+    }
+}
+
+/// What `meridian status` shows of a shard.
+#[derive(Debug, Clone)]
+pub struct StatusInfo {
+    pub is_leader: bool,
+    pub leader_hint: Option<usize>,
+    pub ballot_round: u64,
+    pub ballot_site: u32,
+    pub commit: u64,
+    pub applied: u64,
+    pub holds_lease: bool,
+    pub revision: u64,
+}
+
+struct Parked {
+    min_applied: u64,
+    id: u64,
+    command: KvCommand,
+    mode: ReadMode,
+    until: Duration,
+}
+
+pub struct ShardDriver {
+    core: Core,
+    kv: KvStore,
+    cfg: DriverConfig,
+    requests: Requests,
+    parked: Vec<Parked>,
+    last_snapshot: u64,
+    compacting: bool,
+    now: Duration,
+    out: Vec<Effect>,
+}
+
+impl ShardDriver {
+    /// Builds the driver from a recovered core; `restore` are the outputs of `Core::recover`.
+    pub fn new(core: Core, restore: Vec<Output>, cfg: DriverConfig, now: Duration) -> ShardDriver {
+        let mut d = ShardDriver {
+            last_snapshot: core.snapshot_through().0,
+            core,
+            kv: KvStore::default(),
+            cfg,
+            requests: Requests::default(),
+            parked: Vec::new(),
+            compacting: false,
+            now,
+            out: Vec::new(),
+        };
+        d.execute(restore);
+        d
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+    /// Requests waiting for an answer (proposals, leader reads, parked reads).
+    pub fn waiting(&self) -> usize {
+        self.requests.len() + self.parked.len()
+    }
+
+    pub fn status(&self, now: Duration) -> StatusInfo {
+        let b = self.core.leader_ballot().unwrap_or(self.core.promised());
+        StatusInfo {
+            is_leader: self.core.is_leader(),
+            leader_hint: self.core.leader_hint().map(|h| h.0 as usize),
+            ballot_round: b.round,
+            ballot_site: b.site.0 as u32,
+            commit: self.core.commit_index().0,
+            applied: self.core.applied_index().0,
+            holds_lease: self.core.holds_lease(now),
+            revision: self.kv.revision(),
+        }
+    }
+
+    /// Advances the driver. `now` is this replica's local monotonic clock.
+    pub fn handle(&mut self, now: Duration, ev: Event) -> Vec<Effect> {
+        self.now = self.now.max(now);
+        match ev {
+            Event::Peer { from, msg } => self.step(Input::Message { from, msg }),
+            Event::Persisted { token, log_size } => {
+                self.step(Input::Persisted { token });
+                self.maybe_compact(log_size);
+            }
+            Event::Tick => {
+                self.step(Input::Tick);
+                self.expire_parked();
+            }
+            Event::Client { id, request } => self.on_client(id, request),
+        }
+        if !self.parked.is_empty() {
+            self.unpark();
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn step(&mut self, input: Input) {
+        let outs = self.core.step(self.now, input);
+        self.execute(outs);
+    }
+
+    fn maybe_compact(&mut self, log_size: u64) {
+        if log_size > self.cfg.compact_at && !self.compacting {
+            self.compacting = true;
+            self.out.push(Effect::Compact {
+                records: self.core.compaction_records(),
+            });
+        } else if log_size <= self.cfg.compact_at {
+            self.compacting = false;
+        }
+    }
+
+    fn execute(&mut self, outs: Vec<Output>) {
+        let mut follow_up = Vec::new();
+        for o in outs {
+            match o {
+                Output::Send { to, msg } => self.out.push(Effect::Send { to, msg }),
+                Output::Persist { records, token } => {
+                    self.out.push(Effect::Persist { records, token })
+                }
+                Output::Apply {
+                    slot,
+                    batch,
+                    tokens,
+                } => {
+                    self.apply(&batch, &tokens);
+                    if slot.0 >= self.last_snapshot + self.cfg.snapshot_every {
+                        self.last_snapshot = slot.0;
+                        follow_up.push(Input::Snapshot {
+                            through: slot,
+                            data: self.kv.snapshot().into(),
+                        });
+                    }
+                    if self.cfg.observe_applies {
+                        self.out.push(Effect::Applied { slot, batch });
+                    }
+                }
+                Output::InstallSnapshot { through, data } => match KvStore::restore(&data) {
+                    Ok(kv) => {
+                        self.kv = kv;
+                        self.last_snapshot = through.0;
+                    }
+                    Err(e) => self.out.push(Effect::Fatal {
+                        message: format!(
+                            "snapshot through slot {} does not decode: {e}",
+                            through.0
+                        ),
+                    }),
+                },
+                Output::ReadReady { id } => {
+                    if let Some((req, cmd)) = self.requests.take_lease_read(id) {
+                        let result = self.kv.read(&cmd.op);
+                        self.reply_done(req, vec![result], "lease");
+                    }
+                }
+                Output::ReadRejected { id, reason } => {
+                    let Some((req, cmd)) = self.requests.take_lease_read(id) else {
+                        continue;
+                    };
+                    match reason {
+                        // No valid lease (yet): the read goes through the log.
+                        Rejection::LeaseExpired => follow_up.push(self.propose(req, vec![cmd])),
+                        Rejection::NotLeader { hint } => self.reply(
+                            req,
+                            Reply::NotLeader {
+                                hint: hint.map(|h| h.0 as usize),
+                            },
+                        ),
+                    }
+                }
+                Output::NotLeader { tokens, hint } => {
+                    let hint = hint.or(self.core.leader_hint()).map(|h| h.0 as usize);
+                    for req in self.requests.fail_tokens(&tokens) {
+                        self.reply(req, Reply::NotLeader { hint });
+                    }
+                }
+                Output::Abandoned { tokens } => {
+                    let hint = self.core.leader_hint().map(|h| h.0 as usize);
+                    for req in self.requests.fail_tokens(&tokens) {
+                        self.reply(req, Reply::NotLeader { hint });
+                    }
+                }
+            }
+        }
+        for i in follow_up {
+            self.step(i);
+        }
+    }
+
+    /// Applies a chosen batch; commands with a token of ours fill their request's results.
+    fn apply(&mut self, batch: &Batch, tokens: &[u64]) {
+        for (k, raw) in batch.0.iter().enumerate() {
+            let Ok(cmd) = KvCommand::decode(raw) else {
+                // Every replica skips the same undecodable command: state stays identical.
+                tracing::warn!("skipping an undecodable command");
+                continue;
+            };
+            let result = self.kv.apply(&cmd);
+            let Some(&token) = tokens.get(k) else {
+                continue;
+            };
+            if self.cfg.planted_bug == Some(PlantedBug::LogReadSharedToken) && cmd.is_read_only() {
+                // The defect this bug plants back: every log read waiting in the shard takes
+                // the first applied read's answer.
+                for (req, _) in self.requests.take_all_log_reads() {
+                    self.reply_done(req, vec![result.clone()], "log");
+                }
+                continue;
+            }
+            if let Some((req, results)) = self.requests.fill(token, result) {
+                self.reply_done(req, results, "log");
+            }
+        }
+    }
+
+    /// Proposes `commands` for request `req` (one token each).
+    fn propose(&mut self, req: u64, commands: Vec<KvCommand>) -> Input {
+        let read_only = commands.iter().all(KvCommand::is_read_only);
+        let proposals: Vec<Proposal> = commands
+            .iter()
+            .map(|c| Proposal {
+                token: 0,
+                command: Bytes::from(c.encode()),
+            })
+            .collect();
+        let tokens = self.requests.register(req, commands.len(), read_only);
+        let proposals = proposals
+            .into_iter()
+            .zip(tokens)
+            .map(|(p, token)| Proposal { token, ..p })
+            .collect();
+        Input::Propose(proposals)
+    }
+
+    fn reply(&mut self, id: u64, reply: Reply) {
+        self.out.push(Effect::Reply { id, reply });
+    }
+
+    fn reply_done(&mut self, id: u64, results: Vec<KvResult>, path: &'static str) {
+        let applied = self.core.applied_index().0;
+        self.reply(
+            id,
+            Reply::Done {
+                results,
+                path,
+                applied,
+            },
+        );
+    }
+
+    fn on_client(&mut self, id: u64, request: Request) {
+        match request {
+            Request::Read {
+                command,
+                mode: mode @ (ReadMode::Local | ReadMode::Quorum),
+                min_applied,
+                wait,
+            } => {
+                if min_applied <= self.core.applied_index().0 {
+                    self.answer_local(id, &command, mode);
+                } else if self.parked.len() >= self.cfg.max_parked {
+                    self.reply(id, Reply::Overloaded);
+                } else {
+                    self.parked.push(Parked {
+                        min_applied,
+                        id,
+                        command,
+                        mode,
+                        until: self.now + wait,
+                    });
+                }
+            }
+            _ if !self.core.is_leader() => {
+                let hint = self.core.leader_hint().map(|h| h.0 as usize);
+                self.reply(id, Reply::NotLeader { hint });
+            }
+            Request::Submit { commands } => {
+                let input = self.propose(id, commands);
+                self.step(input);
+            }
+            Request::Read {
+                command,
+                mode: ReadMode::Log,
+                ..
+            } => {
+                let input = self.propose(id, vec![command]);
+                self.step(input);
+            }
+            Request::Read {
+                command,
+                mode: ReadMode::Leader,
+                ..
+            } => {
+                let read = self.requests.lease_read(id, command);
+                self.step(Input::Read { id: read });
+            }
+        }
+    }
+
+    /// Answers parked reads whose slot is now applied.
+    fn unpark(&mut self) {
+        let applied = self.core.applied_index().0;
+        let parked = std::mem::take(&mut self.parked);
+        for p in parked {
+            if p.min_applied <= applied {
+                self.answer_local(p.id, &p.command, p.mode);
+            } else {
+                self.parked.push(p);
+            }
+        }
+    }
+
+    fn expire_parked(&mut self) {
+        let now = self.now;
+        let (late, keep): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.until <= now);
+        self.parked = keep;
+        for p in late {
+            self.reply(p.id, Reply::Timeout);
+        }
+    }
+
+    /// The highest accepted, unapplied slot whose batch touches `key` (0: none).
+    fn barrier(&self, key: Option<&[u8]>) -> u64 {
+        let mut b = 0;
+        for (slot, batch) in self.core.unapplied() {
+            let touches = match key {
+                None => !batch.0.is_empty(),
+                Some(key) => batch
+                    .0
+                    .iter()
+                    .any(|c| KvCommand::decode(c).is_ok_and(|c| c.touches(key))),
+            };
+            if touches {
+                b = slot.0;
+            }
+        }
+        b
+    }
+
+    fn answer_local(&mut self, id: u64, cmd: &KvCommand, mode: ReadMode) {
+        let result = self.kv.read(&cmd.op);
+        let barrier = match (&cmd.op, mode) {
+            (Op::Get { key }, ReadMode::Quorum) => self.barrier(Some(key)),
+            (_, ReadMode::Quorum) => self.barrier(None),
+            _ => 0,
+        };
+        let staleness_ms = self.staleness_ms();
+        let path = if mode == ReadMode::Quorum {
+            "quorum"
+        } else {
+            "local"
+        };
+        let applied = self.core.applied_index().0;
+        self.reply(
+            id,
+            Reply::Local {
+                result,
+                path,
+                applied,
+                barrier,
+                staleness_ms,
+            },
+        );
+    }
+
+    /// How stale the applied state may be, on this replica's clock padded by the drift bound
+    /// (so that it bounds true elapsed time), rounded up.
+    fn staleness_ms(&self) -> u64 {
+        match self.core.fresh_as_of() {
+            None => u64::MAX,
+            Some(t) => {
+                let d = self
+                    .now
+                    .saturating_sub(t)
+                    .mul_f64(1.0 + 2.0 * self.cfg.drift_bound);
+                d.as_micros().div_ceil(1000) as u64
+            }
+        }
+    }
+}

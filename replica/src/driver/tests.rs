@@ -1,0 +1,231 @@
+//! Driver tests over an instant in-memory group (the WAN simulator in `meridian-testkit` runs the
+//! same driver under faults).
+use super::*;
+use crate::kv::Outcome;
+use meridian_core::{CoreConfig, Quorum};
+use std::collections::VecDeque;
+
+const TICK: Duration = Duration::from_millis(10);
+
+struct Group {
+    drivers: Vec<ShardDriver>,
+    now: Duration,
+    queue: VecDeque<(usize, Event)>,
+    replies: Vec<(usize, u64, Reply)>,
+}
+
+impl Group {
+    fn new(n: usize, lease: bool, bug: Option<PlantedBug>) -> Group {
+        let drivers = (0..n)
+            .map(|i| {
+                let mut c = CoreConfig::wan(SiteId(i as u8), Quorum::Majority(n), 11);
+                c.preferred_leader = Some(SiteId(0));
+                if !lease {
+                    c.lease = None;
+                }
+                let cfg = DriverConfig {
+                    planted_bug: bug,
+                    ..DriverConfig::default()
+                };
+                ShardDriver::new(
+                    Core::new(c, Duration::ZERO),
+                    Vec::new(),
+                    cfg,
+                    Duration::ZERO,
+                )
+            })
+            .collect();
+        Group {
+            drivers,
+            now: Duration::ZERO,
+            queue: VecDeque::new(),
+            replies: Vec::new(),
+        }
+    }
+
+    fn run(&mut self) {
+        while let Some((i, ev)) = self.queue.pop_front() {
+            for e in self.drivers[i].handle(self.now, ev) {
+                match e {
+                    Effect::Send { to, msg } => self.queue.push_back((
+                        to.0 as usize,
+                        Event::Peer {
+                            from: SiteId(i as u8),
+                            msg,
+                        },
+                    )),
+                    Effect::Persist { token, .. } => self
+                        .queue
+                        .push_back((i, Event::Persisted { token, log_size: 0 })),
+                    Effect::Reply { id, reply } => self.replies.push((i, id, reply)),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += TICK;
+            for i in 0..self.drivers.len() {
+                self.queue.push_back((i, Event::Tick));
+            }
+            self.run();
+        }
+    }
+
+    fn request(&mut self, site: usize, id: u64, request: Request) {
+        self.queue.push_back((site, Event::Client { id, request }));
+    }
+
+    fn take_reply(&mut self, id: u64) -> Reply {
+        let k = self
+            .replies
+            .iter()
+            .position(|(_, i, _)| *i == id)
+            .unwrap_or_else(|| panic!("no reply for request {id}"));
+        self.replies.remove(k).2
+    }
+}
+
+fn put(client: u64, key: &str, value: &str) -> KvCommand {
+    KvCommand {
+        client,
+        seq: 1,
+        op: Op::Put {
+            key: key.into(),
+            value: value.into(),
+        },
+    }
+}
+
+/// Every reader shares one identity, as the proxy's reads do.
+fn get(key: &str) -> KvCommand {
+    KvCommand {
+        client: 0,
+        seq: 0,
+        op: Op::Get { key: key.into() },
+    }
+}
+
+fn value_of(r: &Reply) -> Option<Vec<u8>> {
+    match r {
+        Reply::Done { results, .. } => match &results[0].outcome {
+            Outcome::Get { kv } => kv.as_ref().map(|kv| kv.value.clone()),
+            o => panic!("a get answered with {o:?}"),
+        },
+        r => panic!("unexpected reply {r:?}"),
+    }
+}
+
+/// Issue "One system under test", defect 1: concurrent reads through the log, sharing one
+/// `(client, seq)`, each get the value of their own key.
+fn concurrent_log_reads(bug: Option<PlantedBug>) -> usize {
+    let mut g = Group::new(3, false, bug);
+    g.advance(Duration::from_secs(3));
+    assert!(g.drivers[0].core().is_leader());
+    for k in 0..10u64 {
+        g.request(
+            0,
+            k + 1,
+            Request::Submit {
+                commands: vec![put(100 + k, &format!("k{k}"), &format!("v{k}"))],
+            },
+        );
+    }
+    g.run();
+    g.advance(Duration::from_millis(100));
+    g.replies.clear();
+    // All ten reads arrive before any of them commits.
+    for k in 0..10u64 {
+        g.request(
+            0,
+            100 + k,
+            Request::Read {
+                command: get(&format!("k{k}")),
+                mode: ReadMode::Leader,
+                min_applied: 0,
+                wait: Duration::from_secs(1),
+            },
+        );
+    }
+    g.advance(Duration::from_millis(100));
+    let mut wrong = 0;
+    for k in 0..10u64 {
+        let r = g.take_reply(100 + k);
+        assert!(matches!(r, Reply::Done { path: "log", .. }), "{r:?}");
+        if value_of(&r) != Some(format!("v{k}").into_bytes()) {
+            wrong += 1;
+        }
+    }
+    wrong
+}
+
+#[test]
+fn concurrent_log_reads_of_different_keys_each_get_their_own_key() {
+    assert_eq!(concurrent_log_reads(None), 0);
+}
+
+#[test]
+fn the_planted_shared_token_bug_answers_reads_with_another_keys_value() {
+    assert!(concurrent_log_reads(Some(PlantedBug::LogReadSharedToken)) > 0);
+}
+
+#[test]
+fn parked_reads_time_out_instead_of_waiting_forever() {
+    let mut g = Group::new(3, true, None);
+    g.advance(Duration::from_secs(3));
+    g.request(
+        1,
+        7,
+        Request::Read {
+            command: get("k"),
+            mode: ReadMode::Local,
+            min_applied: 1_000_000,
+            wait: Duration::from_millis(200),
+        },
+    );
+    g.run();
+    assert!(g.replies.is_empty(), "parked until the slot or the wait");
+    g.advance(Duration::from_millis(300));
+    assert_eq!(g.take_reply(7), Reply::Timeout);
+}
+
+#[test]
+fn followers_know_how_fresh_they_are_from_the_echoed_timestamp() {
+    let mut g = Group::new(3, true, None);
+    g.advance(Duration::from_secs(3));
+    g.request(
+        2,
+        9,
+        Request::Read {
+            command: get("k"),
+            mode: ReadMode::Local,
+            min_applied: 0,
+            wait: Duration::ZERO,
+        },
+    );
+    g.run();
+    match g.take_reply(9) {
+        // Instant delivery: the echo of one heartbeat's ack rides on the next heartbeat, so
+        // the bound is two heartbeat intervals (2 x 100 ms) and a tick; never unknown.
+        Reply::Local { staleness_ms, .. } => assert!(staleness_ms <= 230, "{staleness_ms}"),
+        r => panic!("{r:?}"),
+    }
+}
+
+#[test]
+fn submits_to_a_follower_are_redirected_with_a_hint() {
+    let mut g = Group::new(3, true, None);
+    g.advance(Duration::from_secs(3));
+    g.request(
+        1,
+        5,
+        Request::Submit {
+            commands: vec![put(1, "a", "b")],
+        },
+    );
+    g.run();
+    assert_eq!(g.take_reply(5), Reply::NotLeader { hint: Some(0) });
+}
