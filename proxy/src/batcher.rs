@@ -3,16 +3,17 @@
 //! commands and in bytes below the replica's message limit. Each batch is a `logic::WriteOp`
 //! (redirects, retries with the same identities, no retry of a permanent refusal). Each shard
 //! has a bounded queue; when it is full the proxy sheds load at once.
-use crate::logic::batch::{take, MAX_BATCH_BYTES};
+use crate::logic::batch::{WriteQueue, MAX_BATCH_BYTES};
 use crate::logic::{ServiceError, WriteOp};
 use crate::sites::Sites;
 use meridian_replica::kv::{KvCommand, KvResult};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub const MAX_BATCH: usize = 256;
+/// Batches in flight per shard: they keep the leader's pipeline busy.
+pub const BATCHES_IN_FLIGHT: usize = 8;
 /// Default bound on writes outstanding per shard (queued plus in flight).
 pub const OUTSTANDING: usize = 4096;
 
@@ -91,30 +92,27 @@ impl Batcher {
 }
 
 async fn run(sites: Arc<Sites>, shard: u32, mut rx: mpsc::UnboundedReceiver<Job>, max: usize) {
-    // Several batches in flight per shard keep the leader's pipeline busy.
-    let inflight = Arc::new(tokio::sync::Semaphore::new(8));
-    let mut queue: VecDeque<Job> = VecDeque::new();
+    let mut q = WriteQueue::new(BATCHES_IN_FLIGHT, max, MAX_BATCH_BYTES);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
     loop {
-        if queue.is_empty() {
-            match rx.recv().await {
-                Some(j) => queue.push_back(j),
+        tokio::select! {
+            biased;
+            Some(()) = done_rx.recv() => q.finished(),
+            j = rx.recv() => match j {
+                Some(j) => q.push(j),
                 None => return,
-            }
+            },
         }
-        let permit = inflight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore open");
         while let Ok(j) = rx.try_recv() {
-            queue.push_back(j);
+            q.push(j);
         }
-        let jobs = take(&mut queue, |j| j.bytes, max, MAX_BATCH_BYTES);
-        let sites = sites.clone();
-        tokio::spawn(async move {
-            submit(&sites, shard, jobs).await;
-            drop(permit);
-        });
+        while let Some(jobs) = q.next_batch(|j| j.bytes) {
+            let (sites, done) = (sites.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                submit(&sites, shard, jobs).await;
+                let _ = done.send(());
+            });
+        }
     }
 }
 

@@ -52,6 +52,10 @@ fn assert_clean(sites: usize, range: std::ops::Range<u64>) {
         "{s:?}"
     );
     assert!(s.compactions > 0 && s.compaction_crashes > 0, "{s:?}");
+    assert!(
+        s.snapshot_installs > 0,
+        "no snapshot installed under faults: {s:?}"
+    );
 }
 
 #[test]

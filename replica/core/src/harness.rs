@@ -17,6 +17,8 @@ pub struct LocalGroup {
     pub applied: Vec<Vec<(Slot, Batch)>>,
     /// Sites that are down drop everything addressed to them.
     pub down: Vec<bool>,
+    /// Messages for which this returns true are lost.
+    pub drop: Option<fn(&crate::Message) -> bool>,
     /// Tokens handed back by `Apply` per site, in order.
     pub tokens: Vec<Vec<u64>>,
     next_token: u64,
@@ -34,6 +36,7 @@ impl LocalGroup {
             disks: vec![Vec::new(); n],
             applied: vec![Vec::new(); n],
             down: vec![false; n],
+            drop: None,
             tokens: vec![Vec::new(); n],
             next_token: 0,
             queue: VecDeque::new(),
@@ -65,6 +68,7 @@ impl LocalGroup {
         let i = site.0 as usize;
         for o in outs {
             match o {
+                Output::Send { msg, .. } if self.drop.is_some_and(|d| d(&msg)) => {}
                 Output::Send { to, msg } => self
                     .queue
                     .push_back((to, Input::Message { from: site, msg })),

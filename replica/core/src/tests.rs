@@ -285,3 +285,93 @@ fn snapshot_is_installed_on_a_replica_that_missed_compacted_entries() {
     assert_eq!(g.cores[f.0 as usize].snapshot_through(), applied);
     assert!(g.cores[f.0 as usize].commit_index() >= applied);
 }
+
+/// Issue "One system under test", defect 3: a deposed leader's pipelined proposals that no
+/// promiser reported stay accepted above the new leader's log at the old leader. The new leader
+/// learns of them from heartbeat acknowledgements and closes them with no-ops, so nothing stays
+/// accepted-but-unapplied (a quorum read's barrier) while the shard is idle.
+#[test]
+fn orphaned_accepted_slots_are_closed_by_the_new_leader() {
+    let (mut g, l) = elected(5);
+    let li = l.0 as usize;
+    for j in 0..5 {
+        g.down[j] = j != li;
+    }
+    for k in 0..5 {
+        g.propose(l, vec![cmd(100 + k)]);
+    }
+    let orphans: Vec<Slot> = g.cores[li].unapplied().map(|(s, _)| s).collect();
+    assert_eq!(orphans.len(), 5, "accepted only by the leader itself");
+    let top = *orphans.last().unwrap();
+    for j in 0..5 {
+        g.down[j] = j == li;
+    }
+    g.advance(Duration::from_secs(6), TICK);
+    let l2 = g.leader().expect("a new leader");
+    assert_ne!(l2, l);
+    g.down[li] = false;
+    g.advance(Duration::from_secs(2), TICK);
+    assert!(
+        g.cores[li].applied_index() >= top,
+        "old leader applied {:?}, orphans up to {top:?}",
+        g.cores[li].applied_index()
+    );
+    assert_eq!(g.cores[li].unapplied().count(), 0);
+    // None of the orphaned commands was chosen: the new leader never saw them.
+    let chosen: Vec<_> = g.applied[l2.0 as usize]
+        .iter()
+        .flat_map(|(_, b)| b.0.clone())
+        .collect();
+    assert!((100..105).all(|k| !chosen.contains(&cmd(k))));
+}
+
+/// Tokens come back with the commands they were proposed with, at the leader only.
+#[test]
+fn apply_hands_tokens_back_to_the_proposer() {
+    let (mut g, l) = elected(3);
+    let tokens = g.propose(l, vec![cmd(1), cmd(2)]);
+    g.advance(Duration::from_millis(300), TICK);
+    assert_eq!(g.tokens[l.0 as usize], tokens);
+    for (i, t) in g.tokens.iter().enumerate() {
+        if i != l.0 as usize {
+            assert!(t.is_empty(), "a follower got tokens");
+        }
+    }
+}
+
+/// A leadership transfer whose `TimeoutNow` is lost: the leader leads on at a higher ballot
+/// as soon as the transfer times out, instead of stepping down into a leaderless backoff.
+#[test]
+fn a_failed_transfer_re_prepares_instead_of_stepping_down() {
+    let preferred = SiteId(2);
+    let mut g = LocalGroup::new(5, |me| {
+        let mut c = CoreConfig::wan(me, Quorum::Majority(5), 7);
+        c.preferred_leader = Some(preferred);
+        c
+    });
+    g.down[2] = true;
+    g.advance(Duration::from_secs(5), TICK);
+    let l = g
+        .leader()
+        .expect("a leader while the preferred site is down");
+    let b0 = g.cores[l.0 as usize].leader_ballot().unwrap();
+    g.drop = Some(|m| matches!(m, Message::TimeoutNow { .. }));
+    g.down[2] = false;
+    // Time for the preferred site to catch up and the transfer to start and time out (1.5 s).
+    let mut leaderless = Duration::ZERO;
+    for _ in 0..300 {
+        g.advance(TICK, TICK);
+        if g.leader().is_none() {
+            leaderless += TICK;
+        }
+    }
+    assert_eq!(g.leader(), Some(l), "the old leader leads on");
+    assert!(
+        g.cores[l.0 as usize].leader_ballot().unwrap() > b0,
+        "at a higher ballot"
+    );
+    assert!(
+        leaderless <= Duration::from_millis(50),
+        "leaderless for {leaderless:?}"
+    );
+}

@@ -178,6 +178,8 @@ pub struct ShardDriver {
     parked: Vec<Parked>,
     last_snapshot: u64,
     compacting: bool,
+    /// Snapshots installed from peers (catch-up across a compacted log).
+    installs: u64,
     now: Duration,
     out: Vec<Effect>,
 }
@@ -185,6 +187,9 @@ pub struct ShardDriver {
 impl ShardDriver {
     /// Builds the driver from a recovered core; `restore` are the outputs of `Core::recover`.
     pub fn new(core: Core, restore: Vec<Output>, cfg: DriverConfig, now: Duration) -> ShardDriver {
+        let recovered = restore
+            .iter()
+            .any(|o| matches!(o, Output::InstallSnapshot { .. }));
         let mut d = ShardDriver {
             last_snapshot: core.snapshot_through().0,
             core,
@@ -193,10 +198,12 @@ impl ShardDriver {
             requests: Requests::default(),
             parked: Vec::new(),
             compacting: false,
+            installs: 0,
             now,
             out: Vec::new(),
         };
         d.execute(restore);
+        d.installs -= u64::from(recovered);
         d
     }
 
@@ -205,6 +212,10 @@ impl ShardDriver {
     }
     pub fn kv(&self) -> &KvStore {
         &self.kv
+    }
+    /// Snapshots this incarnation installed from a peer (not counting its own recovery).
+    pub fn snapshots_installed(&self) -> u64 {
+        self.installs
     }
     /// Requests waiting for an answer (proposals, leader reads, parked reads).
     pub fn waiting(&self) -> usize {
@@ -291,6 +302,7 @@ impl ShardDriver {
                     Ok(kv) => {
                         self.kv = kv;
                         self.last_snapshot = through.0;
+                        self.installs += 1;
                     }
                     Err(e) => self.out.push(Effect::Fatal {
                         message: format!(

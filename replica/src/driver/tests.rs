@@ -9,6 +9,8 @@ const TICK: Duration = Duration::from_millis(10);
 
 struct Group {
     drivers: Vec<ShardDriver>,
+    disks: Vec<Vec<Record>>,
+    cfgs: Vec<CoreConfig>,
     now: Duration,
     queue: VecDeque<(usize, Event)>,
     replies: Vec<(usize, u64, Reply)>,
@@ -16,27 +18,32 @@ struct Group {
 
 impl Group {
     fn new(n: usize, lease: bool, bug: Option<PlantedBug>) -> Group {
-        let drivers = (0..n)
+        let cfgs: Vec<CoreConfig> = (0..n)
             .map(|i| {
                 let mut c = CoreConfig::wan(SiteId(i as u8), Quorum::Majority(n), 11);
                 c.preferred_leader = Some(SiteId(0));
+                c.planted_bug = bug;
                 if !lease {
                     c.lease = None;
                 }
+                c
+            })
+            .collect();
+        let drivers = cfgs
+            .iter()
+            .map(|c| {
                 let cfg = DriverConfig {
                     planted_bug: bug,
                     ..DriverConfig::default()
                 };
-                ShardDriver::new(
-                    Core::new(c, Duration::ZERO),
-                    Vec::new(),
-                    cfg,
-                    Duration::ZERO,
-                )
+                let core = Core::new(c.clone(), Duration::ZERO);
+                ShardDriver::new(core, Vec::new(), cfg, Duration::ZERO)
             })
             .collect();
         Group {
             drivers,
+            disks: vec![Vec::new(); n],
+            cfgs,
             now: Duration::ZERO,
             queue: VecDeque::new(),
             replies: Vec::new(),
@@ -54,9 +61,11 @@ impl Group {
                             msg,
                         },
                     )),
-                    Effect::Persist { token, .. } => self
-                        .queue
-                        .push_back((i, Event::Persisted { token, log_size: 0 })),
+                    Effect::Persist { token, records } => {
+                        self.disks[i].extend(records);
+                        self.queue
+                            .push_back((i, Event::Persisted { token, log_size: 0 }))
+                    }
                     Effect::Reply { id, reply } => self.replies.push((i, id, reply)),
                     _ => {}
                 }
@@ -73,6 +82,12 @@ impl Group {
             }
             self.run();
         }
+    }
+
+    /// Restarts site `i` from its disk (a crash after everything was synced).
+    fn restart(&mut self, i: usize) {
+        let (core, outs) = Core::recover(self.cfgs[i].clone(), self.now, self.disks[i].clone());
+        self.drivers[i] = ShardDriver::new(core, outs, DriverConfig::default(), self.now);
     }
 
     fn request(&mut self, site: usize, id: u64, request: Request) {
@@ -228,4 +243,60 @@ fn submits_to_a_follower_are_redirected_with_a_hint() {
     );
     g.run();
     assert_eq!(g.take_reply(5), Reply::NotLeader { hint: Some(0) });
+}
+
+/// A restarted leader (tokens are in memory only, so its re-applied slots carry none) answers
+/// new reads through the log, reusing caller ids of its previous incarnation, with the current
+/// state — never with an old read slot's result.
+#[test]
+fn a_restarted_leader_answers_new_log_reads_with_the_current_state() {
+    let mut g = Group::new(3, false, None);
+    g.advance(Duration::from_secs(3));
+    // Writes interleaved with reads through the log that share one identity, (0, 0).
+    for k in 0..5u64 {
+        let w = Request::Submit {
+            commands: vec![put(10 + k, "k", &format!("v{k}"))],
+        };
+        g.request(0, 100 + k, w);
+        g.run();
+        g.request(0, 200 + k, log_read("k"));
+        g.run();
+        g.advance(Duration::from_millis(50));
+    }
+    assert_eq!(g.replies.len(), 10);
+    g.replies.clear();
+    g.restart(0);
+    for _ in 0..600 {
+        if g.drivers[0].core().is_leader() {
+            break;
+        }
+        g.advance(TICK);
+    }
+    assert!(
+        g.drivers[0].core().is_leader(),
+        "the preferred site leads again"
+    );
+    for k in 0..5u64 {
+        g.request(0, 200 + k, log_read("k"));
+    }
+    g.advance(Duration::from_secs(1));
+    let answers: Vec<_> = g.replies.iter().filter(|(s, _, _)| *s == 0).collect();
+    assert_eq!(answers.len(), 5, "{answers:?}");
+    for (_, id, r) in answers {
+        match r {
+            Reply::Done { .. } => {
+                assert_eq!(value_of(r), Some(b"v4".to_vec()), "request {id}: {r:?}")
+            }
+            r => panic!("request {id}: {r:?}"),
+        }
+    }
+}
+
+fn log_read(key: &str) -> Request {
+    Request::Read {
+        command: get(key),
+        mode: ReadMode::Log,
+        min_applied: 0,
+        wait: Duration::from_secs(1),
+    }
 }

@@ -3,7 +3,7 @@
 //! simulator's event queue in place of sockets and timers.
 use meridian_core::Quorum;
 use meridian_proxy::chooser::{choose, estimates, ReadPath};
-use meridian_proxy::logic::batch::{take, MAX_BATCH_BYTES};
+use meridian_proxy::logic::batch::{WriteQueue, MAX_BATCH_BYTES};
 use meridian_proxy::logic::read_op::{Consistency, Mode};
 use meridian_proxy::logic::{
     Call, CallResult, ReadOp, ReadOutcome, ReadPlan, ServiceError, Step, WriteOp,
@@ -11,7 +11,7 @@ use meridian_proxy::logic::{
 use meridian_proxy::sessions::{Identity, Sessions};
 use meridian_replica::kv::{KvCommand, KvResult, Op};
 use meridian_topology::model::QuorumShape;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,8 +71,7 @@ pub struct SimProxy {
     quorum: Quorum,
     shape: QuorumShape,
     sessions: Arc<Sessions>,
-    queue: VecDeque<Job>,
-    batches: usize,
+    queue: WriteQueue<Job>,
     ops: BTreeMap<u64, OpState>,
     next_op: u64,
     pub ignore_barrier: bool,
@@ -96,8 +95,7 @@ impl SimProxy {
             quorum,
             shape,
             sessions: Sessions::new((index as u64 + 1) << 32, IDENTITIES),
-            queue: VecDeque::new(),
-            batches: 0,
+            queue: WriteQueue::new(BATCHES_IN_FLIGHT, BATCH, MAX_BATCH_BYTES),
             ops: BTreeMap::new(),
             next_op: 0,
             ignore_barrier: false,
@@ -175,7 +173,7 @@ impl SimProxy {
             seq: identity.seq,
             op,
         };
-        self.queue.push_back(Job {
+        self.queue.push(Job {
             client,
             cmd,
             _identity: identity,
@@ -186,18 +184,11 @@ impl SimProxy {
     /// Starts batches while fewer than the bound are in flight.
     fn dispatch(&mut self, now: Duration) -> Vec<ProxyOut> {
         let mut out = Vec::new();
-        while self.batches < BATCHES_IN_FLIGHT && !self.queue.is_empty() {
-            let jobs = take(
-                &mut self.queue,
-                |j| j.cmd.encode().len(),
-                BATCH,
-                MAX_BATCH_BYTES,
-            );
+        while let Some(jobs) = self.queue.next_batch(|j| j.cmd.encode().len()) {
             let cmds = jobs.iter().map(|j| j.cmd.clone()).collect();
             let n = self.rtt_ms.len();
             let mut wop = WriteOp::new(cmds, n, self.leader, now + DEADLINE, self.retry_new_seq);
             let steps = wop.start(now);
-            self.batches += 1;
             self.next_op += 1;
             let id = self.next_op;
             self.ops.insert(id, OpState::Write { op: wop, jobs });
@@ -263,7 +254,7 @@ impl SimProxy {
                         });
                     }
                     Some(OpState::Write { jobs, .. }) => {
-                        self.batches -= 1;
+                        self.queue.finished();
                         let results = r.map(|d| match d {
                             Done::Write(v) => v,
                             Done::Read(_) => unreachable!("a write finished as a read"),

@@ -21,6 +21,7 @@ pub struct Summary {
     pub leader_changes: u64,
     pub compactions: u64,
     pub compaction_crashes: u64,
+    pub snapshot_installs: u64,
     pub failing_seeds: Vec<u64>,
 }
 
@@ -48,6 +49,7 @@ pub fn sweep(
         s.leader_changes += r.leaders.len().saturating_sub(1) as u64;
         s.compactions += r.compactions;
         s.compaction_crashes += r.compaction_crashes;
+        s.snapshot_installs += r.snapshot_installs;
         if r.failed() {
             s.failing_seeds.push(seed);
         }

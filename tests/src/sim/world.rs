@@ -73,6 +73,8 @@ pub struct SeedReport {
     /// Compaction rewrites completed, and crashes that interrupted one.
     pub compactions: u64,
     pub compaction_crashes: u64,
+    /// Snapshots installed from a peer (catch-up across a compacted log).
+    pub snapshot_installs: u64,
     /// The variations this seed ran with.
     pub lease: bool,
     pub preferred_leader: Option<usize>,
@@ -112,6 +114,7 @@ pub struct World {
     reads_by_path: BTreeMap<String, u64>,
     compactions: u64,
     compaction_crashes: u64,
+    snapshot_installs: u64,
     incomplete: usize,
 }
 
@@ -207,6 +210,7 @@ impl World {
             reads_by_path: BTreeMap::new(),
             compactions: 0,
             compaction_crashes: 0,
+            snapshot_installs: 0,
             incomplete: 0,
         }
     }
@@ -467,6 +471,9 @@ impl World {
             Some(i) if self.rng.chance(0.5) => i,
             _ => self.pick_victim(),
         };
+        if let Some(d) = &self.nodes[victim].driver {
+            self.snapshot_installs += d.snapshots_installed();
+        }
         if self.nodes[victim].crash() {
             self.compaction_crashes += 1;
         }
@@ -927,6 +934,11 @@ impl World {
     }
 
     fn finish(mut self) -> SeedReport {
+        for nd in &self.nodes {
+            if let Some(d) = &nd.driver {
+                self.snapshot_installs += d.snapshots_installed();
+            }
+        }
         let mut incomplete = self.incomplete;
         for (c, cl) in self.clients.iter().enumerate() {
             incomplete += cl.remaining;
@@ -1001,6 +1013,7 @@ impl World {
             reads_by_path: self.reads_by_path,
             compactions: self.compactions,
             compaction_crashes: self.compaction_crashes,
+            snapshot_installs: self.snapshot_installs,
             lease: self.cfg.lease,
             preferred_leader: self.cfg.preferred_leader.map(|s| s.0 as usize),
         }

@@ -43,3 +43,30 @@ impl ElectionSafety {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(round: u64, site: u8) -> Ballot {
+        Ballot {
+            round,
+            site: SiteId(site),
+        }
+    }
+
+    #[test]
+    fn a_leader_without_a_promise_quorum_and_two_leaders_of_a_ballot_are_caught() {
+        let q = Quorum::Majority(5);
+        let (mut e, mut f) = (ElectionSafety::default(), Findings::default());
+        e.promise(1, b(1, 0));
+        e.promise(2, b(1, 0));
+        e.observe(0, Some(b(1, 0)), &q, &mut f);
+        assert_eq!(f.other, 0, "self + 2 promises = 3 of 5");
+        e.promise(4, b(2, 3));
+        e.observe(3, Some(b(2, 3)), &q, &mut f);
+        assert_eq!(f.other, 1, "self + 1 promise is no quorum");
+        e.observe(2, Some(b(1, 0)), &q, &mut f);
+        assert_eq!(f.other, 2, "two leaders of one ballot");
+    }
+}
