@@ -117,7 +117,7 @@ async fn run(sites: Arc<Sites>, shard: u32, mut rx: mpsc::UnboundedReceiver<Job>
 }
 
 /// Sends one batch as a `WriteOp` and answers every job of it.
-async fn submit(sites: &Sites, shard: u32, jobs: Vec<Job>) {
+async fn submit(sites: &Arc<Sites>, shard: u32, jobs: Vec<Job>) {
     let cmds: Vec<KvCommand> = jobs.iter().map(|j| j.cmd.clone()).collect();
     let deadline = jobs.iter().map(|j| j.deadline).max().unwrap_or_default();
     let n = sites.sites.len();

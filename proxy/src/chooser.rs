@@ -8,6 +8,8 @@ pub enum ReadPath {
     Leader,
     /// Paxos Quorum Read: one round trip to a read quorum (plus a rinse if a write is pending).
     Quorum,
+    /// A quorum-lease holder answers alone (one round trip to the holder).
+    Lease,
 }
 
 impl ReadPath {
@@ -15,6 +17,7 @@ impl ReadPath {
         match self {
             ReadPath::Leader => "leader",
             ReadPath::Quorum => "quorum",
+            ReadPath::Lease => "lease",
         }
     }
 }
@@ -42,7 +45,21 @@ pub fn estimates(
     leader_lease: bool,
     shape: &QuorumShape,
 ) -> Vec<(ReadPath, f64)> {
+    estimates_with_holder(rtt_ms, leader, leader_lease, shape, None)
+}
+
+/// `estimates` plus the lease path at `holder`, a site believed to hold a valid quorum lease.
+pub fn estimates_with_holder(
+    rtt_ms: &[Option<f64>],
+    leader: Option<usize>,
+    leader_lease: bool,
+    shape: &QuorumShape,
+    holder: Option<usize>,
+) -> Vec<(ReadPath, f64)> {
     let mut out = Vec::new();
+    if let Some(r) = holder.and_then(|h| rtt_ms[h]) {
+        out.push((ReadPath::Lease, r));
+    }
     if let Some(l) = leader {
         if let Some(r) = rtt_ms[l] {
             let extra = if leader_lease { 0.0 } else { r.max(1.0) };
@@ -56,7 +73,8 @@ pub fn estimates(
     out
 }
 
-/// The cheapest path; ties go to the leader (one replica's work instead of n).
+/// The cheapest path; ties go to the earlier estimate (lease, then leader: one replica's work
+/// instead of n).
 pub fn choose(est: &[(ReadPath, f64)]) -> Option<ReadPath> {
     est.iter()
         .fold(None, |best: Option<(ReadPath, f64)>, &(p, ms)| match best {
@@ -94,6 +112,16 @@ mod tests {
             Some(ReadPath::Leader),
             "a tie goes to the leader"
         );
+    }
+
+    #[test]
+    fn a_local_holder_wins_and_a_far_one_loses() {
+        let sh = QuorumShape::Majority;
+        let rtt = [Some(1.0), Some(10.0), Some(80.0), Some(90.0), Some(150.0)];
+        let est = |h| estimates_with_holder(&rtt, Some(4), true, &sh, h);
+        assert_eq!(choose(&est(Some(0))), Some(ReadPath::Lease));
+        // A holder 150 ms away costs more than a quorum read at 80 ms.
+        assert_eq!(choose(&est(Some(4))), Some(ReadPath::Quorum));
     }
 
     #[test]

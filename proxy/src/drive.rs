@@ -7,12 +7,16 @@ use meridian_replica::client::{ClientError, Outcome};
 use meridian_replica::driver::ReadMode;
 use meridian_replica::kv::{KvCommand, KvResult};
 use meridian_replica::wire::pb;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs an operation to its end: `first` are its starting steps, `on_result(now, id, site, r)`
-/// its reaction to each call result. Calls still in flight when it is done are dropped.
+/// its reaction to each call result. Calls still in flight when it is done finish in the
+/// background (each within its own timeout): cancelling them would reset their streams, and a
+/// burst of resets (every quorum read leaves n − q laggards) makes an HTTP/2 server drop the
+/// connection as a rapid-reset attack.
 pub async fn drive<T>(
-    sites: &Sites,
+    sites: &Arc<Sites>,
     shard: u32,
     read: Option<&KvCommand>,
     first: Vec<Step<T>>,
@@ -23,8 +27,13 @@ pub async fn drive<T>(
     loop {
         for s in steps.drain(..) {
             match s {
-                Step::Done(r) => return r,
-                Step::Call(c) => inflight.push(perform(sites, shard, read, c)),
+                Step::Done(r) => {
+                    if !inflight.is_empty() {
+                        tokio::spawn(async move { while inflight.next().await.is_some() {} });
+                    }
+                    return r;
+                }
+                Step::Call(c) => inflight.push(perform(sites.clone(), shard, read.cloned(), c)),
             }
         }
         match inflight.next().await {
@@ -35,15 +44,19 @@ pub async fn drive<T>(
 }
 
 async fn perform(
-    sites: &Sites,
+    sites: Arc<Sites>,
     shard: u32,
-    read: Option<&KvCommand>,
+    read: Option<KvCommand>,
     c: Call,
 ) -> (u32, usize, CallResult) {
     if !c.delay.is_zero() {
         tokio::time::sleep(c.delay).await;
     }
-    let r = tokio::time::timeout(c.timeout, call(sites, shard, read, c.site, c.kind)).await;
+    let r = tokio::time::timeout(
+        c.timeout,
+        call(&sites, shard, read.as_ref(), c.site, c.kind),
+    )
+    .await;
     (c.id, c.site, r.unwrap_or(CallResult::Failed))
 }
 
@@ -84,8 +97,10 @@ async fn call(
                 ReadMode::Log => pb::ReadMode::Log,
                 ReadMode::Local => pb::ReadMode::Local,
                 ReadMode::Quorum => pb::ReadMode::Quorum,
+                ReadMode::Lease => pb::ReadMode::Lease,
             };
             match conn.read_waiting(shard, cmd, mode, min_applied, wait).await {
+                Ok(Outcome::Ok(r)) if r.not_holder => CallResult::NotHolder,
                 Ok(Outcome::Ok(r)) => match bincode::deserialize::<KvResult>(&r.result) {
                     Ok(result) => CallResult::Read(SiteRead {
                         result,

@@ -19,6 +19,7 @@ fn service_status(e: ServiceError) -> Status {
         ServiceError::BadRequest(_) | ServiceError::Refused(_) => Status::invalid_argument(m),
         ServiceError::TooLarge(_) => Status::invalid_argument(m),
         ServiceError::Overloaded => Status::resource_exhausted(m),
+        ServiceError::NoLease(_) => Status::unavailable(m),
         ServiceError::Timeout(_) => Status::deadline_exceeded(m),
     }
 }

@@ -32,7 +32,7 @@ pub(crate) fn api_error(e: ServiceError) -> ApiError {
     let status = match &e {
         ServiceError::BadRequest(_) | ServiceError::Refused(_) => 400,
         ServiceError::TooLarge(_) => 413,
-        ServiceError::Overloaded => 503,
+        ServiceError::Overloaded | ServiceError::NoLease(_) => 503,
         ServiceError::Timeout(_) => 504,
     };
     ApiError {

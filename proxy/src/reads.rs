@@ -1,7 +1,7 @@
 //! The read paths (DESIGN.md §4) at the proxy: each read is a `logic::ReadOp` (leader read under
 //! the leader lease or through the log, Paxos Quorum Read with its bounded rinse, serializable
 //! and bounded-staleness reads) driven on the persistent site connections.
-use crate::chooser::{choose, estimates, ReadPath};
+use crate::chooser::{choose, estimates_with_holder, ReadPath};
 use crate::logic::{ReadOp, ReadPlan, ServiceError};
 use crate::sites::Sites;
 use meridian_core::Quorum;
@@ -14,6 +14,8 @@ pub use crate::logic::read_op::{Consistency, Mode};
 pub use crate::logic::ReadOutcome;
 
 pub struct Reader {
+    /// Whether the cluster runs quorum leases (`[leases] mode`).
+    pub quorum_leases: bool,
     pub sites: Arc<Sites>,
     pub quorum: Quorum,
     pub shape: QuorumShape,
@@ -23,11 +25,13 @@ impl Reader {
     /// The path `auto` would take for `shard` now.
     pub fn auto_path(&self, shard: u32) -> ReadPath {
         let l = self.sites.leader(shard);
-        choose(&estimates(
+        let holder = self.sites.nearest_holder(shard);
+        choose(&estimates_with_holder(
             &self.sites.rtt_ms(),
             l.site,
             l.lease,
             &self.shape,
+            holder,
         ))
         .unwrap_or(ReadPath::Leader)
     }
@@ -48,6 +52,8 @@ impl Reader {
             sites: self.sites.sites.len(),
             leader: self.sites.leader(shard).site,
             auto_path: self.auto_path(shard),
+            holder: self.sites.nearest_holder(shard),
+            quorum_leases: self.quorum_leases,
             nearest: self.sites.nearest_first(),
             deadline: now + deadline,
             ignore_barrier: false,

@@ -98,6 +98,7 @@ pub async fn run(
         region: me.region.clone(),
         shards: cfg.cluster.shards,
         reader: Reader {
+            quorum_leases: cfg.leases.mode != "off",
             sites: sites.clone(),
             quorum: cfg.quorum(),
             shape,

@@ -36,6 +36,8 @@ pub struct Site {
 pub struct Sites {
     pub sites: Vec<Site>,
     pub leaders: Mutex<Vec<LeaderInfo>>,
+    /// Per shard: a bit per site that held a valid quorum lease at its last probe.
+    pub qlease: Mutex<Vec<u32>>,
     pub tls: TlsFiles,
     /// The proxy logic's clock: time since this proxy started.
     epoch: Instant,
@@ -46,6 +48,7 @@ impl Sites {
         Sites {
             sites,
             leaders: Mutex::new(vec![LeaderInfo::default(); shards as usize]),
+            qlease: Mutex::new(vec![0; shards as usize]),
             tls,
             epoch: Instant::now(),
         }
@@ -100,6 +103,15 @@ impl Sites {
         }
     }
 
+    /// The nearest site that held a valid quorum lease on `shard` at its last probe.
+    pub fn nearest_holder(&self, shard: u32) -> Option<usize> {
+        let bits = self.qlease.lock().expect("qlease lock")[shard as usize];
+        let rtt = self.rtt_ms();
+        self.nearest_first()
+            .into_iter()
+            .find(|&i| bits & (1 << i) != 0 && rtt[i].is_some())
+    }
+
     /// Sites by increasing measured RTT (unmeasured last).
     pub fn nearest_first(&self) -> Vec<usize> {
         let r = self.rtt_ms();
@@ -132,6 +144,17 @@ impl Sites {
                 if let Ok(Ok(st)) = st {
                     self.record(i, t0.elapsed().as_secs_f64() * 1e3);
                     *self.sites[i].peer_rtt.lock().expect("rtt lock") = st.peer_rtt_ms.clone();
+                    {
+                        let mut q = self.qlease.lock().expect("qlease lock");
+                        for sh in &st.shards {
+                            let bits = &mut q[sh.shard as usize];
+                            if sh.holds_quorum_lease {
+                                *bits |= 1 << i;
+                            } else {
+                                *bits &= !(1 << i);
+                            }
+                        }
+                    }
                     let mut l = self.leaders.lock().expect("leaders lock");
                     for sh in st.shards {
                         let e = &mut l[sh.shard as usize];

@@ -31,6 +31,9 @@ pub struct ClusterConfig {
     pub sites: Vec<SiteConfig>,
     #[serde(default, rename = "proxy", skip_serializing_if = "Vec::is_empty")]
     pub proxies: Vec<ProxyConfig>,
+    /// Quorum leases (DESIGN.md §2): which sites hold read leases on which shards.
+    #[serde(default)]
+    pub leases: LeasesSection,
     #[serde(skip)]
     pub base_dir: PathBuf,
 }
@@ -97,6 +100,41 @@ pub struct ClusterSection {
     /// Compact the WAL when it grows beyond this many bytes.
     #[serde(default = "d_compact")]
     pub compact_bytes: u64,
+}
+
+fn d_qlease() -> u64 {
+    2000
+}
+fn d_mode() -> String {
+    "off".into()
+}
+
+/// `[leases]`: `mode = "off"` (default) or `"pinned"` with `holders` (every shard) and/or
+/// `shard_holders` (index = shard, overriding `holders`). The configuration enters each shard's
+/// log as a command, so every replica agrees on it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeasesSection {
+    #[serde(default = "d_mode")]
+    pub mode: String,
+    /// Quorum-lease promise length; holders renew every quarter of it.
+    #[serde(default = "d_qlease")]
+    pub lease_ms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shard_holders: Vec<Vec<String>>,
+}
+
+impl Default for LeasesSection {
+    fn default() -> LeasesSection {
+        LeasesSection {
+            mode: d_mode(),
+            lease_ms: d_qlease(),
+            holders: Vec::new(),
+            shard_holders: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -239,6 +277,7 @@ impl ClusterConfig {
                 "cluster.shard_leaders: '{p}' is not a [[site]] name"
             ));
         }
+        self.validate_leases()?;
         if !(0.0..0.5).contains(&self.cluster.drift_bound) {
             return Err("cluster.drift_bound must be within [0, 0.5)".into());
         }
@@ -259,6 +298,58 @@ impl ClusterConfig {
             }
         }
         Ok(())
+    }
+
+    fn validate_leases(&self) -> Result<(), String> {
+        let l = &self.leases;
+        match l.mode.as_str() {
+            "off" => return Ok(()),
+            "pinned" => {}
+            "auto" => {
+                return Err("leases.mode = \"auto\" (holders chosen from read counts) is not available yet; use \"pinned\" with leases.holders".into())
+            }
+            m => return Err(format!("leases.mode '{m}': use \"off\" or \"pinned\"")),
+        }
+        if l.lease_ms < 200 {
+            return Err("leases.lease_ms must be at least 200".into());
+        }
+        if l.holders.is_empty() && l.shard_holders.is_empty() {
+            return Err(
+                "leases.mode = \"pinned\" needs leases.holders or leases.shard_holders".into(),
+            );
+        }
+        if l.shard_holders.len() > self.cluster.shards as usize {
+            return Err(format!(
+                "leases.shard_holders names {} shards but cluster.shards is {}",
+                l.shard_holders.len(),
+                self.cluster.shards
+            ));
+        }
+        for name in l.holders.iter().chain(l.shard_holders.iter().flatten()) {
+            if self.site_index(name).is_none() {
+                return Err(format!("leases: holder '{name}' is not a [[site]] name"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pinned quorum-lease holders of `shard` (site indices), or None when leases are off.
+    pub fn lease_holders(&self, shard: u32) -> Option<Vec<u8>> {
+        if self.leases.mode != "pinned" {
+            return None;
+        }
+        let names = self
+            .leases
+            .shard_holders
+            .get(shard as usize)
+            .unwrap_or(&self.leases.holders);
+        Some(
+            names
+                .iter()
+                .filter_map(|n| self.site_index(n))
+                .map(|i| i as u8)
+                .collect(),
+        )
     }
 
     pub fn site_index(&self, name: &str) -> Option<usize> {
@@ -303,6 +394,8 @@ impl ClusterConfig {
             .and_then(|p| self.site_index(p))
             .map(|i| SiteId(i as u8));
         cfg.lease = (c.lease_ms > 0).then(|| Duration::from_millis(c.lease_ms));
+        cfg.quorum_lease =
+            (self.leases.mode == "pinned").then(|| Duration::from_millis(self.leases.lease_ms));
         cfg.drift_bound = c.drift_bound;
         cfg.heartbeat_interval = Duration::from_millis(c.heartbeat_ms);
         cfg.election_timeout = Duration::from_millis(c.election_timeout_ms);

@@ -11,8 +11,13 @@ fn seeds(default: u64) -> u64 {
 }
 
 fn assert_clean(sites: usize, range: std::ops::Range<u64>) {
+    assert_clean_with(sites, range, false)
+}
+
+fn assert_clean_with(sites: usize, range: std::ops::Range<u64>, quorum_leases: bool) {
     let mut cfg = SimConfig::for_sites(sites).unwrap();
     cfg.faults = Faults::ALL;
+    cfg.quorum_leases = quorum_leases;
     let mut failures = Vec::new();
     let s = sweep(&cfg, range.clone(), |r| {
         if r.failed() {
@@ -68,6 +73,20 @@ fn five_site_majority_sweep_with_every_fault_is_clean() {
 fn nine_site_hierarchical_sweep_with_every_fault_is_clean() {
     let n = seeds(200);
     assert_clean(9, 20_000..20_000 + n);
+}
+
+/// Quorum leases (issue "Quorum leases"): 500 seeds with holders chosen per seed crashing,
+/// partitioned, paused, clocks drifting up to 0.95 ε.
+#[test]
+fn five_site_sweep_with_quorum_leases_is_clean() {
+    let n = seeds(300);
+    assert_clean_with(5, 30_000..30_000 + n, true);
+}
+
+#[test]
+fn nine_site_sweep_with_quorum_leases_is_clean() {
+    let n = seeds(200);
+    assert_clean_with(9, 40_000..40_000 + n, true);
 }
 
 #[test]

@@ -125,3 +125,38 @@ fn retried_writes_with_new_sequence_numbers_are_caught() {
     let s = caught(PlantedBug::ProxyRetryNewSeq);
     assert!(s.violations > 0, "{s:?}");
 }
+
+#[test]
+fn writes_committed_without_a_holder_are_caught() {
+    let mut cfg = SimConfig::for_sites(5).unwrap();
+    cfg.quorum_leases = true;
+    cfg.planted_bug = Some(PlantedBug::WriteSkipsHolder);
+    let mut qlease = 0;
+    let s = sweep(&cfg, 3000..3200, |r| {
+        qlease += r.examples.iter().any(|e| e.starts_with("qlease:")) as u32
+    });
+    assert!(
+        s.violations > 0 && qlease >= 20,
+        "{qlease} seeds caught: {s:?}"
+    );
+}
+
+#[test]
+fn clocks_drifting_beyond_epsilon_break_quorum_leases_and_are_caught() {
+    let mut cfg = SimConfig::for_sites(5).unwrap();
+    cfg.quorum_leases = true;
+    cfg.drift_beyond_bound = true;
+    cfg.preferred_leader = Some(SiteId(0));
+    let mut qlease = 0;
+    sweep(&cfg, 3000..3200, |r| {
+        qlease += r.examples.iter().any(|e| e.starts_with("qlease:")) as u32
+    });
+    assert!(qlease > 0, "no quorum-lease finding");
+    cfg.drift_beyond_bound = false;
+    let s = sweep(&cfg, 3000..3200, |_| {});
+    assert_eq!(
+        s.violations + s.agreement_violations + s.stale_reads,
+        0,
+        "{s:?}"
+    );
+}

@@ -406,7 +406,7 @@ fn start_up_errors_are_clear() {
     let rows: Vec<&str> = out
         .lines()
         .filter(|l| {
-            c.cfg.sites.iter().any(|s| l.starts_with(&s.name)) && l.split_whitespace().count() == 9
+            c.cfg.sites.iter().any(|s| l.starts_with(&s.name)) && l.split_whitespace().count() == 11
         })
         .collect();
     assert_eq!(rows.len(), 5 * 4, "{out}");

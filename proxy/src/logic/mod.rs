@@ -34,6 +34,8 @@ pub enum CallResult {
     Read(SiteRead),
     Submit(Vec<KvResult>),
     NotLeader(Option<usize>),
+    /// A lease read at a site that holds no valid quorum lease.
+    NotHolder,
     /// Transient: transport error, timeout, overload, a replica not caught up in time.
     Failed,
     /// Permanent: the replica refused the request as invalid (never retried).
@@ -78,6 +80,9 @@ pub enum ServiceError {
     /// A replica refused the request as invalid.
     #[error("refused by the replica: {0}")]
     Refused(String),
+    /// `read_mode=lease` and no reachable replica holds a valid quorum lease on the key.
+    #[error("{0}")]
+    NoLease(String),
 }
 
 pub const READ_TIMEOUT: &str = "no read quorum or leader answered in time";
@@ -87,7 +92,8 @@ pub const WRITE_TIMEOUT: &str = "no leader acknowledged the write in time; its o
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReadOutcome {
     pub result: KvResult,
-    /// The path name of the `x-meridian-read-path` header: `leader`, `log`, `quorum`, `local`.
+    /// The path name of the `x-meridian-read-path` header: `lease`, `leader`, `log`, `quorum`,
+    /// `local`.
     pub path: &'static str,
     pub site: usize,
 }

@@ -23,7 +23,7 @@ pub enum Mode {
     Auto,
     Leader,
     Quorum,
-    /// Quorum leases (a later issue): refused for now with a clear message.
+    /// A quorum-lease holder answers alone; an error when none is reachable.
     Lease,
 }
 
@@ -31,6 +31,10 @@ pub enum Mode {
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A rinse waits this long at one replica before it tries the next.
 pub const RINSE_WAIT: Duration = Duration::from_millis(500);
+/// A holder waits at most this long for the commit of a write to the key it accepted.
+pub const LEASE_WAIT: Duration = Duration::from_secs(1);
+pub const NO_LEASES: &str = "read_mode=lease: this cluster runs no quorum leases ([leases] mode = \"off\"); use auto, leader or quorum";
+pub const NO_LEASE: &str = "no reachable replica holds a valid quorum lease on this key's shard; use read_mode=auto, leader or quorum";
 
 /// Everything a read decides from, fixed when it starts.
 #[derive(Clone, Debug)]
@@ -43,6 +47,10 @@ pub struct ReadPlan {
     pub leader: Option<usize>,
     /// What the chooser picks for `auto` now.
     pub auto_path: ReadPath,
+    /// The nearest site believed to hold a valid quorum lease on the shard.
+    pub holder: Option<usize>,
+    /// Whether the cluster runs quorum leases at all (else `read_mode=lease` is a client error).
+    pub quorum_leases: bool,
     /// Sites by increasing measured RTT.
     pub nearest: Vec<usize>,
     /// Absolute deadline on the caller's clock.
@@ -60,6 +68,9 @@ enum Stage {
     Leader {
         target: usize,
         attempt: u32,
+    },
+    Lease {
+        forced: bool,
     },
     Quorum {
         replies: Vec<(usize, SiteRead)>,
@@ -122,6 +133,9 @@ impl ReadOp {
         let (wait, timeout) = if min_applied > 0 {
             let wait = left.min(RINSE_WAIT);
             (wait, left.min(wait + ATTEMPT_TIMEOUT))
+        } else if mode == ReadMode::Lease {
+            let wait = left.min(LEASE_WAIT);
+            (wait, left.min(wait + ATTEMPT_TIMEOUT))
         } else {
             (Duration::ZERO, left.min(ATTEMPT_TIMEOUT))
         };
@@ -162,14 +176,25 @@ impl ReadOp {
         let path = match self.plan.mode {
             Mode::Leader => ReadPath::Leader,
             Mode::Quorum => ReadPath::Quorum,
-            Mode::Auto => self.plan.auto_path,
-            Mode::Lease => {
-                return self.done(Err(ServiceError::BadRequest(
-                    "read_mode=lease needs quorum leases, which this cluster does not run yet; use auto, leader or quorum".into(),
-                )))
+            Mode::Auto if self.plan.auto_path == ReadPath::Lease && self.plan.holder.is_none() => {
+                ReadPath::Leader
             }
+            Mode::Auto => self.plan.auto_path,
+            Mode::Lease => ReadPath::Lease,
         };
         match path {
+            ReadPath::Lease => {
+                let Some(h) = self.plan.holder else {
+                    if !self.plan.quorum_leases {
+                        return self.done(Err(ServiceError::BadRequest(NO_LEASES.into())));
+                    }
+                    return self.done(Err(ServiceError::NoLease(NO_LEASE.into())));
+                };
+                self.stage = Stage::Lease {
+                    forced: self.plan.mode == Mode::Lease,
+                };
+                vec![self.call(now, h, ReadMode::Lease, 0, Duration::ZERO)]
+            }
             ReadPath::Leader => {
                 let target = self.plan.leader.unwrap_or(self.plan.nearest[0]);
                 self.leader(now, target, 0, Duration::ZERO)
@@ -217,6 +242,15 @@ impl ReadOp {
                     self.answer(r, "local", site)
                 }
                 _ => self.linearizable(now),
+            },
+            Stage::Lease { forced } => match r {
+                CallResult::Read(r) => self.answer(r, "lease", site),
+                _ if forced => self.done(Err(ServiceError::NoLease(NO_LEASE.into()))),
+                // The holder lost its lease (or is unreachable): the leader answers.
+                _ => {
+                    self.plan.holder = None;
+                    self.leader_fallback(now)
+                }
             },
             Stage::Leader { target, attempt } => match r {
                 CallResult::Read(r) => {
@@ -313,6 +347,8 @@ mod tests {
             sites: 5,
             leader: Some(0),
             auto_path: ReadPath::Leader,
+            holder: None,
+            quorum_leases: true,
             nearest: vec![4, 3, 2, 1, 0],
             deadline: Duration::from_secs(5),
             ignore_barrier: false,
@@ -391,6 +427,34 @@ mod tests {
         let id = call(&s).id;
         let s = op.on_result(Duration::ZERO, id, 4, read(3, 0, "local"));
         assert!(matches!(&s[0], Step::Done(Ok(o)) if o.path == "local"));
+    }
+
+    #[test]
+    fn lease_reads_go_to_the_holder_and_fall_back_to_the_leader_under_auto() {
+        let mut p = plan(Consistency::Linearizable, Mode::Auto);
+        p.auto_path = ReadPath::Lease;
+        p.holder = Some(4);
+        let mut op = ReadOp::new(p.clone());
+        let s = op.start(Duration::ZERO);
+        assert_eq!(call(&s).site, 4);
+        assert!(matches!(
+            call(&s).kind,
+            CallKind::Read {
+                mode: ReadMode::Lease,
+                ..
+            }
+        ));
+        let s = op.on_result(Duration::ZERO, call(&s).id, 4, CallResult::NotHolder);
+        assert_eq!(call(&s).site, 0, "the leader");
+        // Forced: no fallback, a clear error.
+        p.mode = Mode::Lease;
+        let mut op = ReadOp::new(p.clone());
+        let s = op.start(Duration::ZERO);
+        let s = op.on_result(Duration::ZERO, call(&s).id, 4, CallResult::NotHolder);
+        assert!(matches!(&s[0], Step::Done(Err(ServiceError::NoLease(_)))));
+        p.holder = None;
+        let s = ReadOp::new(p).start(Duration::ZERO);
+        assert!(matches!(&s[0], Step::Done(Err(ServiceError::NoLease(_)))));
     }
 
     #[test]

@@ -21,10 +21,12 @@ pub enum PlantedBug {
     BoundedFromReceiveTime,
     /// Proxy: a retried write takes a new sequence number (no exactly-once across retries).
     ProxyRetryNewSeq,
+    /// Quorum leases: the leader commits a write without the acknowledgement of a lease holder.
+    WriteSkipsHolder,
 }
 
 impl PlantedBug {
-    pub const ALL: [(&'static str, PlantedBug); 6] = [
+    pub const ALL: [(&'static str, PlantedBug); 7] = [
         ("accept-lower-ballot", PlantedBug::AcceptLowerBallot),
         ("read-without-lease", PlantedBug::ReadWithoutLease),
         ("log-read-shared-token", PlantedBug::LogReadSharedToken),
@@ -34,6 +36,7 @@ impl PlantedBug {
             PlantedBug::BoundedFromReceiveTime,
         ),
         ("proxy-retry-new-seq", PlantedBug::ProxyRetryNewSeq),
+        ("write-skips-holder", PlantedBug::WriteSkipsHolder),
     ];
 
     pub fn parse(name: &str) -> Option<PlantedBug> {
@@ -55,6 +58,8 @@ pub struct CoreConfig {
     pub max_backoff: u32,
     /// Leader lease length; `None` disables lease reads.
     pub lease: Option<Duration>,
+    /// Quorum-lease length (promises to the configured holders); `None` disables them.
+    pub quorum_lease: Option<Duration>,
     /// Bound on clock drift *rate* between any two sites (ε of DESIGN.md §2).
     pub drift_bound: f64,
     /// Slots in flight (pipelining window).
@@ -83,6 +88,7 @@ impl CoreConfig {
             election_jitter: Duration::from_millis(1000),
             max_backoff: 8,
             lease: Some(Duration::from_millis(1000)),
+            quorum_lease: None,
             drift_bound: 0.01,
             window: 32,
             max_batch_commands: 1024,

@@ -31,6 +31,8 @@ pub(crate) struct Candidate {
 pub(crate) struct InFlight {
     pub batch: Batch,
     pub accepted: SiteSet,
+    /// Per acceptor: the quorum-lease grant set it reported when it acknowledged this slot.
+    pub grants: Vec<SiteSet>,
     pub sent_at: Duration,
 }
 
@@ -95,6 +97,15 @@ pub struct Core {
     pub(crate) fresh_pending: VecDeque<(Slot, Duration)>,
     /// Local time as of which the applied state includes every acknowledged write.
     pub(crate) fresh_as_of: Option<Duration>,
+    // Quorum leases (qlease.rs).
+    pub(crate) holders: SiteSet,
+    /// Grantor: per site, until when (own clock) it may hold a promise of ours.
+    pub(crate) grants: Vec<Duration>,
+    /// Holder: promises received, counted from our own send times.
+    pub(crate) qlease: LeaseTracker,
+    /// Holder: the highest slot a new grant guards.
+    pub(crate) lease_guard: Slot,
+    pub(crate) next_lease_request: Duration,
     // Persistence plumbing.
     next_token: u64,
     staged_records: Vec<Record>,
@@ -135,6 +146,11 @@ impl Core {
             proposed: BTreeMap::new(),
             fresh_pending: VecDeque::new(),
             fresh_as_of: None,
+            holders: SiteSet::default(),
+            grants: vec![Duration::ZERO; n],
+            qlease: LeaseTracker::new(n),
+            lease_guard: Slot::ZERO,
+            next_lease_request: now,
             next_token: 1,
             staged_records: Vec::new(),
             staged_sends: Vec::new(),
@@ -177,6 +193,12 @@ impl Core {
             core.applied = through;
         }
         core.advance_commit();
+        // Quorum-lease promises made before the crash were not persisted: report every site as
+        // granted for one full promise period.
+        if let Some(t) = core.cfg.quorum_lease {
+            let until = now + t.mul_f64(1.0 + core.cfg.drift_bound);
+            core.grants = vec![until; core.n];
+        }
         // Lease promises made before the crash were not persisted: honour them all by
         // answering no prepare for one full promise period.
         if let Some(lease) = core.cfg.lease {
@@ -199,6 +221,7 @@ impl Core {
             Input::Persisted { token } => self.on_persisted(token),
             Input::Propose(commands) => self.on_propose(commands),
             Input::Read { id } => self.on_read(id),
+            Input::LeaseHolders(h) => self.set_holders(h),
             Input::Snapshot { through, data } => {
                 assert!(
                     through <= self.applied,
@@ -421,7 +444,9 @@ impl Core {
                 ballot,
                 slot,
                 t_send,
-            } => self.on_accepted(from, ballot, slot, t_send),
+                grants,
+                ..
+            } => self.on_accepted(from, ballot, slot, t_send, grants),
             Message::Heartbeat {
                 ballot,
                 commit,
@@ -443,10 +468,15 @@ impl Core {
             }
             Message::Snapshot { through, data } => self.on_snapshot(from, through, data),
             Message::TimeoutNow { ballot } => self.on_timeout_now(from, ballot),
+            Message::LeaseRequest { t_send } => self.on_lease_request(from, t_send),
+            Message::LeaseGrant { t_send, accept_bar } => {
+                self.on_lease_grant(from, t_send, accept_bar)
+            }
         }
     }
 
     fn on_tick(&mut self) {
+        self.lease_tick();
         if self.is_leader() {
             self.leader_tick();
         } else if self.now >= self.election_deadline {

@@ -28,6 +28,8 @@ pub enum Input {
     Read {
         id: u64,
     },
+    /// The quorum-lease holders the log configured (applied by the driver, in log order).
+    LeaseHolders(crate::quorum::SiteSet),
     /// The driver took a snapshot of the state machine after applying `through`.
     Snapshot {
         through: Slot,

@@ -60,6 +60,11 @@ impl LeaseTracker {
         Duration::ZERO
     }
 
+    /// The expiry `site`'s acknowledgements earned (ZERO: none).
+    pub fn expiry_of(&self, site: SiteId) -> Duration {
+        self.expiry[site.0 as usize]
+    }
+
     pub fn valid(&self, now: Duration, quorum: &Quorum) -> bool {
         now < self.expiry(quorum)
     }

@@ -15,6 +15,7 @@ mod io;
 mod lease;
 mod log;
 mod message;
+mod qlease;
 mod quorum;
 mod replication;
 mod rng;

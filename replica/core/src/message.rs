@@ -1,5 +1,6 @@
 //! Peer-to-peer protocol messages. `t_send` is the leader's local clock when it sent the message;
 //! acceptors echo it so the leader can time its lease from the send (DESIGN.md §2 "Leases").
+use crate::quorum::SiteSet;
 use crate::types::{Ballot, Batch, LogEntry, Slot};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -23,11 +24,13 @@ pub enum Message {
         commit: Slot,
         t_send: Duration,
     },
-    /// Phase 2b.
+    /// Phase 2b. `grants`: the acceptor's quorum-lease grant set when it acknowledged.
     Accepted {
         ballot: Ballot,
         slot: Slot,
         t_send: Duration,
+        f_send: Duration,
+        grants: SiteSet,
     },
     /// Leader liveness, commit index and lease renewal. `relinquish` releases lease promises.
     /// `echo`: the latest `f_send` of the receiver's that reached this leader, sent only while
@@ -60,6 +63,10 @@ pub enum Message {
     Snapshot { through: Slot, data: Bytes },
     /// Leadership transfer: the leader of `ballot` asks the receiver to campaign now.
     TimeoutNow { ballot: Ballot },
+    /// A quorum-lease holder asks for (or renews) a promise; `t_send` on its clock.
+    LeaseRequest { t_send: Duration },
+    /// A grantor's promise. `accept_bar`: on a new grant, its highest accepted slot (the guard).
+    LeaseGrant { t_send: Duration, accept_bar: Slot },
 }
 
 impl Message {
@@ -77,6 +84,8 @@ impl Message {
             Message::CatchUpReply { .. } => "catchup_reply",
             Message::Snapshot { .. } => "snapshot",
             Message::TimeoutNow { .. } => "timeout_now",
+            Message::LeaseRequest { .. } => "lease_request",
+            Message::LeaseGrant { .. } => "lease_grant",
         }
     }
 }

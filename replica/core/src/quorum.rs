@@ -7,7 +7,9 @@ use crate::types::SiteId;
 use serde::{Deserialize, Serialize};
 
 /// A set of sites as a bitmask (at most 32 sites).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct SiteSet(pub u32);
 
 impl SiteSet {

@@ -26,6 +26,7 @@ impl Core {
             InFlight {
                 batch: batch.clone(),
                 accepted: SiteSet::default(),
+                grants: vec![SiteSet::default(); self.n],
                 sent_at: now,
             },
         );
@@ -131,12 +132,15 @@ impl Core {
                 batch,
             });
         }
+        let grants = self.grant_set();
         self.send_durable(
             from,
             Message::Accepted {
                 ballot,
                 slot,
                 t_send,
+                f_send: self.now,
+                grants,
             },
         );
         self.learn_commit(from, ballot, commit);
@@ -271,6 +275,7 @@ impl Core {
         ballot: Ballot,
         slot: Slot,
         t_send: Duration,
+        grants: SiteSet,
     ) {
         if !self.lease_ack(from, ballot, t_send) {
             return;
@@ -282,10 +287,21 @@ impl Core {
             return;
         };
         inf.accepted.insert(from);
-        if !self.cfg.quorum.is_phase2_quorum(inf.accepted) {
-            return;
+        // Any acknowledgement of this slot reports a grant set from after the acceptance.
+        inf.grants[from.0 as usize] = grants;
+        if self.commit_ready(slot) {
+            self.choose(slot, ballot);
         }
-        let inf = l.inflight.remove(&slot).expect("in flight");
+    }
+
+    /// Marks an in-flight slot chosen (its commit condition holds) and applies what it can.
+    fn choose(&mut self, slot: Slot, ballot: Ballot) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let Some(inf) = l.inflight.remove(&slot) else {
+            return;
+        };
         if !self.log.mark_chosen_if(slot, ballot) {
             self.log.insert_chosen(slot, inf.batch);
         }
@@ -365,12 +381,17 @@ impl Core {
             return;
         };
         let mut resend = Vec::new();
+        let quorum = &self.cfg.quorum;
         for (slot, inf) in l.inflight.iter_mut() {
             if inf.sent_at + self.cfg.retransmit_interval <= now {
                 inf.sent_at = now;
+                // A slot that a quorum accepted but that waits on lease holders asks everyone
+                // again: fresh acknowledgements report fresh grant sets, which no longer name a
+                // holder whose promises expired.
+                let refresh = quorum.is_phase2_quorum(inf.accepted);
                 for s in 0..self.n {
                     let s = SiteId(s as u8);
-                    if !inf.accepted.contains(s) {
+                    if refresh || !inf.accepted.contains(s) {
                         resend.push((s, *slot, inf.batch.clone()));
                     }
                 }

@@ -375,3 +375,86 @@ fn a_failed_transfer_re_prepares_instead_of_stepping_down() {
         "leaderless for {leaderless:?}"
     );
 }
+
+fn qlease_group(n: usize, holders: &[u8]) -> LocalGroup {
+    let mut g = LocalGroup::new(n, |me| {
+        let mut c = CoreConfig::wan(me, Quorum::Majority(n), 7);
+        c.quorum_lease = Some(Duration::from_secs(1));
+        c.preferred_leader = Some(SiteId(0));
+        c
+    });
+    let mut set = crate::SiteSet::default();
+    for h in holders {
+        set.insert(SiteId(*h));
+    }
+    for i in 0..n {
+        g.input(SiteId(i as u8), Input::LeaseHolders(set));
+    }
+    g.advance(Duration::from_secs(4), TICK);
+    g
+}
+
+/// Quorum leases (DESIGN.md §2): holders hold leases granted by a quorum of grantors; a write
+/// commits only once every holder accepted it, or once its promises expired at the grantors.
+#[test]
+fn writes_wait_for_every_holder_until_its_promises_expire() {
+    let mut g = qlease_group(5, &[3, 4]);
+    let now = g.now;
+    assert!(g.cores[3].holds_quorum_lease(now) && g.cores[4].holds_quorum_lease(now));
+    assert!(!g.cores[2].holds_quorum_lease(now), "not a holder");
+    // With both holders up, a write commits at once.
+    g.propose(SiteId(0), vec![cmd(1)]);
+    g.advance(Duration::from_millis(50), TICK);
+    let applied = |g: &LocalGroup| g.applied[0].iter().flat_map(|(_, b)| b.0.clone()).count();
+    assert_eq!(applied(&g), 1);
+    // Holder 4 goes silent: the next write waits for it ...
+    g.down[4] = true;
+    g.propose(SiteId(0), vec![cmd(2)]);
+    g.advance(Duration::from_millis(500), TICK);
+    assert_eq!(
+        applied(&g),
+        1,
+        "committed without a holder that still held promises"
+    );
+    // ... until its promises expired at the grantors (1 s x (1 + ε)) and a retransmission
+    // refreshed the acceptors' grant sets.
+    g.advance(Duration::from_millis(2000), TICK);
+    assert_eq!(applied(&g), 2);
+}
+
+/// Grants come from a quorum of grantors, not from the leader: losing the leader causes no gap
+/// in a holder's lease.
+#[test]
+fn a_holder_keeps_its_lease_through_a_leader_failure() {
+    let mut g = qlease_group(5, &[3]);
+    assert_eq!(g.leader(), Some(SiteId(0)));
+    g.down[0] = true;
+    for _ in 0..400 {
+        g.advance(TICK, TICK);
+        assert!(g.cores[3].holds_quorum_lease(g.now), "gap at {:?}", g.now);
+    }
+    assert!(
+        g.leader().is_some_and(|l| l != SiteId(0)),
+        "a new leader took over"
+    );
+}
+
+/// A grantor that restarts forgot whom it promised: it reports every site for a full promise
+/// period, so writes wait for every site in that window.
+#[test]
+fn a_restarted_grantor_reports_every_site_for_a_lease_period() {
+    let mut g = qlease_group(3, &[2]);
+    let cfg = {
+        let mut c = CoreConfig::wan(SiteId(1), Quorum::Majority(3), 7);
+        c.quorum_lease = Some(Duration::from_secs(1));
+        c
+    };
+    g.restart(SiteId(1), cfg);
+    let all = g.cores[1].grant_set();
+    assert_eq!(all.len(), 3, "{all:?}");
+    g.advance(Duration::from_millis(1100), TICK);
+    assert!(
+        !g.cores[1].grant_set().contains(SiteId(0)),
+        "expired for non-holders"
+    );
+}

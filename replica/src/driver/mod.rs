@@ -30,6 +30,8 @@ pub enum ReadMode {
     Local,
     /// One reply of a Paxos Quorum Read: local value plus barrier.
     Quorum,
+    /// A quorum-lease holder answers alone (DESIGN.md §2 "Quorum leases").
+    Lease,
 }
 
 /// A client's request to this shard. `id` is the caller's: replies carry it back.
@@ -122,6 +124,8 @@ pub enum Reply {
     },
     /// A parked read's slot was not applied within its wait.
     Timeout,
+    /// A lease read at a replica that holds no valid quorum lease.
+    NotHolder,
 }
 
 #[derive(Clone, Debug)]
@@ -134,6 +138,9 @@ pub struct DriverConfig {
     pub max_parked: usize,
     pub observe_applies: bool,
     pub planted_bug: Option<PlantedBug>,
+    /// The quorum-lease holders this shard should have (pinned); a leader whose log says
+    /// otherwise proposes the configuration. `None`: leave the log's configuration alone.
+    pub lease_holders: Option<Vec<u8>>,
 }
 
 impl Default for DriverConfig {
@@ -145,6 +152,7 @@ impl Default for DriverConfig {
             max_parked: 4096,
             observe_applies: false,
             planted_bug: None,
+            lease_holders: None,
         }
     }
 }
@@ -160,6 +168,8 @@ pub struct StatusInfo {
     pub applied: u64,
     pub holds_lease: bool,
     pub revision: u64,
+    pub holds_quorum_lease: bool,
+    pub lease_holders: Vec<u8>,
 }
 
 struct Parked {
@@ -180,6 +190,8 @@ pub struct ShardDriver {
     compacting: bool,
     /// Snapshots installed from peers (catch-up across a compacted log).
     installs: u64,
+    /// When this replica last proposed the lease configuration (at most once per second).
+    config_proposed: Option<Duration>,
     now: Duration,
     out: Vec<Effect>,
 }
@@ -199,12 +211,52 @@ impl ShardDriver {
             parked: Vec::new(),
             compacting: false,
             installs: 0,
+            config_proposed: None,
             now,
             out: Vec::new(),
         };
         d.execute(restore);
         d.installs -= u64::from(recovered);
+        d.sync_holders();
         d
+    }
+
+    /// Tells the core the lease holders the state machine holds.
+    fn sync_holders(&mut self) {
+        let mut set = meridian_core::SiteSet::default();
+        for s in self.kv.lease_holders() {
+            set.insert(SiteId(*s));
+        }
+        if set != self.core.lease_holders() {
+            self.step(Input::LeaseHolders(set));
+        }
+    }
+
+    /// A leader whose log's lease configuration differs from the pinned one proposes it.
+    fn maybe_configure(&mut self) {
+        let Some(want) = self.cfg.lease_holders.clone() else {
+            return;
+        };
+        let mut want = want;
+        want.sort_unstable();
+        want.dedup();
+        let recent = self
+            .config_proposed
+            .is_some_and(|t| self.now < t + Duration::from_secs(1));
+        if !self.core.is_leader() || recent || self.kv.lease_holders() == want.as_slice() {
+            return;
+        }
+        self.config_proposed = Some(self.now);
+        let cmd = KvCommand {
+            client: 0,
+            seq: 0,
+            op: Op::SetLeaseHolders { sites: want },
+        };
+        let proposal = Proposal {
+            token: 0,
+            command: Bytes::from(cmd.encode()),
+        };
+        self.step(Input::Propose(vec![proposal]));
     }
 
     pub fn core(&self) -> &Core {
@@ -233,6 +285,8 @@ impl ShardDriver {
             applied: self.core.applied_index().0,
             holds_lease: self.core.holds_lease(now),
             revision: self.kv.revision(),
+            holds_quorum_lease: self.core.holds_quorum_lease(now),
+            lease_holders: self.kv.lease_holders().to_vec(),
         }
     }
 
@@ -248,6 +302,7 @@ impl ShardDriver {
             Event::Tick => {
                 self.step(Input::Tick);
                 self.expire_parked();
+                self.maybe_configure();
             }
             Event::Client { id, request } => self.on_client(id, request),
         }
@@ -286,7 +341,9 @@ impl ShardDriver {
                     batch,
                     tokens,
                 } => {
-                    self.apply(&batch, &tokens);
+                    if self.apply(&batch, &tokens) {
+                        follow_up.push(self.holders_input());
+                    }
                     if slot.0 >= self.last_snapshot + self.cfg.snapshot_every {
                         self.last_snapshot = slot.0;
                         follow_up.push(Input::Snapshot {
@@ -303,6 +360,7 @@ impl ShardDriver {
                         self.kv = kv;
                         self.last_snapshot = through.0;
                         self.installs += 1;
+                        follow_up.push(self.holders_input());
                     }
                     Err(e) => self.out.push(Effect::Fatal {
                         message: format!(
@@ -351,14 +409,25 @@ impl ShardDriver {
         }
     }
 
+    fn holders_input(&self) -> Input {
+        let mut set = meridian_core::SiteSet::default();
+        for s in self.kv.lease_holders() {
+            set.insert(SiteId(*s));
+        }
+        Input::LeaseHolders(set)
+    }
+
     /// Applies a chosen batch; commands with a token of ours fill their request's results.
-    fn apply(&mut self, batch: &Batch, tokens: &[u64]) {
+    /// Returns whether the lease configuration changed.
+    fn apply(&mut self, batch: &Batch, tokens: &[u64]) -> bool {
+        let mut configured = false;
         for (k, raw) in batch.0.iter().enumerate() {
             let Ok(cmd) = KvCommand::decode(raw) else {
                 // Every replica skips the same undecodable command: state stays identical.
                 tracing::warn!("skipping an undecodable command");
                 continue;
             };
+            configured |= matches!(cmd.op, Op::SetLeaseHolders { .. });
             let result = self.kv.apply(&cmd);
             let Some(&token) = tokens.get(k) else {
                 continue;
@@ -375,6 +444,7 @@ impl ShardDriver {
                 self.reply_done(req, results, "log");
             }
         }
+        configured
     }
 
     /// Proposes `commands` for request `req` (one token each).
@@ -414,6 +484,15 @@ impl ShardDriver {
 
     fn on_client(&mut self, id: u64, request: Request) {
         match request {
+            Request::Read {
+                command,
+                mode: ReadMode::Lease,
+                wait,
+                ..
+            } => {
+                let until = self.now + wait;
+                self.lease_read(id, command, until);
+            }
             Request::Read {
                 command,
                 mode: mode @ (ReadMode::Local | ReadMode::Quorum),
@@ -461,15 +540,56 @@ impl ShardDriver {
         }
     }
 
+    /// A holder's read (DESIGN.md §2, quorum-lease invariant 2): answered alone only while the
+    /// lease is valid and every write to the key this replica accepted is applied; otherwise it
+    /// waits (until `until`) for those commits; without a valid lease: `NotHolder`.
+    fn lease_read(&mut self, id: u64, command: KvCommand, until: Duration) {
+        if !self.core.quorum_lease_valid(self.now) {
+            return self.reply(id, Reply::NotHolder);
+        }
+        let key = match &command.op {
+            Op::Get { key } => Some(key.as_slice()),
+            _ => None,
+        };
+        let need = self.barrier(key).max(self.core.lease_guard().0);
+        if need <= self.core.applied_index().0 {
+            let result = self.kv.read(&command.op);
+            let applied = self.core.applied_index().0;
+            return self.reply(
+                id,
+                Reply::Local {
+                    result,
+                    path: "qlease",
+                    applied,
+                    barrier: 0,
+                    staleness_ms: 0,
+                },
+            );
+        }
+        if self.parked.len() >= self.cfg.max_parked {
+            return self.reply(id, Reply::Overloaded);
+        }
+        self.parked.push(Parked {
+            min_applied: need,
+            id,
+            command,
+            mode: ReadMode::Lease,
+            until,
+        });
+    }
+
     /// Answers parked reads whose slot is now applied.
     fn unpark(&mut self) {
         let applied = self.core.applied_index().0;
         let parked = std::mem::take(&mut self.parked);
         for p in parked {
-            if p.min_applied <= applied {
-                self.answer_local(p.id, &p.command, p.mode);
-            } else {
+            if p.min_applied > applied {
                 self.parked.push(p);
+            } else if p.mode == ReadMode::Lease {
+                // Re-checked in full: the lease must still hold when the answer is made.
+                self.lease_read(p.id, p.command, p.until);
+            } else {
+                self.answer_local(p.id, &p.command, p.mode);
             }
         }
     }

@@ -16,11 +16,26 @@ pub struct KvCommand {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    Put { key: Key, value: Value },
-    Delete { key: Key },
-    Get { key: Key },
-    Range { prefix: Key, limit: usize },
+    Put {
+        key: Key,
+        value: Value,
+    },
+    Delete {
+        key: Key,
+    },
+    Get {
+        key: Key,
+    },
+    Range {
+        prefix: Key,
+        limit: usize,
+    },
     Txn(Txn),
+    /// Shard configuration: the sites (indices) that hold quorum read leases. Appended last so
+    /// earlier encodings stay valid.
+    SetLeaseHolders {
+        sites: Vec<u8>,
+    },
 }
 
 /// If every compare holds, run `success`, else `failure` (etcd v3 semantics).
@@ -104,6 +119,8 @@ pub enum Outcome {
     },
     /// The client already moved past this sequence number: the command was not executed.
     Stale,
+    /// A configuration command took effect.
+    Configured,
 }
 
 impl KvCommand {
@@ -118,6 +135,7 @@ impl KvCommand {
         match &self.op {
             Op::Put { key: k, .. } | Op::Delete { key: k } | Op::Get { key: k } => k == key,
             Op::Range { prefix, .. } => key.starts_with(prefix),
+            Op::SetLeaseHolders { .. } => false,
             Op::Txn(t) => {
                 t.compares.iter().any(|c| c.key == key)
                     || t.success.iter().chain(&t.failure).any(|o| match o {

@@ -16,6 +16,8 @@ pub struct KvStore {
     lru: std::collections::BTreeSet<(u64, u64)>,
     /// Counts applied writes; orders `lru`.
     tick: u64,
+    /// The quorum-lease holders the log configured (site indices).
+    lease_holders: Vec<u8>,
 }
 
 /// Exactly-once memory of one client.
@@ -34,6 +36,11 @@ impl KvStore {
         self.revision
     }
 
+    /// The quorum-lease holders the log configured (site indices, sorted).
+    pub fn lease_holders(&self) -> &[u8] {
+        &self.lease_holders
+    }
+
     /// Executes one command. Writes apply at most once per `(client, seq)`: a retry of the
     /// last write returns the remembered result; an older sequence number returns `Stale`.
     /// Read-only commands bypass the session table: re-executing a retried read is harmless
@@ -41,7 +48,8 @@ impl KvStore {
     /// The table is bounded: beyond `MAX_SESSIONS` the least recently used client is forgotten
     /// (deterministically, so every replica forgets the same one).
     pub fn apply(&mut self, cmd: &KvCommand) -> KvResult {
-        if cmd.is_read_only() {
+        if cmd.is_read_only() || matches!(cmd.op, Op::SetLeaseHolders { .. }) {
+            // Configuration is idempotent: it needs no exactly-once identity either.
             return self.execute(&cmd.op);
         }
         if let Some(s) = self.sessions.get(&cmd.client) {
@@ -112,6 +120,13 @@ impl KvStore {
             }
             Op::Get { .. } | Op::Range { .. } => return self.read(op),
             Op::Txn(t) => self.txn(t),
+            Op::SetLeaseHolders { sites } => {
+                let mut s = sites.clone();
+                s.sort_unstable();
+                s.dedup();
+                self.lease_holders = s;
+                Outcome::Configured
+            }
         };
         KvResult {
             revision: self.revision,

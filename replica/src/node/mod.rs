@@ -139,6 +139,7 @@ pub async fn run(
             snapshot_every: cfg.cluster.snapshot_every,
             compact_bytes: cfg.cluster.compact_bytes,
             drift_bound,
+            lease_holders: cfg.lease_holders(k),
         };
         let shard = Shard::new(k, core, restore, epoch, wal, links.clone(), opts);
         shard_tasks.push(tokio::spawn(shard.run(peer_rx, client_rx, stop_rx.clone())));

@@ -100,7 +100,7 @@ impl Replica for ReplicaService {
                 not_leader: false,
                 leader_hint: self.site_index as i32,
             })),
-            Reply::Local { .. } | Reply::Timeout => {
+            Reply::Local { .. } | Reply::Timeout | Reply::NotHolder => {
                 Err(Status::internal("unexpected local reply to a submit"))
             }
             Reply::Overloaded => Err(Status::resource_exhausted(
@@ -125,6 +125,7 @@ impl Replica for ReplicaService {
             Ok(pb::ReadMode::Log) => ReadMode::Log,
             Ok(pb::ReadMode::Local) => ReadMode::Local,
             Ok(pb::ReadMode::Quorum) => ReadMode::Quorum,
+            Ok(pb::ReadMode::Lease) => ReadMode::Lease,
             Err(_) => {
                 return Err(Status::invalid_argument(format!(
                     "unknown read mode {}",
@@ -157,6 +158,7 @@ impl Replica for ReplicaService {
                 applied_index: applied,
                 barrier: 0,
                 staleness_ms: 0,
+                not_holder: false,
             })),
             Reply::Overloaded => Err(Status::resource_exhausted(
                 "too many reads waiting for their slot; retry later",
@@ -164,6 +166,11 @@ impl Replica for ReplicaService {
             Reply::Timeout => Err(Status::deadline_exceeded(
                 "this replica has not applied the requested slot in time; try another replica",
             )),
+            Reply::NotHolder => Ok(Response::new(pb::ReadReply {
+                not_holder: true,
+                leader_hint: -1,
+                ..Default::default()
+            })),
             Reply::NotLeader { hint: h } => Ok(Response::new(pb::ReadReply {
                 result: vec![],
                 not_leader: true,
@@ -172,6 +179,7 @@ impl Replica for ReplicaService {
                 applied_index: 0,
                 barrier: 0,
                 staleness_ms: 0,
+                not_holder: false,
             })),
             Reply::Local {
                 result,
@@ -187,6 +195,7 @@ impl Replica for ReplicaService {
                 applied_index: applied,
                 barrier,
                 staleness_ms,
+                not_holder: false,
             })),
         }
     }
@@ -217,6 +226,8 @@ impl Replica for ReplicaService {
                 revision: st.revision,
                 wal_bytes: full.wal_bytes,
                 fsync_us_last: full.fsync_us_last,
+                holds_quorum_lease: st.holds_quorum_lease,
+                lease_holders: st.lease_holders.iter().map(|s| *s as u32).collect(),
             });
         }
         Ok(Response::new(pb::StatusReply {

@@ -46,6 +46,7 @@ pub struct ShardOptions {
     pub snapshot_every: u64,
     pub compact_bytes: u64,
     pub drift_bound: f64,
+    pub lease_holders: Option<Vec<u8>>,
 }
 
 pub struct Shard {
@@ -75,6 +76,7 @@ impl Shard {
             snapshot_every: opts.snapshot_every,
             compact_at: opts.compact_bytes,
             drift_bound: opts.drift_bound,
+            lease_holders: opts.lease_holders,
             ..DriverConfig::default()
         };
         let driver = ShardDriver::new(core, restore, cfg, epoch.elapsed());

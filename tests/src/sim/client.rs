@@ -104,7 +104,8 @@ fn read_kind(rng: &mut Rng) -> (Consistency, Mode) {
     let lin = Consistency::Linearizable;
     match rng.below(100) {
         0..=24 => (lin, Mode::Auto),
-        25..=49 => (lin, Mode::Leader),
+        25..=44 => (lin, Mode::Leader),
+        45..=49 => (lin, Mode::Lease),
         50..=69 => (lin, Mode::Quorum),
         70..=79 => (Consistency::Serializable, Mode::Auto),
         _ => {

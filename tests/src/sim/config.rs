@@ -103,6 +103,9 @@ pub struct SimConfig {
     /// Vary the run by seed: a quarter of the seeds without leases (reads through the log), a
     /// third with a preferred leader (leadership transfers).
     pub vary: bool,
+    /// Run quorum leases (holders chosen per seed). With `vary`, a fifth of the other seeds
+    /// run them too.
+    pub quorum_leases: bool,
 }
 
 /// The five regions of the default demo cluster.
@@ -157,6 +160,7 @@ impl SimConfig {
             drift_bound: 0.01,
             drift_beyond_bound: false,
             vary: true,
+            quorum_leases: false,
         })
     }
 

@@ -2,7 +2,7 @@
 //! `logic::WriteOp`, the batch bounds, the exactly-once identity pool, the chooser), with the
 //! simulator's event queue in place of sockets and timers.
 use meridian_core::Quorum;
-use meridian_proxy::chooser::{choose, estimates, ReadPath};
+use meridian_proxy::chooser::{choose, estimates_with_holder, ReadPath};
 use meridian_proxy::logic::batch::{WriteQueue, MAX_BATCH_BYTES};
 use meridian_proxy::logic::read_op::{Consistency, Mode};
 use meridian_proxy::logic::{
@@ -76,6 +76,9 @@ pub struct SimProxy {
     next_op: u64,
     pub ignore_barrier: bool,
     pub retry_new_seq: bool,
+    /// The configured quorum-lease holders (the proxy tries the nearest; the replica refuses
+    /// if its lease is not valid).
+    pub holders: Vec<usize>,
 }
 
 impl SimProxy {
@@ -100,6 +103,7 @@ impl SimProxy {
             next_op: 0,
             ignore_barrier: false,
             retry_new_seq: false,
+            holders: Vec::new(),
         }
     }
 
@@ -123,11 +127,14 @@ impl SimProxy {
         consistency: Consistency,
         mode: Mode,
     ) -> Vec<ProxyOut> {
-        let auto_path = choose(&estimates(
+        let nearest = self.nearest();
+        let holder = nearest.iter().copied().find(|s| self.holders.contains(s));
+        let auto_path = choose(&estimates_with_holder(
             &self.rtt_ms,
             self.leader,
             self.lease,
             &self.shape,
+            holder,
         ))
         .unwrap_or(ReadPath::Leader);
         let plan = ReadPlan {
@@ -137,7 +144,9 @@ impl SimProxy {
             sites: self.rtt_ms.len(),
             leader: self.leader,
             auto_path,
-            nearest: self.nearest(),
+            holder,
+            quorum_leases: !self.holders.is_empty(),
+            nearest,
             deadline: now + DEADLINE,
             ignore_barrier: self.ignore_barrier,
         };

@@ -18,6 +18,7 @@ pub struct Summary {
     /// completed / interrupted by a crash: what the sweep covered.
     pub seeds_without_lease: u64,
     pub seeds_with_transfers: u64,
+    pub seeds_with_quorum_leases: u64,
     pub leader_changes: u64,
     pub compactions: u64,
     pub compaction_crashes: u64,
@@ -46,6 +47,7 @@ pub fn sweep(
         }
         s.seeds_without_lease += u64::from(!r.lease);
         s.seeds_with_transfers += u64::from(r.preferred_leader.is_some());
+        s.seeds_with_quorum_leases += u64::from(!r.holders.is_empty());
         s.leader_changes += r.leaders.len().saturating_sub(1) as u64;
         s.compactions += r.compactions;
         s.compaction_crashes += r.compaction_crashes;

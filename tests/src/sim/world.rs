@@ -6,14 +6,14 @@ use super::config::SimConfig;
 use super::events::{Event, Queue};
 use super::invariants::{
     acceptor, agreement::Agreement, election::ElectionSafety, lease, list_append::ListAppend,
-    staleness::Staleness, Findings,
+    qlease::QuorumLeaseSafety, staleness::Staleness, Findings,
 };
 use super::network::Network;
 use super::node::{CallOrigin, DiskOp, SimNode, COMPACT_AT_RECORDS};
 use super::proxy::{Answer, ProxyOut, SimProxy};
 use crate::history::{HistoryOp, OpKind, Outcome as HOutcome};
 use meridian_core::{Core, CoreConfig, Message, PlantedBug, Rng, SiteId};
-use meridian_proxy::logic::read_op::Consistency;
+use meridian_proxy::logic::read_op::{Consistency, Mode};
 use meridian_proxy::logic::{CallKind, CallResult, ServiceError, SiteRead};
 use meridian_replica::driver::{
     DriverConfig, Effect, Event as DEvent, Reply, Request, ShardDriver,
@@ -78,6 +78,8 @@ pub struct SeedReport {
     /// The variations this seed ran with.
     pub lease: bool,
     pub preferred_leader: Option<usize>,
+    /// Quorum-lease holders of this seed (empty: no quorum leases).
+    pub holders: Vec<usize>,
 }
 
 impl SeedReport {
@@ -106,6 +108,8 @@ pub struct World {
     election: ElectionSafety,
     staleness: Staleness,
     lists: ListAppend,
+    qlease: QuorumLeaseSafety,
+    holders: Vec<usize>,
     trace: Fnv,
     heal_at: u64,
     commit_latency: Vec<u64>,
@@ -131,7 +135,23 @@ impl World {
             if cfg.preferred_leader.is_none() && seed.is_multiple_of(3) {
                 cfg.preferred_leader = Some(SiteId((seed / 3 % n as u64) as u8));
             }
+            if seed % 5 == 2 {
+                cfg.quorum_leases = true;
+            }
         }
+        // Holders: a random non-empty subset of the sites (all of them when clocks drift
+        // beyond the bound, so the slow clock is a holder's).
+        let holders: Vec<usize> = if !cfg.quorum_leases {
+            Vec::new()
+        } else if cfg.drift_beyond_bound {
+            (0..n).collect()
+        } else {
+            let mut h: Vec<usize> = (0..n).filter(|_| rng.chance(0.5)).collect();
+            if h.is_empty() {
+                h.push(rng.below(n as u64) as usize);
+            }
+            h
+        };
         let region_idx: Vec<usize> = cfg
             .regions
             .iter()
@@ -171,6 +191,7 @@ impl World {
                 let mut px = SimProxy::new(p, r, rtt, cfg.quorum.clone(), shape.clone(), cfg.lease);
                 px.ignore_barrier = cfg.planted_bug == Some(PlantedBug::PqrIgnoreBarrier);
                 px.retry_new_seq = cfg.planted_bug == Some(PlantedBug::ProxyRetryNewSeq);
+                px.holders = holders.clone();
                 px
             })
             .collect();
@@ -202,6 +223,8 @@ impl World {
             election: ElectionSafety::default(),
             staleness: Staleness::default(),
             lists: ListAppend::default(),
+            qlease: QuorumLeaseSafety::default(),
+            holders,
             trace: Fnv::default(),
             heal_at,
             commit_latency: Vec::new(),
@@ -224,6 +247,9 @@ impl World {
         if !self.cfg.lease {
             c.lease = None;
         }
+        if self.cfg.quorum_leases {
+            c.quorum_lease = Some(Duration::from_secs(1));
+        }
         c
     }
 
@@ -235,6 +261,10 @@ impl World {
             max_parked: 4096,
             observe_applies: true,
             planted_bug: self.cfg.planted_bug,
+            lease_holders: self
+                .cfg
+                .quorum_leases
+                .then(|| self.holders.iter().map(|h| *h as u8).collect()),
         }
     }
 
@@ -540,7 +570,20 @@ impl World {
                 }
                 Effect::Compact { records } => self.disk_op(i, DiskOp::Compact { records }),
                 Effect::Applied { slot, batch } => {
-                    self.agreement.applied(i, slot, &batch, &mut self.findings)
+                    self.agreement.applied(i, slot, &batch, &mut self.findings);
+                    if self.cfg.quorum_leases {
+                        let now = self.now;
+                        let cores: Vec<_> = self
+                            .nodes
+                            .iter()
+                            .enumerate()
+                            .filter(|(k, _)| *k != i)
+                            .filter_map(|(k, nd)| {
+                                nd.driver.as_ref().map(|d| (k, d.core(), nd.local(now)))
+                            })
+                            .collect();
+                        self.qlease.committed(now, slot, &cores, &mut self.findings);
+                    }
                 }
                 Effect::Reply { id, reply } => self.site_reply(i, id, reply),
                 Effect::Fatal { message } => self
@@ -742,6 +785,7 @@ impl World {
             }),
             Reply::NotLeader { hint } => CallResult::NotLeader(hint),
             Reply::Overloaded | Reply::Timeout => CallResult::Failed,
+            Reply::NotHolder => CallResult::NotHolder,
         };
         let at = self.now
             + self
@@ -788,7 +832,14 @@ impl World {
         let outs = match &op {
             ClientOp::Get {
                 consistency, mode, ..
-            } => self.proxies[proxy].read(now, c, op.to_op(), *consistency, *mode),
+            } => {
+                // Without quorum leases a forced lease read is refused by design: ask auto.
+                let mode = match mode {
+                    Mode::Lease if self.holders.is_empty() => Mode::Auto,
+                    m => *m,
+                };
+                self.proxies[proxy].read(now, c, op.to_op(), *consistency, mode)
+            }
             _ => self.proxies[proxy].write(now, c, op.to_op()),
         };
         self.proxy_outs(proxy, outs);
@@ -1015,6 +1066,7 @@ impl World {
             compaction_crashes: self.compaction_crashes,
             snapshot_installs: self.snapshot_installs,
             lease: self.cfg.lease,
+            holders: self.holders,
             preferred_leader: self.cfg.preferred_leader.map(|s| s.0 as usize),
         }
     }

@@ -42,6 +42,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         }
         let up_args = UpArgs {
             lease_ms: 1000,
+            lease_holders: None,
             dir: cdir.clone(),
             sites: 5,
             regions: vec![],
@@ -155,6 +156,7 @@ async fn proxy_bench(a: &BenchArgs, cdir: &std::path::Path) -> Result<ExitCode> 
         let _ = std::fs::remove_dir_all(cdir);
         let up_args = UpArgs {
             lease_ms: 1000,
+            lease_holders: None,
             dir: cdir.to_path_buf(),
             sites: 5,
             regions: vec![],

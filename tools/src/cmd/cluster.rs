@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use meridian_replica::client::ReplicaClient;
 use meridian_replica::config::{
-    ClusterConfig, ClusterSection, ProxyConfig, SiteConfig, TlsSection, WanSection,
+    ClusterConfig, ClusterSection, LeasesSection, ProxyConfig, SiteConfig, TlsSection, WanSection,
 };
 use meridian_replica::tls::TlsFiles;
 use meridian_testkit::sim::config::{FIVE_REGIONS, NINE_REGIONS};
@@ -43,6 +43,10 @@ pub struct UpArgs {
     /// Leader lease length in ms (0: no lease reads; every leader read goes through the log).
     #[arg(long, default_value_t = 1000)]
     pub lease_ms: u64,
+    /// Quorum-lease holders for every shard: site names separated by commas, or `all`
+    /// (default: none, quorum leases off).
+    #[arg(long)]
+    pub lease_holders: Option<String>,
     /// Proxies' admission bound (writes outstanding per shard, reads in flight).
     #[arg(long)]
     pub proxy_outstanding: Option<usize>,
@@ -212,6 +216,18 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
         },
         wan: WanSection {
             rtt_matrix: (!a.no_wan).then(|| "embedded".to_string()),
+        },
+        leases: match a.lease_holders.as_deref() {
+            None | Some("") => LeasesSection::default(),
+            Some(list) => LeasesSection {
+                mode: "pinned".into(),
+                holders: if list == "all" {
+                    sites.iter().map(|s| s.name.clone()).collect()
+                } else {
+                    list.split(',').map(|s| s.trim().to_string()).collect()
+                },
+                ..LeasesSection::default()
+            },
         },
         sites,
         proxies,

@@ -28,6 +28,10 @@ pub struct DemoArgs {
     /// Diagnostics: run without the emulated WAN (loopback speed).
     #[arg(long, hide = true)]
     no_wan: bool,
+    /// Every site holds quorum leases; a read-mostly workload (a write, three auto reads and
+    /// one leader read for comparison per round) with lease rows against their bounds.
+    #[arg(long)]
+    quorum_leases: bool,
 }
 
 pub fn run(a: DemoArgs) -> Result<ExitCode> {
@@ -55,6 +59,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&cdir);
     let up_args = UpArgs {
         lease_ms: 1000,
+        lease_holders: a.quorum_leases.then(|| "all".to_string()),
         dir: cdir.clone(),
         sites: 5,
         regions: vec![],
@@ -67,7 +72,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     println!("starting five replica processes (emulated WAN from the shipped AWS RTT matrix) ...");
     let cluster = up(&up_args).await?;
     let outcome = tokio::select! {
-        r = workload(&cluster.config, a.seconds, a.clients) => r,
+        r = workload(&cluster.config, a.seconds, a.clients, a.quorum_leases) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     let stopped = down(&cdir);
@@ -76,7 +81,12 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     report(&cluster.config, &samples, &a)
 }
 
-async fn workload(cfg: &ClusterConfig, seconds: u64, per_region: usize) -> Result<Vec<Sample>> {
+async fn workload(
+    cfg: &ClusterConfig,
+    seconds: u64,
+    per_region: usize,
+    leases: bool,
+) -> Result<Vec<Sample>> {
     // Wait for the planner's preferred leader to lead every shard (it campaigns first).
     let preferred = cfg
         .cluster
@@ -96,8 +106,9 @@ async fn workload(cfg: &ClusterConfig, seconds: u64, per_region: usize) -> Resul
         leaders.iter().map(|&l| &cfg.sites[l].name).collect::<Vec<_>>()
     );
     let tls = tls_config(&cfg.resolve(&cfg.tls.ca));
-    // The first second warms connections and pipelines up; it is not measured.
-    let warm = Instant::now() + Duration::from_secs(1);
+    // The first second warms connections and pipelines up (and, with quorum leases, lets the
+    // holders take their leases and the proxies see them); it is not measured.
+    let warm = Instant::now() + Duration::from_secs(if leases { 3 } else { 1 });
     let end = warm + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for (ci, s) in cfg.sites.iter().enumerate() {
@@ -132,24 +143,37 @@ async fn workload(cfg: &ClusterConfig, seconds: u64, per_region: usize) -> Resul
                             ms: t0.elapsed().as_secs_f64() * 1e3,
                         });
                     }
-                    // Read a key written a few rounds ago (committed everywhere by now).
+                    // Read a key written a few rounds ago (committed everywhere by now); with
+                    // quorum leases, read-mostly: three auto reads and one leader read.
                     if i > 4 {
                         let old = format!("demo/{ci}/{w}/{}", i - 4);
                         let leader = leaders
                             [meridian_proxy::route::shard_for_key(old.as_bytes(), shards) as usize];
-                        let t0 = Instant::now();
-                        let r = conn
-                            .request("GET", &format!("/v1/kv/{old}?read_mode=auto"), vec![])
-                            .await?;
-                        if r.status == 200 && t0 >= warm {
-                            let path = r.header("x-meridian-read-path").unwrap_or_default();
-                            out.push(Sample {
-                                region: ci,
-                                leader,
-                                op: "read",
-                                path,
-                                ms: t0.elapsed().as_secs_f64() * 1e3,
-                            });
+                        let reads: &[(&str, &'static str)] = if leases {
+                            &[
+                                ("auto", "read"),
+                                ("auto", "read"),
+                                ("auto", "read"),
+                                ("leader", "read-leader"),
+                            ]
+                        } else {
+                            &[("auto", "read")]
+                        };
+                        for (mode, op) in reads {
+                            let t0 = Instant::now();
+                            let r = conn
+                                .request("GET", &format!("/v1/kv/{old}?read_mode={mode}"), vec![])
+                                .await?;
+                            if r.status == 200 && t0 >= warm {
+                                let path = r.header("x-meridian-read-path").unwrap_or_default();
+                                out.push(Sample {
+                                    region: ci,
+                                    leader,
+                                    op,
+                                    path,
+                                    ms: t0.elapsed().as_secs_f64() * 1e3,
+                                });
+                            }
                         }
                     }
                 }
@@ -190,16 +214,36 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
         QuorumShape::Majority
     };
     println!();
+    let leases = a.quorum_leases;
     println!("latency per client region through its region's proxy, next to the physical bound of DESIGN.md §6");
-    println!("  write bound = rtt(proxy, leader) + fastest-quorum rtt from the leader");
-    println!("  read  bound = min(leader read = rtt(proxy, leader), quorum read = fastest-quorum rtt from the proxy)");
+    if leases {
+        println!("  every site holds a quorum lease on every shard");
+        println!("  write bound = rtt(proxy, leader) + max(fastest-quorum rtt from the leader, rtt(leader, farthest holder))");
+        println!("  read  bound = min(lease read = rtt(proxy, nearest holder), leader read, quorum read)");
+    } else {
+        println!("  write bound = rtt(proxy, leader) + fastest-quorum rtt from the leader");
+        println!("  read  bound = min(leader read = rtt(proxy, leader), quorum read = fastest-quorum rtt from the proxy)");
+    }
     println!(
-        "{:<16} {:<6} {:>6} {:>9} {:>9} {:>9} {:>8} {:>4}  path",
+        "{:<16} {:<11} {:>6} {:>9} {:>9} {:>9} {:>8} {:>4}  path",
         "region", "op", "count", "p50 ms", "p99 ms", "bound ms", "p50/bnd", "ok"
     );
     let mut rows = Vec::new();
     let mut all_ok = true;
-    for op in ["write", "read"] {
+    // Quorum-lease verdict inputs: per region (lease share, lease p50, leader-read p50).
+    let mut lease_stats: Vec<(usize, f64, f64, f64)> = Vec::new();
+    let ops: &[&str] = if leases {
+        &["write", "read", "read-leader"]
+    } else {
+        &["write", "read"]
+    };
+    // With quorum leases every site is a holder.
+    let holders: Vec<usize> = if leases {
+        region_of.clone()
+    } else {
+        Vec::new()
+    };
+    for &op in ops {
         for (ci, s) in cfg.sites.iter().enumerate() {
             let mine: Vec<&Sample> = samples
                 .iter()
@@ -219,9 +263,18 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
                 .collect();
             ms.sort_by(|x, y| x.total_cmp(y));
             let (c, lr) = (region_of[ci], region_of[l]);
+            let farthest = holders.iter().map(|&h| m.rtt(lr, h)).fold(0.0, f64::max);
+            let nearest = holders
+                .iter()
+                .map(|&h| m.rtt(c, h))
+                .fold(f64::INFINITY, f64::min);
             let bound = match op {
-                "write" => m.rtt(c, lr) + quorum_latency(&m, &sites, &shape, lr),
-                _ => m.rtt(c, lr).min(quorum_latency(&m, &sites, &shape, c)),
+                "write" => m.rtt(c, lr) + quorum_latency(&m, &sites, &shape, lr).max(farthest),
+                "read-leader" => m.rtt(c, lr),
+                _ => m
+                    .rtt(c, lr)
+                    .min(quorum_latency(&m, &sites, &shape, c))
+                    .min(nearest),
             };
             let mut paths: Vec<(String, usize)> = Vec::new();
             for x in &mine {
@@ -236,11 +289,20 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
                 .map(|(p, n)| format!("{p} {:.0}%", 100.0 * *n as f64 / mine.len() as f64))
                 .collect();
             let p50 = pct(&ms, 0.5);
+            if leases && op == "read" {
+                let by_lease = mine.iter().filter(|x| x.path == "lease").count();
+                lease_stats.push((ci, by_lease as f64 / mine.len() as f64, p50, f64::NAN));
+            }
+            if op == "read-leader" {
+                if let Some(e) = lease_stats.iter_mut().find(|e| e.0 == ci) {
+                    e.3 = p50;
+                }
+            }
             let ok = p50 <= bound * 1.05 + 1.0;
             all_ok &= ok;
             let ratio = if bound > 0.0 { p50 / bound } else { f64::NAN };
             println!(
-                "{:<16} {:<6} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>8.3} {:>4}  {}",
+                "{:<16} {:<11} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>8.3} {:>4}  {}",
                 s.region,
                 op,
                 ms.len(),
@@ -252,7 +314,8 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
                 served.join(", ")
             );
             rows.push(json!({
-                "system": "meridian", "region": s.region, "op": op, "path": if op == "write" { "leader" } else { "auto" },
+                "system": "meridian", "region": s.region, "op": if op == "write" { "write" } else { "read" },
+                "path": match op { "write" => "leader", "read-leader" => "leader", _ => "auto" },
                 "served_by": paths.iter().map(|(p, n)| json!({"path": p, "count": n})).collect::<Vec<_>>(),
                 "count": ms.len(), "ops_per_s": round2(ms.len() as f64 / a.seconds as f64),
                 "p50_ms": round2(p50), "p90_ms": round2(pct(&ms, 0.9)), "p99_ms": round2(pct(&ms, 0.99)),
@@ -288,5 +351,35 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
         "every region within 5 % (+1 ms) of its bound: {}",
         if all_ok { "yes" } else { "NO" }
     );
+    if leases {
+        // Holder regions: >= 95 % of auto reads by the local holder, median <= 1 ms, and outside
+        // the leader's region >= 50x below the same region's leader read.
+        let leader_region = cfg
+            .cluster
+            .preferred_leader
+            .as_ref()
+            .and_then(|p| cfg.site_index(p));
+        let ok = lease_stats.iter().all(|(ci, share, lease, leader)| {
+            *share >= 0.95
+                && *lease <= 1.0
+                && (Some(*ci) == leader_region
+                    || leader.is_nan()
+                    || *leader >= 50.0 * lease.max(0.01))
+        });
+        for (ci, share, lease, leader) in &lease_stats {
+            println!(
+                "  {:<16} lease share {:>5.1} %, lease p50 {:.2} ms, leader-read p50 {:.1} ms ({:.0}x)",
+                cfg.sites[*ci].region,
+                share * 100.0,
+                lease,
+                leader,
+                leader / lease.max(0.01)
+            );
+        }
+        println!(
+            "quorum-lease reads >= 95 % local, median <= 1 ms, >= 50x below the leader read outside the leader's region: {}",
+            if ok { "yes" } else { "NO" }
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

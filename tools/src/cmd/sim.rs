@@ -22,13 +22,18 @@ pub struct SimArgs {
     /// ballots), read-without-lease (leaders read locally without a valid lease),
     /// drift-beyond-bound (clocks drift far beyond the lease's ε), log-read-shared-token (log
     /// reads matched by a shared identity), pqr-ignore-barrier (quorum reads ignore the
-    /// barrier), bounded-from-receive-time (freshness from receipt, not from the echo) or
-    /// proxy-retry-new-seq (a retried write takes a new sequence number).
+    /// barrier), bounded-from-receive-time (freshness from receipt, not from the echo),
+    /// proxy-retry-new-seq (a retried write takes a new sequence number) or write-skips-holder
+    /// (a write commits without a quorum-lease holder's acknowledgement).
     #[arg(long)]
     bug: Option<String>,
     /// Disable leader leases (every read goes through the log).
     #[arg(long)]
     no_lease: bool,
+    /// Run quorum leases in every seed (holders chosen per seed); by default a fifth of the
+    /// seeds run them.
+    #[arg(long)]
+    quorum_leases: bool,
     /// Write the history of each failing seed to DIR/seed-N.jsonl.
     #[arg(long)]
     history_dir: Option<std::path::PathBuf>,
@@ -62,6 +67,7 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
     }
     cfg.ops = a.ops;
     cfg.lease = !a.no_lease;
+    cfg.quorum_leases = a.quorum_leases;
     // The liveness window grows with the work each client has left after healing.
     cfg.liveness_window = std::time::Duration::from_secs(45)
         + std::time::Duration::from_millis(400 * (a.ops / cfg.clients) as u64);
@@ -104,6 +110,9 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
             }
             if a.no_lease {
                 line += " --no-lease";
+            }
+            if a.quorum_leases {
+                line += " --quorum-leases";
             }
             println!("{line}");
             for e in &r.examples {

@@ -28,11 +28,12 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
     rt.block_on(async {
         let tls = tool_tls(&cfg);
         println!(
-            "{:<16} {:>5} {:>7} {:>6} {:>10} {:>10} {:>6} {:>12} {:>9}",
+            "{:<16} {:>5} {:>7} {:>6} {:>7} {:>10} {:>10} {:>6} {:>12} {:>9}  lease holders",
             "site",
             "shard",
             "leader",
             "lease",
+            "qlease",
             "commit",
             "applied",
             "ballot",
@@ -55,17 +56,29 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
                         } else {
                             "-"
                         };
+                        let holders: Vec<&str> = sh
+                            .lease_holders
+                            .iter()
+                            .filter_map(|h| cfg.sites.get(*h as usize))
+                            .map(|s| s.name.as_str())
+                            .collect();
                         println!(
-                            "{:<16} {:>5} {:>7} {:>6} {:>10} {:>10} {:>6} {:>12} {:>9}",
+                            "{:<16} {:>5} {:>7} {:>6} {:>7} {:>10} {:>10} {:>6} {:>12} {:>9}  {}",
                             s.name,
                             sh.shard,
                             if sh.is_leader { "self" } else { leader },
                             sh.holds_lease,
+                            sh.holds_quorum_lease,
                             sh.commit_index,
                             sh.applied_index,
                             format!("{}.{}", sh.ballot_round, sh.ballot_site),
                             sh.wal_bytes,
-                            sh.fsync_us_last
+                            sh.fsync_us_last,
+                            if holders.is_empty() {
+                                "-".to_string()
+                            } else {
+                                holders.join(",")
+                            }
                         );
                     }
                 }

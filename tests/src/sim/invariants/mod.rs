@@ -5,6 +5,7 @@ pub mod durability;
 pub mod election;
 pub mod lease;
 pub mod list_append;
+pub mod qlease;
 pub mod staleness;
 
 /// Findings of one run. Each kind keeps at most a few examples, but counts all.

@@ -1,0 +1,43 @@
+//! Quorum-lease safety (DESIGN.md §2 invariant 1; Moraru et al., SoCC 2014): when a write
+//! commits, every replica that believes it may answer reads as a quorum-lease holder has
+//! accepted it (so it waits for its commit before answering). Checked at the first apply of
+//! each slot anywhere — never earlier than its commit.
+use super::Findings;
+use meridian_core::{Core, Slot};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct QuorumLeaseSafety {
+    checked: BTreeSet<Slot>,
+}
+
+impl QuorumLeaseSafety {
+    /// `slot` was just applied somewhere; `cores`: every live replica with its local clock.
+    pub fn committed(
+        &mut self,
+        true_ns: u64,
+        slot: Slot,
+        cores: &[(usize, &Core, Duration)],
+        f: &mut Findings,
+    ) {
+        if !self.checked.insert(slot) {
+            return;
+        }
+        for (i, c, now) in cores {
+            if !c.holds_quorum_lease(*now) {
+                continue;
+            }
+            let seen = c.applied_index() >= slot
+                || slot <= c.snapshot_through()
+                || c.accepted_ballot(slot).is_some();
+            if !seen {
+                f.violation(format!(
+                    "qlease: site {i} holds a quorum lease at t={}ms but never accepted committed slot {}",
+                    true_ns / 1_000_000,
+                    slot.0
+                ));
+            }
+        }
+    }
+}
