@@ -82,9 +82,22 @@ impl TestCluster {
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
-        // Wait until it is really gone (the port must be free for a restart).
+        // Wait until it is really gone (the port must be free for a restart). A dead process
+        // nobody reaped yet (a zombie: `cluster up` is not our child) counts as gone.
+        let zombie = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(true)
+        };
         let deadline = Instant::now() + Duration::from_secs(5);
         while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+            && !zombie(pid)
             && Instant::now() < deadline
         {
             let _ = nix::sys::wait::waitpid(
