@@ -149,18 +149,88 @@ fn lease_reads_are_local_and_histories_stay_linearizable() {
     );
 }
 
+fn op(
+    process: u64,
+    op: OpKind,
+    key: &str,
+    value: Option<String>,
+    t: (u64, u64),
+    outcome: HOutcome,
+    read: Option<String>,
+) -> HistoryOp {
+    HistoryOp {
+        process,
+        op,
+        key: key.to_string(),
+        value,
+        expect: None,
+        invoke_ns: t.0,
+        complete_ns: t.1,
+        outcome,
+        read,
+        path: None,
+    }
+}
+
+/// Writes `kw` through the us-west-2 proxy every 50 ms until `end`, recording a history.
+async fn writer(
+    url: String,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    start: Instant,
+    end: Instant,
+) -> Vec<HistoryOp> {
+    let mut w = Conn::open(&url, tls).await.unwrap();
+    let mut h = Vec::new();
+    let mut i = 0;
+    while Instant::now() < end {
+        i += 1;
+        let v = format!("w{i}");
+        let t0 = start.elapsed().as_nanos() as u64;
+        let r = w.request("PUT", "/v1/kv/kw", v.clone().into_bytes()).await;
+        let t1 = start.elapsed().as_nanos() as u64;
+        let outcome = match r {
+            Ok(r) if r.status == 200 => HOutcome::Ok,
+            _ => HOutcome::Unknown,
+        };
+        h.push(op(99, OpKind::Put, "kw", Some(v), (t0, t1), outcome, None));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h
+}
+
+/// Checks a history with `meridian check` (the same checker the simulator uses).
+fn meridian_check(c: &TestCluster, name: &str, h: &[HistoryOp]) {
+    let file = c.dir.join(name);
+    std::fs::write(&file, meridian_testkit::history::to_jsonl(h)).unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "meridian check {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// The leader killed with -9: the holder in Tokyo keeps answering linearizable reads locally
-/// throughout the election (grants come from a quorum of grantors, not from the leader).
+/// throughout the election (grants come from a quorum of grantors, not from the leader), while
+/// a writer in us-west-2 carries on; the recorded history passes `meridian check`.
 #[test]
 fn holder_regions_keep_reading_through_a_leader_failure() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = TestCluster::up("qlease-leader", &["--lease-holders", "all"]);
     let tls = tls_config(&c.cfg.resolve(&c.cfg.tls.ca));
     let (east, tokyo) = (proxy_url(&c, "us-east-1"), proxy_url(&c, "ap-northeast-1"));
+    let west = proxy_url(&c, "us-west-2");
     let leader = c.cfg.cluster.preferred_leader.clone().unwrap();
-    let (lat, paths, failed) = rt().block_on(async {
+    let start = Instant::now();
+    let (lat, paths, failed, history) = rt().block_on(async {
         until_lease(&tokyo, tls.clone(), "k").await;
         let mut w = Conn::open(&east, tls.clone()).await.unwrap();
+        let put_t0 = start.elapsed().as_nanos() as u64;
         assert_eq!(
             w.request("PUT", "/v1/kv/k", b"before".to_vec())
                 .await
@@ -168,29 +238,72 @@ fn holder_regions_keep_reading_through_a_leader_failure() {
                 .status,
             200
         );
-        let mut r = Conn::open(&tokyo, tls).await.unwrap();
+        let put_t = (put_t0, start.elapsed().as_nanos() as u64);
+        let mut r = Conn::open(&tokyo, tls.clone()).await.unwrap();
+        // Unmeasured: the first read of `k` waits (correctly) until Tokyo learned the commit of
+        // the write just made.
+        r.request("GET", "/v1/kv/k?read_mode=lease", vec![])
+            .await
+            .unwrap();
         let mut lat = Vec::new();
         let mut paths = Vec::new();
         let mut failed = 0;
         let end = Instant::now() + Duration::from_secs(6);
+        let writes = tokio::spawn(writer(west, tls, start, end));
+        let mut history = Vec::new();
         let mut killed = false;
+        let mut i = 0u64;
         while Instant::now() < end {
             if !killed && lat.len() > 50 {
                 c.kill9(&leader);
                 killed = true;
             }
+            i += 1;
+            // Mostly the unwritten key (its lease reads must never stall), sometimes the one
+            // being written (a read of a write in flight waits for its commit).
+            let key = if i.is_multiple_of(8) { "kw" } else { "k" };
             let t0 = Instant::now();
-            match r.request("GET", "/v1/kv/k?read_mode=lease", vec![]).await {
-                Ok(resp) if resp.status == 200 && resp.body == b"before".as_slice() => {
-                    lat.push(t0.elapsed().as_secs_f64() * 1e3);
-                    paths.push(resp.header("x-meridian-read-path").unwrap_or_default());
+            let inv = start.elapsed().as_nanos() as u64;
+            let resp = r
+                .request("GET", &format!("/v1/kv/{key}?read_mode=auto"), vec![])
+                .await;
+            let done = start.elapsed().as_nanos() as u64;
+            match resp {
+                Ok(resp) if resp.status == 200 || resp.status == 404 => {
+                    let v = (resp.status == 200)
+                        .then(|| String::from_utf8_lossy(&resp.body).into_owned());
+                    if key == "k" {
+                        lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                        paths.push(resp.header("x-meridian-read-path").unwrap_or_default());
+                    }
+                    history.push(op(1, OpKind::Get, key, None, (inv, done), HOutcome::Ok, v));
                 }
-                _ => failed += 1,
+                _ if key == "k" => failed += 1,
+                _ => {}
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        (lat, paths, failed)
+        let mut w = writes.await.unwrap();
+        // The key written before the run.
+        w.insert(
+            0,
+            op(
+                98,
+                OpKind::Put,
+                "k",
+                Some("before".into()),
+                put_t,
+                HOutcome::Ok,
+                None,
+            ),
+        );
+        history.extend(w);
+        (lat, paths, failed, history)
     });
+    meridian_check(&c, "failover-history.jsonl", &history);
+    assert!(history
+        .iter()
+        .any(|h| h.key == "kw" && h.op == OpKind::Get && h.read.is_some()));
     assert_eq!(failed, 0, "lease reads failed during the election");
     assert!(paths.iter().all(|p| p == "lease"), "{paths:?}");
     let mut sorted = lat.clone();
@@ -214,28 +327,80 @@ fn a_dead_holder_stalls_writes_only_until_its_promises_expire() {
     let c = TestCluster::up("qlease-holder", &["--lease-holders", "all"]);
     let tls = tls_config(&c.cfg.resolve(&c.cfg.tls.ca));
     let (east, west) = (proxy_url(&c, "us-east-1"), proxy_url(&c, "us-west-2"));
-    let stall = rt().block_on(async {
+    let start = Instant::now();
+    let now = move || start.elapsed().as_nanos() as u64;
+    let (stall, history) = rt().block_on(async {
         until_lease(&west, tls.clone(), "h").await;
         let mut w = Conn::open(&east, tls.clone()).await.unwrap();
-        assert_eq!(
-            w.request("PUT", "/v1/kv/h", b"0".to_vec())
-                .await
-                .unwrap()
-                .status,
-            200
-        );
+        let mut history = Vec::new();
+        let t = now();
+        let r = w.request("PUT", "/v1/kv/h", b"0".to_vec()).await.unwrap();
+        assert_eq!(r.status, 200);
+        history.push(op(
+            1,
+            OpKind::Put,
+            "h",
+            Some("0".into()),
+            (t, now()),
+            HOutcome::Ok,
+            None,
+        ));
+        // Reads from us-west-2 all through the stall, recorded.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (west, tls, done) = (west.clone(), tls.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut r = Conn::open(&west, tls).await.unwrap();
+                let mut h = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = now();
+                    if let Ok(got) = r.request("GET", "/v1/kv/h", vec![]).await {
+                        if got.status == 200 {
+                            let v = String::from_utf8_lossy(&got.body).into_owned();
+                            h.push(op(
+                                2,
+                                OpKind::Get,
+                                "h",
+                                None,
+                                (t, now()),
+                                HOutcome::Ok,
+                                Some(v),
+                            ));
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                h
+            })
+        };
         let t0 = Instant::now();
         c.kill9("ap-northeast-1");
+        let t = now();
         let r = w.request("PUT", "/v1/kv/h", b"1".to_vec()).await.unwrap();
         let stall = t0.elapsed();
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        history.push(op(
+            1,
+            OpKind::Put,
+            "h",
+            Some("1".into()),
+            (t, now()),
+            HOutcome::Ok,
+            None,
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        history.extend(reader.await.unwrap());
         // Other regions' holders still read locally, and see the write.
         let mut r = Conn::open(&west, tls).await.unwrap();
         let got = r.request("GET", "/v1/kv/h", vec![]).await.unwrap();
         assert_eq!(got.body, b"1".as_slice());
         assert_eq!(got.header("x-meridian-read-path").as_deref(), Some("lease"));
-        stall
+        (stall, history)
     });
+    // Reads of `h` wait at the holder for the pending write (then take the leader path): few.
+    assert!(history.len() >= 5, "{} operations recorded", history.len());
+    meridian_check(&c, "holder-kill-history.jsonl", &history);
     eprintln!("a write completed {stall:?} after its holder was killed");
     // Safety, a lower bound a busy machine only raises: the holder renewed at most T/4 = 0.5 s
     // before it died, so its promises held at the grantors for at least 2 s x 1.01 - 0.5 s; a
