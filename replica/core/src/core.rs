@@ -33,6 +33,8 @@ pub(crate) struct InFlight {
     pub accepted: SiteSet,
     /// Per acceptor: the quorum-lease grant set it reported when it acknowledged this slot.
     pub grants: Vec<SiteSet>,
+    /// Whether the batch may change what reads return (then holders must accept it).
+    pub writes: bool,
     pub sent_at: Duration,
 }
 
@@ -106,6 +108,10 @@ pub struct Core {
     /// Holder: the highest slot a new grant guards.
     pub(crate) lease_guard: Slot,
     pub(crate) next_lease_request: Duration,
+    /// Grantor: per site, no renewal before this (a leader revoked it).
+    pub(crate) revoked_until: Vec<Duration>,
+    /// Leader: when it last asked grantors to revoke silent holders.
+    pub(crate) last_revoke: Duration,
     // Persistence plumbing.
     next_token: u64,
     staged_records: Vec<Record>,
@@ -151,6 +157,8 @@ impl Core {
             qlease: LeaseTracker::new(n),
             lease_guard: Slot::ZERO,
             next_lease_request: now,
+            revoked_until: vec![Duration::ZERO; n],
+            last_revoke: Duration::ZERO,
             next_token: 1,
             staged_records: Vec::new(),
             staged_sends: Vec::new(),
@@ -472,6 +480,7 @@ impl Core {
             Message::LeaseGrant { t_send, accept_bar } => {
                 self.on_lease_grant(from, t_send, accept_bar)
             }
+            Message::LeaseRevoke { site } => self.on_lease_revoke(site),
         }
     }
 

@@ -122,6 +122,7 @@ impl LocalGroup {
                 Proposal {
                     token: self.next_token,
                     command,
+                    writes: true,
                 }
             })
             .collect();

@@ -1,7 +1,7 @@
 //! Peer-to-peer protocol messages. `t_send` is the leader's local clock when it sent the message;
 //! acceptors echo it so the leader can time its lease from the send (DESIGN.md §2 "Leases").
 use crate::quorum::SiteSet;
-use crate::types::{Ballot, Batch, LogEntry, Slot};
+use crate::types::{Ballot, Batch, LogEntry, SiteId, Slot};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -65,8 +65,11 @@ pub enum Message {
     TimeoutNow { ballot: Ballot },
     /// A quorum-lease holder asks for (or renews) a promise; `t_send` on its clock.
     LeaseRequest { t_send: Duration },
-    /// A grantor's promise. `accept_bar`: on a new grant, its highest accepted slot (the guard).
+    /// A grantor's promise. `accept_bar`: its highest accepted slot (the guard).
     LeaseGrant { t_send: Duration, accept_bar: Slot },
+    /// The leader asks grantors to stop renewing `site`'s promises for a while: it has not
+    /// acknowledged the leader for a long time, so writes would wait for it forever.
+    LeaseRevoke { site: SiteId },
 }
 
 impl Message {
@@ -86,6 +89,7 @@ impl Message {
             Message::TimeoutNow { .. } => "timeout_now",
             Message::LeaseRequest { .. } => "lease_request",
             Message::LeaseGrant { .. } => "lease_grant",
+            Message::LeaseRevoke { .. } => "lease_revoke",
         }
     }
 }

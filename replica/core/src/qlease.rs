@@ -72,11 +72,63 @@ impl Core {
         self.holders = holders;
     }
 
+    /// The configured quorum-lease length, if quorum leases run.
+    pub fn quorum_lease(&self) -> Option<Duration> {
+        self.cfg.quorum_lease
+    }
+
+    /// Leader only: how long since `site` last acknowledged anything of this ballot.
+    pub fn silent_for(&self, site: SiteId) -> Option<Duration> {
+        match &self.role {
+            Role::Leader(l) => Some(self.now.saturating_sub(l.last_contact[site.0 as usize])),
+            _ => None,
+        }
+    }
+
+    /// Stops renewing `site` for two lease periods (only liveness is at stake: promises already
+    /// given run to their end).
+    pub(crate) fn on_lease_revoke(&mut self, site: SiteId) {
+        let Some(t) = self.cfg.quorum_lease else {
+            return;
+        };
+        if let Some(r) = self.revoked_until.get_mut(site.0 as usize) {
+            *r = (*r).max(self.now + t * 2);
+        }
+    }
+
+    /// Leader: a holder silent for five lease periods (it may still renew its promises with the
+    /// grantors while the leader's accepts no longer reach it, which would stall every write) is
+    /// revoked at every grantor, every half lease while it stays silent.
+    fn revoke_silent_holders(&mut self, t: Duration) {
+        if self.now < self.last_revoke + t / 2 {
+            return;
+        }
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        let silent: Vec<SiteId> = self
+            .holders
+            .iter()
+            .filter(|h| *h != self.cfg.me && (h.0 as usize) < self.n)
+            .filter(|h| self.now.saturating_sub(l.last_contact[h.0 as usize]) >= t * 5)
+            .collect();
+        if silent.is_empty() {
+            return;
+        }
+        self.last_revoke = self.now;
+        for site in silent {
+            self.broadcast(Message::LeaseRevoke { site });
+        }
+    }
+
     /// Holders renew their promises every quarter lease.
     pub(crate) fn lease_tick(&mut self) {
         let Some(t) = self.cfg.quorum_lease else {
             return;
         };
+        if self.is_leader() {
+            self.revoke_silent_holders(t);
+        }
         if !self.holders.contains(self.cfg.me) || self.now < self.next_lease_request {
             return;
         }
@@ -91,7 +143,7 @@ impl Core {
         let Some(t) = self.cfg.quorum_lease else {
             return;
         };
-        if !self.holders.contains(from) {
+        if !self.holders.contains(from) || self.now < self.revoked_until[from.0 as usize] {
             return;
         }
         let i = from.0 as usize;
@@ -131,7 +183,7 @@ impl Core {
         if !self.cfg.quorum.is_phase2_quorum(inf.accepted) {
             return false;
         }
-        if self.cfg.planted_bug == Some(PlantedBug::WriteSkipsHolder) {
+        if self.cfg.planted_bug == Some(PlantedBug::WriteSkipsHolder) || !inf.writes {
             return true;
         }
         let mut must = 0u32;

@@ -12,6 +12,18 @@ impl Core {
     /// Sends `batch` for `slot` in our ballot to every acceptor, ourselves included. `tokens`
     /// (aligned with the batch, or empty for no-ops and recovered values) come back on apply.
     pub(crate) fn propose_at(&mut self, slot: Slot, batch: Batch, tokens: Vec<u64>) {
+        // No-ops write nothing; a recovered value may (we cannot tell): it waits for holders.
+        let writes = !batch.0.is_empty();
+        self.propose_batch(slot, batch, tokens, writes);
+    }
+
+    pub(crate) fn propose_batch(
+        &mut self,
+        slot: Slot,
+        batch: Batch,
+        tokens: Vec<u64>,
+        writes: bool,
+    ) {
         if !tokens.is_empty() {
             self.proposed.insert(slot, (batch.clone(), tokens));
         }
@@ -27,6 +39,7 @@ impl Core {
                 batch: batch.clone(),
                 accepted: SiteSet::default(),
                 grants: vec![SiteSet::default(); self.n],
+                writes,
                 sent_at: now,
             },
         );
@@ -55,6 +68,7 @@ impl Core {
             }
             let mut batch = Vec::new();
             let mut tokens = Vec::new();
+            let mut writes = false;
             let mut bytes = 0;
             while let Some(p) = l.queue.front() {
                 let len = p.command.len();
@@ -63,11 +77,12 @@ impl Core {
                 }
                 bytes += len;
                 let p = l.queue.pop_front().expect("front exists");
+                writes |= p.writes;
                 batch.push(p.command);
                 tokens.push(p.token);
             }
             let slot = l.next_slot;
-            self.propose_at(slot, Batch(batch), tokens);
+            self.propose_batch(slot, Batch(batch), tokens, writes);
         }
     }
 

@@ -50,6 +50,7 @@ fn followers_refuse_proposals_with_a_hint() {
     let p = crate::Proposal {
         token: 9,
         command: cmd(1),
+        writes: true,
     };
     let out = g.cores[f.0 as usize].step(g.now, Input::Propose(vec![p]));
     assert_eq!(

@@ -55,6 +55,9 @@ pub type Command = Bytes;
 pub struct Proposal {
     pub token: u64,
     pub command: Command,
+    /// Whether the command may change what a read returns. Batches of commands that do not
+    /// (reads through the log, configuration) commit without waiting for quorum-lease holders.
+    pub writes: bool,
 }
 
 /// The value chosen for one slot: a batch of commands. An empty batch is a no-op.

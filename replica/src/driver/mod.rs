@@ -240,6 +240,7 @@ impl ShardDriver {
         let mut want = want;
         want.sort_unstable();
         want.dedup();
+
         let recent = self
             .config_proposed
             .is_some_and(|t| self.now < t + Duration::from_secs(1));
@@ -255,6 +256,9 @@ impl ShardDriver {
         let proposal = Proposal {
             token: 0,
             command: Bytes::from(cmd.encode()),
+            // Configuration changes no key: it commits without the holders (which is what
+            // lets a leader remove a holder that stopped answering).
+            writes: false,
         };
         self.step(Input::Propose(vec![proposal]));
     }
@@ -455,6 +459,7 @@ impl ShardDriver {
             .map(|c| Proposal {
                 token: 0,
                 command: Bytes::from(c.encode()),
+                writes: !c.is_read_only(),
             })
             .collect();
         let tokens = self.requests.register(req, commands.len(), read_only);

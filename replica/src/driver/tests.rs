@@ -14,6 +14,8 @@ struct Group {
     now: Duration,
     queue: VecDeque<(usize, Event)>,
     replies: Vec<(usize, u64, Reply)>,
+    /// Messages (to, message) for which this returns true are lost.
+    drop: Option<fn(usize, &Message) -> bool>,
 }
 
 impl Group {
@@ -47,6 +49,7 @@ impl Group {
             now: Duration::ZERO,
             queue: VecDeque::new(),
             replies: Vec::new(),
+            drop: None,
         }
     }
 
@@ -54,6 +57,8 @@ impl Group {
         while let Some((i, ev)) = self.queue.pop_front() {
             for e in self.drivers[i].handle(self.now, ev) {
                 match e {
+                    Effect::Send { to, msg }
+                        if self.drop.is_some_and(|d| d(to.0 as usize, &msg)) => {}
                     Effect::Send { to, msg } => self.queue.push_back((
                         to.0 as usize,
                         Event::Peer {
@@ -299,4 +304,69 @@ fn log_read(key: &str) -> Request {
         min_applied: 0,
         wait: Duration::from_secs(1),
     }
+}
+
+/// A quorum-lease holder that still renews its promises with the grantors but no longer hears
+/// the leader would stall every write; after five lease periods of silence the leader has the
+/// grantors stop renewing it, its promises lapse, and writes go on.
+#[test]
+fn a_holder_the_leader_cannot_reach_is_removed_and_writes_go_on() {
+    let mut g = Group::new(3, true, None);
+    for (i, d) in g.drivers.iter_mut().enumerate() {
+        let mut c = g.cfgs[i].clone();
+        c.quorum_lease = Some(Duration::from_secs(1));
+        g.cfgs[i] = c.clone();
+        let cfg = DriverConfig {
+            lease_holders: Some(vec![1, 2]),
+            ..DriverConfig::default()
+        };
+        *d = ShardDriver::new(
+            Core::new(c, Duration::ZERO),
+            Vec::new(),
+            cfg,
+            Duration::ZERO,
+        );
+    }
+    g.advance(Duration::from_secs(4));
+    assert!(
+        g.drivers[2].core().holds_quorum_lease(g.now),
+        "site 2 holds a lease"
+    );
+    // Site 2 keeps talking to the grantors, but nothing of the leader's reaches it.
+    g.drop = Some(|to, m| {
+        to == 2
+            && matches!(
+                m,
+                Message::Accept { .. } | Message::Heartbeat { .. } | Message::CatchUpReply { .. }
+            )
+    });
+    g.request(
+        0,
+        77,
+        Request::Submit {
+            commands: vec![put(5, "w", "x")],
+        },
+    );
+    g.run();
+    g.advance(Duration::from_secs(2));
+    assert!(
+        g.replies.iter().all(|(_, id, _)| *id != 77),
+        "committed without a live holder"
+    );
+    g.advance(Duration::from_secs(8));
+    assert!(
+        matches!(g.take_reply(77), Reply::Done { .. }),
+        "the write never committed"
+    );
+    assert!(
+        !g.drivers[2].core().holds_quorum_lease(g.now),
+        "its lease lapsed"
+    );
+    // Heard again, it is renewed again.
+    g.drop = None;
+    g.advance(Duration::from_secs(4));
+    assert!(
+        g.drivers[2].core().holds_quorum_lease(g.now),
+        "renewed once heard again"
+    );
 }

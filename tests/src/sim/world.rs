@@ -582,7 +582,8 @@ impl World {
                                 nd.driver.as_ref().map(|d| (k, d.core(), nd.local(now)))
                             })
                             .collect();
-                        self.qlease.committed(now, slot, &cores, &mut self.findings);
+                        self.qlease
+                            .committed(now, slot, &batch, &cores, &mut self.findings);
                     }
                 }
                 Effect::Reply { id, reply } => self.site_reply(i, id, reply),

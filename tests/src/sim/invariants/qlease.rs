@@ -1,9 +1,11 @@
 //! Quorum-lease safety (DESIGN.md §2 invariant 1; Moraru et al., SoCC 2014): when a write
 //! commits, every replica that believes it may answer reads as a quorum-lease holder has
 //! accepted it (so it waits for its commit before answering). Checked at the first apply of
-//! each slot anywhere — never earlier than its commit.
+//! each slot that writes anywhere — never earlier than its commit. Slots that change no key
+//! (no-ops, reads through the log, lease configuration) commit without the holders.
 use super::Findings;
-use meridian_core::{Core, Slot};
+use meridian_core::{Batch, Core, Slot};
+use meridian_replica::kv::{KvCommand, Op};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -18,10 +20,18 @@ impl QuorumLeaseSafety {
         &mut self,
         true_ns: u64,
         slot: Slot,
+        batch: &Batch,
         cores: &[(usize, &Core, Duration)],
         f: &mut Findings,
     ) {
         if !self.checked.insert(slot) {
+            return;
+        }
+        let writes = batch.0.iter().any(|c| {
+            KvCommand::decode(c)
+                .is_ok_and(|c| !c.is_read_only() && !matches!(c.op, Op::SetLeaseHolders { .. }))
+        });
+        if !writes {
             return;
         }
         for (i, c, now) in cores {
