@@ -78,7 +78,18 @@ pub async fn run(
             peer_rtt: Mutex::new(Vec::new()),
         })
         .collect();
-    let sites = Arc::new(Sites::new(sites, cfg.cluster.shards, tls.clone()));
+    // The proxy's own site: the one in its region, else the nearest by the matrix.
+    let origin = cfg.site_index_in_region(&me.region).or_else(|| {
+        let m = matrix.as_ref()?;
+        (0..cfg.sites.len()).min_by(|&a, &b| {
+            let d = |i: usize| {
+                m.rtt_by_name(&me.region, &cfg.sites[i].region)
+                    .unwrap_or(f64::MAX)
+            };
+            d(a).total_cmp(&d(b))
+        })
+    });
+    let sites = Arc::new(Sites::new(sites, cfg.cluster.shards, tls.clone()).with_origin(origin));
     for i in 0..cfg.sites.len() {
         tokio::spawn(sites.clone().probe(i, Duration::from_millis(250)));
     }

@@ -39,6 +39,9 @@ pub struct Sites {
     /// Per shard: a bit per site that held a valid quorum lease at its last probe.
     pub qlease: Mutex<Vec<u32>>,
     pub tls: TlsFiles,
+    /// The site this proxy's requests say they come from (its region's, else the nearest):
+    /// the replicas count demand by it (`[leases] mode = "auto"`).
+    pub origin: Option<usize>,
     /// The proxy logic's clock: time since this proxy started.
     epoch: Instant,
 }
@@ -50,8 +53,15 @@ impl Sites {
             leaders: Mutex::new(vec![LeaderInfo::default(); shards as usize]),
             qlease: Mutex::new(vec![0; shards as usize]),
             tls,
+            origin: None,
             epoch: Instant::now(),
         }
+    }
+
+    /// Requests carry `origin` as their source site.
+    pub fn with_origin(mut self, origin: Option<usize>) -> Sites {
+        self.origin = origin;
+        self
     }
 
     /// Now on the proxy logic's clock.
@@ -66,7 +76,8 @@ impl Sites {
         }
         let c = ReplicaClient::connect(self.sites[i].addr, &self.tls)
             .await
-            .ok()?;
+            .ok()?
+            .with_origin(self.origin);
         let mut slot = self.sites[i].conn.lock().expect("conn lock");
         Some(slot.get_or_insert(c).clone())
     }

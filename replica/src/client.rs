@@ -21,6 +21,8 @@ pub enum ClientError {
 #[derive(Clone)]
 pub struct ReplicaClient {
     inner: Grpc<Channel>,
+    /// Sent with every request: the caller's own site + 1 (0: none).
+    origin_site: u32,
 }
 
 pub enum Outcome<T> {
@@ -48,7 +50,15 @@ impl ReplicaClient {
             inner: Grpc::new(ch)
                 .max_decoding_message_size(8 << 20)
                 .max_encoding_message_size(8 << 20),
+            origin_site: 0,
         })
+    }
+
+    /// Requests say they come from `site` (a proxy's own site), so the replicas can count
+    /// where reads come from (`[leases] mode = "auto"`).
+    pub fn with_origin(mut self, site: Option<usize>) -> ReplicaClient {
+        self.origin_site = site.map_or(0, |s| s as u32 + 1);
+        self
     }
 
     pub async fn status(&mut self) -> Result<pb::StatusReply, ClientError> {
@@ -63,6 +73,7 @@ impl ReplicaClient {
         let req = pb::SubmitRequest {
             shard,
             commands: cmds.iter().map(|c| c.encode()).collect(),
+            origin_site: self.origin_site,
         };
         let r = self.inner.submit(req).await?.into_inner();
         if r.not_leader {
@@ -121,6 +132,7 @@ impl ReplicaClient {
             mode: mode as i32,
             min_applied,
             wait_ms: wait.as_millis().min(u32::MAX as u128) as u32,
+            origin_site: self.origin_site,
         };
         let r = self.inner.read(req).await?.into_inner();
         if r.not_leader {

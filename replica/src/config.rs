@@ -1,6 +1,8 @@
 //! `cluster.toml`: every site, the shard count, quorum system, leader preference, lease policy,
 //! TLS files and optional WAN emulation. Relative paths are relative to the file's directory.
+use crate::driver::demand::AutoLeases;
 use meridian_core::{CoreConfig, Quorum, SiteId};
+use meridian_topology::model::QuorumShape;
 use meridian_topology::RttMatrix;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -109,9 +111,11 @@ fn d_mode() -> String {
     "off".into()
 }
 
-/// `[leases]`: `mode = "off"` (default) or `"pinned"` with `holders` (every shard) and/or
-/// `shard_holders` (index = shard, overriding `holders`). The configuration enters each shard's
-/// log as a command, so every replica agrees on it.
+/// `[leases]`: `mode = "off"` (default), `"pinned"` with `holders` (every shard) and/or
+/// `shard_holders` (index = shard, overriding `holders`), or `"auto"`: each shard's leader
+/// chooses the holders from where its reads and writes come, by the planner's rule, every
+/// `auto_interval_ms`. The configuration enters each shard's log as a command, so every
+/// replica agrees on it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeasesSection {
@@ -124,6 +128,26 @@ pub struct LeasesSection {
     pub holders: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shard_holders: Vec<Vec<String>>,
+    /// `auto`: how often a shard's leader re-evaluates its holders.
+    #[serde(default = "d_auto_interval")]
+    pub auto_interval_ms: u64,
+    /// `auto`: below this much demand per shard (operations, decayed: the steady state is
+    /// twice the operations of one interval) the holders stay as they are.
+    #[serde(default = "d_auto_min_ops")]
+    pub auto_min_ops: u64,
+    /// `auto`: hysteresis, the share of the mean operation latency a new set must save.
+    #[serde(default = "d_auto_min_saving")]
+    pub auto_min_saving: f64,
+}
+
+fn d_auto_interval() -> u64 {
+    5000
+}
+fn d_auto_min_ops() -> u64 {
+    20
+}
+fn d_auto_min_saving() -> f64 {
+    0.05
 }
 
 impl Default for LeasesSection {
@@ -133,6 +157,9 @@ impl Default for LeasesSection {
             lease_ms: d_qlease(),
             holders: Vec::new(),
             shard_holders: Vec::new(),
+            auto_interval_ms: d_auto_interval(),
+            auto_min_ops: d_auto_min_ops(),
+            auto_min_saving: d_auto_min_saving(),
         }
     }
 }
@@ -306,9 +333,25 @@ impl ClusterConfig {
             "off" => return Ok(()),
             "pinned" => {}
             "auto" => {
-                return Err("leases.mode = \"auto\" (holders chosen from read counts) is not available yet; use \"pinned\" with leases.holders".into())
+                if l.lease_ms < 200 {
+                    return Err("leases.lease_ms must be at least 200".into());
+                }
+                if l.auto_interval_ms < 100 {
+                    return Err("leases.auto_interval_ms must be at least 100".into());
+                }
+                if !(0.0..1.0).contains(&l.auto_min_saving) {
+                    return Err("leases.auto_min_saving must be within [0, 1)".into());
+                }
+                if !l.holders.is_empty() || !l.shard_holders.is_empty() {
+                    return Err("leases.mode = \"auto\" chooses the holders itself: remove leases.holders and leases.shard_holders (or use \"pinned\")".into());
+                }
+                return self.auto_leases().map(|_| ());
             }
-            m => return Err(format!("leases.mode '{m}': use \"off\" or \"pinned\"")),
+            m => {
+                return Err(format!(
+                    "leases.mode '{m}': use \"off\", \"pinned\" or \"auto\""
+                ))
+            }
         }
         if l.lease_ms < 200 {
             return Err("leases.lease_ms must be at least 200".into());
@@ -333,6 +376,53 @@ impl ClusterConfig {
         Ok(())
     }
 
+    /// `[leases] mode = "auto"`: the driver's rule inputs (the sites' regions in
+    /// `wan.rtt_matrix`, or in the embedded AWS matrix when none is configured). `None` in
+    /// other modes.
+    pub fn auto_leases(&self) -> Result<Option<AutoLeases>, String> {
+        let l = &self.leases;
+        if l.mode != "auto" {
+            return Ok(None);
+        }
+        let matrix = self
+            .rtt_matrix()
+            .map_err(|e| format!("wan.rtt_matrix: {e}"))?
+            .unwrap_or_else(RttMatrix::embedded);
+        let site_regions = self
+            .sites
+            .iter()
+            .map(|s| {
+                matrix.index(&s.region).map_err(|_| {
+                    format!(
+                        "leases.mode = \"auto\" needs every site's round trips: [[site]] '{}' has region '{}', which is not in {} (set wan.rtt_matrix to a matrix that has it)",
+                        s.name,
+                        s.region,
+                        self.wan.rtt_matrix.as_deref().unwrap_or("the embedded AWS matrix")
+                    )
+                })
+            })
+            .collect::<Result<Vec<usize>, String>>()?;
+        let shape = match self.quorum() {
+            Quorum::Majority(_) => QuorumShape::Majority,
+            Quorum::Hierarchical(g) => QuorumShape::Hierarchical(
+                g.iter()
+                    .map(|g| g.iter().map(|s| s.0 as usize).collect())
+                    .collect(),
+            ),
+        };
+        Ok(Some(AutoLeases {
+            matrix: std::sync::Arc::new(matrix),
+            site_regions,
+            shape,
+            every: Duration::from_millis(l.auto_interval_ms),
+            min_ops: l.auto_min_ops as f64,
+            min_saving: l.auto_min_saving,
+            min_saving_ms: 1.0,
+            // As long as the leader waits before revoking a silent holder's renewals.
+            silent_after: Duration::from_millis(l.lease_ms) * 5,
+        }))
+    }
+
     /// The pinned quorum-lease holders of `shard` (site indices), or None when leases are off.
     pub fn lease_holders(&self, shard: u32) -> Option<Vec<u8>> {
         if self.leases.mode != "pinned" {
@@ -350,6 +440,11 @@ impl ClusterConfig {
                 .map(|i| i as u8)
                 .collect(),
         )
+    }
+
+    /// The first site in `region`, if any.
+    pub fn site_index_in_region(&self, region: &str) -> Option<usize> {
+        self.sites.iter().position(|s| s.region == region)
     }
 
     pub fn site_index(&self, name: &str) -> Option<usize> {
@@ -394,8 +489,8 @@ impl ClusterConfig {
             .and_then(|p| self.site_index(p))
             .map(|i| SiteId(i as u8));
         cfg.lease = (c.lease_ms > 0).then(|| Duration::from_millis(c.lease_ms));
-        cfg.quorum_lease =
-            (self.leases.mode == "pinned").then(|| Duration::from_millis(self.leases.lease_ms));
+        cfg.quorum_lease = matches!(self.leases.mode.as_str(), "pinned" | "auto")
+            .then(|| Duration::from_millis(self.leases.lease_ms));
         cfg.drift_bound = c.drift_bound;
         cfg.heartbeat_interval = Duration::from_millis(c.heartbeat_ms);
         cfg.election_timeout = Duration::from_millis(c.election_timeout_ms);
@@ -483,5 +578,35 @@ data_dir = "c"
             .unwrap_err()
             .to_string();
         assert!(e.contains("needs 9 sites"), "{e}");
+    }
+
+    #[test]
+    fn auto_leases_need_known_regions_and_no_pinned_holders() {
+        let ok = base()
+            .replace(r#"shard_leaders = ["b", "", "c"]"#, "")
+            .replace(r#""r1""#, r#""us-east-1""#)
+            .replace(r#""r2""#, r#""eu-west-1""#)
+            .replace(r#""r3""#, r#""ap-northeast-1""#);
+        let auto = format!("{ok}\n[leases]\nmode = \"auto\"\n");
+        let c = load(&auto).unwrap();
+        let a = c.auto_leases().unwrap().expect("auto");
+        assert_eq!(a.site_regions.len(), 3);
+        assert_eq!(c.lease_holders(0), None, "auto pins nothing");
+        assert!(c.core_config(0, 0, 1).quorum_lease.is_some());
+        let e = load(&format!("{auto}holders = [\"a\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("chooses the holders itself"), "{e}");
+        let e = load(&auto.replace(r#""ap-northeast-1""#, r#""mars-1""#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'mars-1'") && e.contains("wan.rtt_matrix"),
+            "{e}"
+        );
+        let e = load(&auto.replace(r#""auto""#, r#""sometimes""#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"off\", \"pinned\" or \"auto\""), "{e}");
     }
 }

@@ -141,6 +141,23 @@ fn writes_committed_without_a_holder_are_caught() {
     );
 }
 
+/// The same planted bug under auto leases (holders that change during the run).
+#[test]
+fn writes_committed_without_a_holder_are_caught_with_auto_leases() {
+    let mut cfg = SimConfig::for_sites(5).unwrap();
+    cfg.quorum_leases = true;
+    cfg.auto_leases = true;
+    cfg.planted_bug = Some(PlantedBug::WriteSkipsHolder);
+    let mut qlease = 0;
+    let s = sweep(&cfg, 3000..3200, |r| {
+        qlease += r.examples.iter().any(|e| e.starts_with("qlease:")) as u32
+    });
+    assert!(
+        s.violations > 0 && qlease >= 10,
+        "{qlease} seeds caught: {s:?}"
+    );
+}
+
 #[test]
 fn clocks_drifting_beyond_epsilon_break_quorum_leases_and_are_caught() {
     let mut cfg = SimConfig::for_sites(5).unwrap();

@@ -412,3 +412,88 @@ fn a_dead_holder_stalls_writes_only_until_its_promises_expire() {
     // Liveness, a loose ceiling: lease x (1 + ε) + one 0.7 s retransmission + a round trip.
     assert!(stall < Duration::from_secs(8), "writes stalled {stall:?}");
 }
+
+/// `[leases] mode = "auto"`: no holder at first; Tokyo reads heavily while us-west-2 writes a
+/// little, so Tokyo's leader chooses holders that include Tokyo (the planner's rule on the
+/// demand it counts), Tokyo's reads turn local, and the history across the configuration
+/// change passes `meridian check`.
+#[test]
+fn auto_leases_give_a_reading_region_a_local_holder() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::up(
+        "qlease-auto",
+        &[
+            "--lease-holders",
+            "auto",
+            "--lease-auto-interval-ms",
+            "1000",
+        ],
+    );
+    let tls = tls_config(&c.cfg.resolve(&c.cfg.tls.ca));
+    let start = Instant::now();
+    let tokyo = proxy_url(&c, "ap-northeast-1");
+    let history = rt().block_on(async {
+        let end = Instant::now() + Duration::from_secs(16);
+        let w = tokio::spawn(writer(proxy_url(&c, "us-west-2"), tls.clone(), start, end));
+        let mut readers = Vec::new();
+        for r in 0..4u64 {
+            let (url, tls) = (tokyo.clone(), tls.clone());
+            readers.push(tokio::spawn(async move {
+                let mut conn = Conn::open(&url, tls).await.unwrap();
+                let mut h = Vec::new();
+                while Instant::now() < end {
+                    let t0 = start.elapsed().as_nanos() as u64;
+                    let Ok(resp) = conn.request("GET", "/v1/kv/kw", vec![]).await else {
+                        continue;
+                    };
+                    let t1 = start.elapsed().as_nanos() as u64;
+                    if resp.status != 200 && resp.status != 404 {
+                        continue;
+                    }
+                    let read =
+                        (resp.status == 200).then(|| String::from_utf8_lossy(&resp.body).into());
+                    let mut o = op(r, OpKind::Get, "kw", None, (t0, t1), HOutcome::Ok, read);
+                    o.path = resp.header("x-meridian-read-path");
+                    h.push(o);
+                }
+                h
+            }));
+        }
+        let mut all = w.await.unwrap();
+        for r in readers {
+            all.extend(r.await.unwrap());
+        }
+        all
+    });
+    meridian_check(&c, "history-auto.jsonl", &history);
+    let reads: Vec<&HistoryOp> = history.iter().filter(|h| h.op == OpKind::Get).collect();
+    let first_lease = reads
+        .iter()
+        .filter(|h| h.path.as_deref() == Some("lease"))
+        .map(|h| h.invoke_ns)
+        .min()
+        .expect("no lease read in Tokyo: the leader chose no holder there");
+    let mut local: Vec<u64> = reads
+        .iter()
+        .filter(|h| h.invoke_ns > first_lease + 2_000_000_000)
+        .map(|h| (h.complete_ns - h.invoke_ns) / 1_000_000)
+        .collect();
+    local.sort_unstable();
+    assert!(
+        local.len() > 20,
+        "{} reads after the holders settled",
+        local.len()
+    );
+    eprintln!(
+        "first lease read at {:.1} s; then {} reads, median {} ms",
+        first_lease as f64 / 1e9,
+        local.len(),
+        local[local.len() / 2]
+    );
+    // Local: far below the 150 ms round trip to the leader (loose: a busy machine).
+    assert!(
+        local[local.len() / 2] < 75,
+        "Tokyo reads median {} ms after the holders settled",
+        local[local.len() / 2]
+    );
+}

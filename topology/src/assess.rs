@@ -1,6 +1,7 @@
 //! Scoring one placement (DESIGN.md §7): choose the leader and, with leases, the lease-holder
 //! set that minimise the demand-weighted objective, and report per-region latencies.
 use crate::input::{Demand, PlanInput};
+use crate::leases::{best_holders, objective};
 use crate::model::{quorum_latency, QuorumShape};
 use crate::rtt::RttMatrix;
 
@@ -27,10 +28,8 @@ pub struct Assessment {
 }
 
 /// Scores `sites` (region per position; `None` = lost) for the given demand. `None` if no
-/// quorum survives. Exact: for a fixed leader the best lease-holder set is always "every site
-/// within some distance of the leader" (adding a site no farther than the farthest holder
-/// costs writes nothing and can only speed reads), so checking those n+1 prefixes covers all
-/// 2^n subsets.
+/// quorum survives. The holders for each candidate leader come from `leases::best_holders`,
+/// the rule `[leases] mode = "auto"` runs live.
 pub fn assess(
     m: &RttMatrix,
     shape: &QuorumShape,
@@ -38,57 +37,27 @@ pub fn assess(
     leases: bool,
     sites: &[Option<usize>],
 ) -> Option<Assessment> {
-    let total_w: f64 = demand.iter().map(|d| d.weight).sum();
     let qread: Vec<f64> = demand
         .iter()
         .map(|d| quorum_latency(m, sites, shape, d.region))
         .collect();
-    let mut best: Option<(f64, usize, usize, Vec<usize>)> = None;
-    for (p, site) in sites.iter().enumerate() {
-        let Some(l) = *site else { continue };
-        let ql = quorum_latency(m, sites, shape, l);
-        if !ql.is_finite() {
+    let mut best: Option<(f64, usize, Vec<usize>)> = None;
+    for p in 0..sites.len() {
+        let choice = if leases {
+            best_holders(m, shape, demand, sites, p)
+        } else {
+            sites[p]
+                .filter(|&l| quorum_latency(m, sites, shape, l).is_finite())
+                .map(|_| (objective(m, shape, demand, sites, p, &[]), Vec::new()))
+        };
+        let Some((obj, holders)) = choice else {
             continue;
-        }
-        // Lease-holder prefixes by distance from the leader.
-        let mut order: Vec<usize> = (0..sites.len()).filter(|&q| sites[q].is_some()).collect();
-        order.sort_by(|&a, &b| {
-            m.rtt(l, sites[a].unwrap())
-                .total_cmp(&m.rtt(l, sites[b].unwrap()))
-                .then(a.cmp(&b))
-        });
-        let max_k = if leases { order.len() } else { 0 };
-        let mut lease_min = vec![f64::INFINITY; demand.len()];
-        for k in 0..=max_k {
-            let hold = if k == 0 {
-                0.0
-            } else {
-                m.rtt(l, sites[order[k - 1]].unwrap())
-            };
-            if k > 0 {
-                let h = sites[order[k - 1]].unwrap();
-                for (i, d) in demand.iter().enumerate() {
-                    lease_min[i] = lease_min[i].min(m.rtt(d.region, h));
-                }
-                // Ties: only the last of a group of equidistant sites is a distinct choice.
-                if k < order.len() && m.rtt(l, sites[order[k]].unwrap()) == hold {
-                    continue;
-                }
-            }
-            let mut obj = 0.0;
-            for (i, d) in demand.iter().enumerate() {
-                let write = m.rtt(d.region, l) + ql.max(hold);
-                let read = m.rtt(d.region, l).min(qread[i]).min(lease_min[i]);
-                obj += d.weight * ((1.0 - d.read_share) * write + d.read_share * read);
-            }
-            obj /= total_w;
-            if best.as_ref().is_none_or(|b| obj < b.0 - 1e-9) {
-                best = Some((obj, p, k, order[..k].to_vec()));
-            }
+        };
+        if best.as_ref().is_none_or(|b| obj < b.0 - 1e-9) {
+            best = Some((obj, p, holders));
         }
     }
-    let (objective_ms, leader, _, mut holders) = best?;
-    holders.sort_unstable();
+    let (objective_ms, leader, holders) = best?;
     let l = sites[leader].expect("leader is alive");
     let ql = quorum_latency(m, sites, shape, l);
     let hold = holders

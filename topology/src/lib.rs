@@ -7,6 +7,7 @@ mod error;
 pub mod failure;
 pub mod input;
 mod land;
+pub mod leases;
 pub mod model;
 pub mod plan;
 pub mod regions;

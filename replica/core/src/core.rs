@@ -481,6 +481,8 @@ impl Core {
                 self.on_lease_grant(from, t_send, accept_bar)
             }
             Message::LeaseRevoke { site } => self.on_lease_revoke(site),
+            // The driver's (demand for automatic lease holders).
+            Message::ReadLoad { .. } => {}
         }
     }
 

@@ -70,6 +70,9 @@ pub enum Message {
     /// The leader asks grantors to stop renewing `site`'s promises for a while: it has not
     /// acknowledged the leader for a long time, so writes would wait for it forever.
     LeaseRevoke { site: SiteId },
+    /// For the shard driver, not the core (which ignores it): a follower's linearizable reads
+    /// since its last report, in thousandths, by origin site (`[leases] mode = "auto"`).
+    ReadLoad { milli_reads: Vec<u64> },
 }
 
 impl Message {
@@ -90,6 +93,7 @@ impl Message {
             Message::LeaseRequest { .. } => "lease_request",
             Message::LeaseGrant { .. } => "lease_grant",
             Message::LeaseRevoke { .. } => "lease_revoke",
+            Message::ReadLoad { .. } => "read_load",
         }
     }
 }

@@ -7,12 +7,14 @@
 //! that performs the effects) and the simulator run the very same code. Replies are matched to
 //! requests by the opaque tokens the core hands back with each applied command — never by
 //! decoding a command's `(client, seq)`, which is for exactly-once deduplication only.
+pub mod demand;
 mod requests;
 #[cfg(test)]
 mod tests;
 
 use crate::kv::{KvCommand, KvResult, KvStore, Op};
 use bytes::Bytes;
+use demand::{AutoLeases, Demands};
 use meridian_core::{
     Batch, Core, Input, Message, Output, PlantedBug, Proposal, Record, Rejection, SiteId, Slot,
 };
@@ -66,6 +68,8 @@ pub enum Event {
     Client {
         id: u64,
         request: Request,
+        /// The site of the proxy that sent it (its demand, for `[leases] mode = "auto"`).
+        origin: Option<u8>,
     },
 }
 
@@ -141,6 +145,8 @@ pub struct DriverConfig {
     /// The quorum-lease holders this shard should have (pinned); a leader whose log says
     /// otherwise proposes the configuration. `None`: leave the log's configuration alone.
     pub lease_holders: Option<Vec<u8>>,
+    /// `[leases] mode = "auto"`: the leader chooses the holders from the demand it sees.
+    pub auto_leases: Option<AutoLeases>,
 }
 
 impl Default for DriverConfig {
@@ -153,6 +159,7 @@ impl Default for DriverConfig {
             observe_applies: false,
             planted_bug: None,
             lease_holders: None,
+            auto_leases: None,
         }
     }
 }
@@ -192,6 +199,8 @@ pub struct ShardDriver {
     installs: u64,
     /// When this replica last proposed the lease configuration (at most once per second).
     config_proposed: Option<Duration>,
+    /// Per-origin operation counts (auto leases only).
+    demands: Option<Demands>,
     now: Duration,
     out: Vec<Effect>,
 }
@@ -212,9 +221,13 @@ impl ShardDriver {
             compacting: false,
             installs: 0,
             config_proposed: None,
+            demands: None,
             now,
             out: Vec::new(),
         };
+        if let Some(a) = &d.cfg.auto_leases {
+            d.demands = Some(Demands::new(a.site_regions.len(), now, a.every));
+        }
         d.execute(restore);
         d.installs -= u64::from(recovered);
         d.sync_holders();
@@ -240,18 +253,58 @@ impl ShardDriver {
         let mut want = want;
         want.sort_unstable();
         want.dedup();
-
         let recent = self
             .config_proposed
             .is_some_and(|t| self.now < t + Duration::from_secs(1));
         if !self.core.is_leader() || recent || self.kv.lease_holders() == want.as_slice() {
             return;
         }
+        self.propose_holders(want);
+    }
+
+    /// Auto leases: followers report their reads to the leader; the leader re-evaluates.
+    fn auto_leases(&mut self) {
+        let (Some(cfg), Some(d)) = (&self.cfg.auto_leases, self.demands.as_mut()) else {
+            return;
+        };
+        if !self.core.is_leader() {
+            if let (Some(report), Some(leader)) =
+                (d.take_report(self.now, cfg.every), self.core.leader_hint())
+            {
+                self.out.push(Effect::Send {
+                    to: leader,
+                    msg: Message::ReadLoad {
+                        milli_reads: report,
+                    },
+                });
+            }
+            return;
+        }
+        let me = self.core.me().0 as usize;
+        let silent_after = cfg.silent_after;
+        let core = &self.core;
+        let choice = d.evaluate(self.now, cfg, me, self.kv.lease_holders(), |s| {
+            core.silent_for(SiteId(s as u8))
+                .is_some_and(|t| t >= silent_after)
+        });
+        if let Some(c) = choice {
+            tracing::info!(
+                holders = ?c.holders,
+                objective_ms = c.objective_ms,
+                current_ms = c.current_ms,
+                "auto leases: proposing a new holder set"
+            );
+            self.propose_holders(c.holders);
+        }
+    }
+
+    /// Proposes the lease configuration `sites` (sorted, deduplicated) through the log.
+    fn propose_holders(&mut self, sites: Vec<u8>) {
         self.config_proposed = Some(self.now);
         let cmd = KvCommand {
             client: 0,
             seq: 0,
-            op: Op::SetLeaseHolders { sites: want },
+            op: Op::SetLeaseHolders { sites },
         };
         let proposal = Proposal {
             token: 0,
@@ -261,6 +314,14 @@ impl ShardDriver {
             writes: false,
         };
         self.step(Input::Propose(vec![proposal]));
+    }
+
+    /// The decayed per-origin demand the auto-lease rule sees (`(site, reads, writes)`).
+    pub fn demand(&self) -> Vec<(usize, f64, f64)> {
+        self.demands
+            .as_ref()
+            .map(Demands::demand)
+            .unwrap_or_default()
     }
 
     pub fn core(&self) -> &Core {
@@ -298,6 +359,14 @@ impl ShardDriver {
     pub fn handle(&mut self, now: Duration, ev: Event) -> Vec<Effect> {
         self.now = self.now.max(now);
         match ev {
+            Event::Peer {
+                msg: Message::ReadLoad { milli_reads },
+                ..
+            } => {
+                if let (true, Some(d)) = (self.core.is_leader(), self.demands.as_mut()) {
+                    d.add_report(&milli_reads);
+                }
+            }
             Event::Peer { from, msg } => self.step(Input::Message { from, msg }),
             Event::Persisted { token, log_size } => {
                 self.step(Input::Persisted { token });
@@ -307,8 +376,16 @@ impl ShardDriver {
                 self.step(Input::Tick);
                 self.expire_parked();
                 self.maybe_configure();
+                self.auto_leases();
             }
-            Event::Client { id, request } => self.on_client(id, request),
+            Event::Client {
+                id,
+                request,
+                origin,
+            } => {
+                self.count(origin, &request);
+                self.on_client(id, request)
+            }
         }
         if !self.parked.is_empty() {
             self.unpark();
@@ -485,6 +562,25 @@ impl ShardDriver {
                 applied,
             },
         );
+    }
+
+    /// Auto leases: counts a linearizable operation this replica serves by its origin.
+    fn count(&mut self, origin: Option<u8>, request: &Request) {
+        let Some(d) = self.demands.as_mut() else {
+            return;
+        };
+        let leader = self.core.is_leader();
+        match request {
+            Request::Submit { commands } if leader => d.write(origin, commands.len()),
+            Request::Read { mode, .. } => match mode {
+                ReadMode::Leader | ReadMode::Log if leader => d.read(origin, 1.0),
+                ReadMode::Lease if self.core.quorum_lease_valid(self.now) => d.read(origin, 1.0),
+                // The proxy asks every site; each counts its share.
+                ReadMode::Quorum => d.read(origin, 1.0 / d.sites() as f64),
+                _ => {}
+            },
+            _ => {}
+        }
     }
 
     fn on_client(&mut self, id: u64, request: Request) {

@@ -96,7 +96,18 @@ impl Group {
     }
 
     fn request(&mut self, site: usize, id: u64, request: Request) {
-        self.queue.push_back((site, Event::Client { id, request }));
+        self.request_from(site, id, request, None);
+    }
+
+    fn request_from(&mut self, site: usize, id: u64, request: Request, origin: Option<u8>) {
+        self.queue.push_back((
+            site,
+            Event::Client {
+                id,
+                request,
+                origin,
+            },
+        ));
     }
 
     fn take_reply(&mut self, id: u64) -> Reply {
@@ -368,5 +379,121 @@ fn a_holder_the_leader_cannot_reach_is_removed_and_writes_go_on() {
     assert!(
         g.drivers[2].core().holds_quorum_lease(g.now),
         "renewed once heard again"
+    );
+}
+
+/// A five-site group (us-east-1, us-west-2, eu-west-1, ap-northeast-1, ap-southeast-2) with
+/// quorum leases in `mode = "auto"`, re-evaluated every two seconds.
+fn auto_group() -> Group {
+    let mut g = Group::new(5, true, None);
+    let m = meridian_topology::RttMatrix::embedded();
+    let regions = [
+        "us-east-1",
+        "us-west-2",
+        "eu-west-1",
+        "ap-northeast-1",
+        "ap-southeast-2",
+    ];
+    let auto = AutoLeases {
+        site_regions: regions.iter().map(|r| m.index(r).unwrap()).collect(),
+        matrix: std::sync::Arc::new(m),
+        shape: meridian_topology::model::QuorumShape::Majority,
+        every: Duration::from_secs(2),
+        min_ops: 20.0,
+        min_saving: 0.05,
+        min_saving_ms: 1.0,
+        silent_after: Duration::from_secs(5),
+    };
+    for (i, d) in g.drivers.iter_mut().enumerate() {
+        let mut c = g.cfgs[i].clone();
+        c.quorum_lease = Some(Duration::from_secs(1));
+        g.cfgs[i] = c.clone();
+        let cfg = DriverConfig {
+            auto_leases: Some(auto.clone()),
+            ..DriverConfig::default()
+        };
+        *d = ShardDriver::new(
+            Core::new(c, Duration::ZERO),
+            Vec::new(),
+            cfg,
+            Duration::ZERO,
+        );
+    }
+    g
+}
+
+/// Tokyo reads heavily: first through the leader (counted there), then at its own holder
+/// (counted there and reported to the leader), so the holder set stays put.
+fn tokyo_reads(g: &mut Group, id: &mut u64, rounds: usize) {
+    for _ in 0..rounds {
+        let holder = g.drivers[3].core().quorum_lease_valid(g.now);
+        let (site, mode) = if holder {
+            (3, ReadMode::Lease)
+        } else {
+            (0, ReadMode::Leader)
+        };
+        for _ in 0..10 {
+            *id += 1;
+            g.request_from(
+                site,
+                *id,
+                Request::Read {
+                    command: get("k"),
+                    mode,
+                    min_applied: 0,
+                    wait: Duration::from_secs(1),
+                },
+                Some(3),
+            );
+        }
+        g.advance(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn auto_leases_give_a_heavy_reader_a_local_holder_and_keep_it() {
+    let mut g = auto_group();
+    g.advance(Duration::from_secs(3));
+    assert!(g.drivers[0].core().is_leader());
+    assert!(g.drivers[0].kv().lease_holders().is_empty());
+    let mut id = 0;
+    tokyo_reads(&mut g, &mut id, 40);
+    let holders = g.drivers[0].kv().lease_holders().to_vec();
+    assert!(holders.contains(&3), "Tokyo got no holder: {holders:?}");
+    assert!(
+        g.drivers[3].core().quorum_lease_valid(g.now),
+        "Tokyo's replica holds a valid lease"
+    );
+    // Reads now served at the holder keep counting (reported to the leader): no flapping.
+    tokyo_reads(&mut g, &mut id, 60);
+    assert_eq!(g.drivers[0].kv().lease_holders(), holders.as_slice());
+    let demand = g.drivers[0].demand();
+    assert!(
+        // Steady state: ~200 reads per 2 s interval, decayed by half: ~400. Without the
+        // followers' reports it would have decayed to ~50.
+        demand.iter().any(|&(s, r, _)| s == 3 && r > 250.0),
+        "the leader sees Tokyo's reads: {demand:?}"
+    );
+    // Every replica agrees (the configuration is in the log).
+    for d in &g.drivers {
+        assert_eq!(d.kv().lease_holders(), holders.as_slice());
+    }
+}
+
+#[test]
+fn auto_leases_remove_a_silent_holder_through_the_log() {
+    let mut g = auto_group();
+    g.advance(Duration::from_secs(3));
+    let mut id = 0;
+    tokyo_reads(&mut g, &mut id, 40);
+    assert!(g.drivers[0].kv().lease_holders().contains(&3));
+    // Tokyo's replica goes silent (nothing in or out).
+    g.drop = Some(|to, _| to == 3);
+    let before = g.drivers[0].kv().lease_holders().to_vec();
+    g.advance(Duration::from_secs(12));
+    let after = g.drivers[0].kv().lease_holders().to_vec();
+    assert!(
+        !after.contains(&3),
+        "the silent holder stayed: {before:?} -> {after:?}"
     );
 }

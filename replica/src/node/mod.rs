@@ -115,6 +115,7 @@ pub async fn run(
     let links = PeerLinks::start(me, delays);
     let (stop_tx, stop_rx) = watch::channel(false);
     let epoch = tokio::time::Instant::now();
+    let auto_leases = cfg.auto_leases().map_err(ReplicaError::Config)?;
     let mut peer_inboxes = Vec::new();
     let mut client_inboxes = Vec::new();
     let mut wal_threads = Vec::new();
@@ -140,6 +141,7 @@ pub async fn run(
             compact_bytes: cfg.cluster.compact_bytes,
             drift_bound,
             lease_holders: cfg.lease_holders(k),
+            auto_leases: auto_leases.clone(),
         };
         let shard = Shard::new(k, core, restore, epoch, wal, links.clone(), opts);
         shard_tasks.push(tokio::spawn(shard.run(peer_rx, client_rx, stop_rx.clone())));

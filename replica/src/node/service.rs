@@ -20,6 +20,11 @@ pub struct ReplicaService {
     pub shards: Vec<mpsc::Sender<ClientInput>>,
 }
 
+/// `origin_site` on the wire is the site index + 1 (0: unknown).
+fn origin(site: u32) -> Option<u8> {
+    site.checked_sub(1).and_then(|s| u8::try_from(s).ok())
+}
+
 fn hint(h: Option<usize>) -> i32 {
     h.map_or(-1, |h| h as i32)
 }
@@ -89,7 +94,11 @@ impl Replica for ReplicaService {
             .map(|c| decode(c))
             .collect::<Result<Vec<_>, _>>()?;
         match self
-            .call(req.shard, |reply| ClientInput::Submit { commands, reply })
+            .call(req.shard, |reply| ClientInput::Submit {
+                commands,
+                origin: origin(req.origin_site),
+                reply,
+            })
             .await?
         {
             Reply::Done { results, .. } => Ok(Response::new(pb::SubmitReply {
@@ -135,6 +144,7 @@ impl Replica for ReplicaService {
         };
         match self
             .call(req.shard, |reply| ClientInput::Read {
+                origin: origin(req.origin_site),
                 command,
                 mode,
                 min_applied: req.min_applied,

@@ -21,10 +21,12 @@ pub enum ShardInput {
 pub enum ClientInput {
     Submit {
         commands: Vec<KvCommand>,
+        origin: Option<u8>,
         reply: oneshot::Sender<Reply>,
     },
     Read {
         command: KvCommand,
+        origin: Option<u8>,
         mode: ReadMode,
         min_applied: u64,
         wait: Duration,
@@ -47,6 +49,7 @@ pub struct ShardOptions {
     pub compact_bytes: u64,
     pub drift_bound: f64,
     pub lease_holders: Option<Vec<u8>>,
+    pub auto_leases: Option<crate::driver::demand::AutoLeases>,
 }
 
 pub struct Shard {
@@ -77,6 +80,7 @@ impl Shard {
             compact_at: opts.compact_bytes,
             drift_bound: opts.drift_bound,
             lease_holders: opts.lease_holders,
+            auto_leases: opts.auto_leases,
             ..DriverConfig::default()
         };
         let driver = ShardDriver::new(core, restore, cfg, epoch.elapsed());
@@ -128,7 +132,7 @@ impl Shard {
     }
 
     fn on_client(&mut self, c: ClientInput) {
-        let (request, reply) = match c {
+        let (request, origin, reply) = match c {
             ClientInput::Status { reply } => {
                 let _ = reply.send(ShardStatus {
                     info: self.driver.status(self.epoch.elapsed()),
@@ -137,9 +141,14 @@ impl Shard {
                 });
                 return;
             }
-            ClientInput::Submit { commands, reply } => (Request::Submit { commands }, reply),
+            ClientInput::Submit {
+                commands,
+                origin,
+                reply,
+            } => (Request::Submit { commands }, origin, reply),
             ClientInput::Read {
                 command,
+                origin,
                 mode,
                 min_applied,
                 wait,
@@ -151,13 +160,18 @@ impl Shard {
                     min_applied,
                     wait,
                 },
+                origin,
                 reply,
             ),
         };
         self.next_id += 1;
         let id = self.next_id;
         self.replies.insert(id, reply);
-        self.handle(Event::Client { id, request });
+        self.handle(Event::Client {
+            id,
+            request,
+            origin,
+        });
     }
 
     fn handle(&mut self, ev: Event) {

@@ -106,6 +106,10 @@ pub struct SimConfig {
     /// Run quorum leases (holders chosen per seed). With `vary`, a fifth of the other seeds
     /// run them too.
     pub quorum_leases: bool,
+    /// With quorum leases: `[leases] mode = "auto"` (the leaders choose the holders from the
+    /// demand, and change them during the run) instead of a pinned random set. With `vary`,
+    /// half of the quorum-lease seeds.
+    pub auto_leases: bool,
 }
 
 /// The five regions of the default demo cluster.
@@ -161,6 +165,7 @@ impl SimConfig {
             drift_beyond_bound: false,
             vary: true,
             quorum_leases: false,
+            auto_leases: false,
         })
     }
 

@@ -78,7 +78,10 @@ pub struct SimProxy {
     pub retry_new_seq: bool,
     /// The configured quorum-lease holders (the proxy tries the nearest; the replica refuses
     /// if its lease is not valid).
+    /// With auto leases the sites that held a valid lease when last seen.
     pub holders: Vec<usize>,
+    /// Quorum leases run in this cluster (a forced lease read is then valid to ask for).
+    pub quorum_leases: bool,
 }
 
 impl SimProxy {
@@ -104,6 +107,7 @@ impl SimProxy {
             ignore_barrier: false,
             retry_new_seq: false,
             holders: Vec::new(),
+            quorum_leases: false,
         }
     }
 
@@ -145,7 +149,7 @@ impl SimProxy {
             leader: self.leader,
             auto_path,
             holder,
-            quorum_leases: !self.holders.is_empty(),
+            quorum_leases: self.quorum_leases,
             nearest,
             deadline: now + DEADLINE,
             ignore_barrier: self.ignore_barrier,

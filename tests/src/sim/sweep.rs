@@ -19,6 +19,10 @@ pub struct Summary {
     pub seeds_without_lease: u64,
     pub seeds_with_transfers: u64,
     pub seeds_with_quorum_leases: u64,
+    /// Of those, seeds whose leaders chose the holders (`mode = "auto"`), and the lease
+    /// configurations committed in them.
+    pub seeds_with_auto_leases: u64,
+    pub lease_config_changes: u64,
     pub leader_changes: u64,
     pub compactions: u64,
     pub compaction_crashes: u64,
@@ -48,6 +52,8 @@ pub fn sweep(
         s.seeds_without_lease += u64::from(!r.lease);
         s.seeds_with_transfers += u64::from(r.preferred_leader.is_some());
         s.seeds_with_quorum_leases += u64::from(!r.holders.is_empty());
+        s.seeds_with_auto_leases += u64::from(r.auto_leases);
+        s.lease_config_changes += r.lease_config_changes;
         s.leader_changes += r.leaders.len().saturating_sub(1) as u64;
         s.compactions += r.compactions;
         s.compaction_crashes += r.compaction_crashes;

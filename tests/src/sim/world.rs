@@ -15,10 +15,11 @@ use crate::history::{HistoryOp, OpKind, Outcome as HOutcome};
 use meridian_core::{Core, CoreConfig, Message, PlantedBug, Rng, SiteId};
 use meridian_proxy::logic::read_op::{Consistency, Mode};
 use meridian_proxy::logic::{CallKind, CallResult, ServiceError, SiteRead};
+use meridian_replica::driver::demand::AutoLeases;
 use meridian_replica::driver::{
     DriverConfig, Effect, Event as DEvent, Reply, Request, ShardDriver,
 };
-use meridian_replica::kv::Outcome;
+use meridian_replica::kv::{KvCommand, Op, Outcome};
 use meridian_topology::model::QuorumShape;
 use meridian_topology::RttMatrix;
 use std::collections::BTreeMap;
@@ -78,8 +79,12 @@ pub struct SeedReport {
     /// The variations this seed ran with.
     pub lease: bool,
     pub preferred_leader: Option<usize>,
-    /// Quorum-lease holders of this seed (empty: no quorum leases).
+    /// Quorum-lease holders of this seed (empty: no quorum leases; with auto leases every
+    /// site, any of which may come to hold).
     pub holders: Vec<usize>,
+    pub auto_leases: bool,
+    /// Lease configurations committed during the run (auto leases change them).
+    pub lease_config_changes: u64,
 }
 
 impl SeedReport {
@@ -110,6 +115,9 @@ pub struct World {
     lists: ListAppend,
     qlease: QuorumLeaseSafety,
     holders: Vec<usize>,
+    matrix: std::sync::Arc<RttMatrix>,
+    /// Slots that committed a lease configuration.
+    config_slots: std::collections::BTreeSet<u64>,
     trace: Fnv,
     heal_at: u64,
     commit_latency: Vec<u64>,
@@ -138,12 +146,20 @@ impl World {
             if seed % 5 == 2 {
                 cfg.quorum_leases = true;
             }
+            if cfg.quorum_leases && seed % 10 == 7 {
+                cfg.auto_leases = true;
+            }
+        }
+        // Clocks beyond the bound need the slow clock to be a holder's: pinned.
+        if cfg.drift_beyond_bound {
+            cfg.auto_leases = false;
         }
         // Holders: a random non-empty subset of the sites (all of them when clocks drift
         // beyond the bound, so the slow clock is a holder's).
         let holders: Vec<usize> = if !cfg.quorum_leases {
             Vec::new()
-        } else if cfg.drift_beyond_bound {
+        } else if cfg.drift_beyond_bound || cfg.auto_leases {
+            // Auto: any site may come to hold (the proxies learn who does as they run).
             (0..n).collect()
         } else {
             let mut h: Vec<usize> = (0..n).filter(|_| rng.chance(0.5)).collect();
@@ -191,7 +207,12 @@ impl World {
                 let mut px = SimProxy::new(p, r, rtt, cfg.quorum.clone(), shape.clone(), cfg.lease);
                 px.ignore_barrier = cfg.planted_bug == Some(PlantedBug::PqrIgnoreBarrier);
                 px.retry_new_seq = cfg.planted_bug == Some(PlantedBug::ProxyRetryNewSeq);
-                px.holders = holders.clone();
+                px.holders = if cfg.auto_leases {
+                    Vec::new()
+                } else {
+                    holders.clone()
+                };
+                px.quorum_leases = cfg.quorum_leases;
                 px
             })
             .collect();
@@ -225,6 +246,8 @@ impl World {
             lists: ListAppend::default(),
             qlease: QuorumLeaseSafety::default(),
             holders,
+            matrix: std::sync::Arc::new(matrix.clone()),
+            config_slots: Default::default(),
             trace: Fnv::default(),
             heal_at,
             commit_latency: Vec::new(),
@@ -261,10 +284,22 @@ impl World {
             max_parked: 4096,
             observe_applies: true,
             planted_bug: self.cfg.planted_bug,
-            lease_holders: self
-                .cfg
-                .quorum_leases
+            lease_holders: (self.cfg.quorum_leases && !self.cfg.auto_leases)
                 .then(|| self.holders.iter().map(|h| *h as u8).collect()),
+            auto_leases: self.cfg.auto_leases.then(|| AutoLeases {
+                matrix: self.matrix.clone(),
+                site_regions: self.nodes.iter().map(|n| n.region).collect(),
+                shape: if self.cfg.sites() == 9 {
+                    QuorumShape::three_by_three()
+                } else {
+                    QuorumShape::Majority
+                },
+                every: Duration::from_secs(2),
+                min_ops: 10.0,
+                min_saving: 0.05,
+                min_saving_ms: 1.0,
+                silent_after: Duration::from_secs(5),
+            }),
         }
     }
 
@@ -382,6 +417,22 @@ impl World {
         );
     }
 
+    /// Auto leases: the proxies learn whether `node` holds a valid quorum lease (as the real
+    /// proxy's status probes do; the holder itself re-checks before it answers).
+    fn probe_holder(&mut self, node: usize) {
+        let local = self.nodes[node].local(self.now);
+        let holds = self.nodes[node]
+            .driver
+            .as_ref()
+            .is_some_and(|d| d.core().holds_quorum_lease(local));
+        for p in &mut self.proxies {
+            p.holders.retain(|&h| h != node);
+            if holds {
+                p.holders.push(node);
+            }
+        }
+    }
+
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Deliver { to, from, msg } => {
@@ -397,6 +448,9 @@ impl World {
                 if self.nodes[node].incarnation == incarnation && self.nodes[node].driver.is_some()
                 {
                     self.step(node, DEvent::Tick);
+                    if self.cfg.auto_leases {
+                        self.probe_holder(node);
+                    }
                     self.q
                         .push(self.now + TICK_NS, Event::Tick { node, incarnation });
                 }
@@ -571,6 +625,15 @@ impl World {
                 Effect::Compact { records } => self.disk_op(i, DiskOp::Compact { records }),
                 Effect::Applied { slot, batch } => {
                     self.agreement.applied(i, slot, &batch, &mut self.findings);
+                    if self.cfg.quorum_leases
+                        && !self.config_slots.contains(&slot.0)
+                        && batch.0.iter().any(|c| {
+                            KvCommand::decode(c)
+                                .is_ok_and(|c| matches!(c.op, Op::SetLeaseHolders { .. }))
+                        })
+                    {
+                        self.config_slots.insert(slot.0);
+                    }
                     if self.cfg.quorum_leases {
                         let now = self.now;
                         let cores: Vec<_> = self
@@ -678,7 +741,7 @@ impl World {
         p: usize,
         op: u64,
         call: meridian_proxy::logic::Call,
-        read: Option<meridian_replica::kv::KvCommand>,
+        read: Option<KvCommand>,
     ) {
         let site = call.site;
         let timeout = self.now + call.timeout.as_nanos() as u64;
@@ -714,7 +777,7 @@ impl World {
         proxy: usize,
         op: u64,
         call: meridian_proxy::logic::Call,
-        read: Option<meridian_replica::kv::KvCommand>,
+        read: Option<KvCommand>,
     ) {
         if self.nodes[node].driver.is_none() {
             return;
@@ -748,7 +811,14 @@ impl World {
                 arrived: self.now,
             },
         );
-        self.step(node, DEvent::Client { id, request });
+        self.step(
+            node,
+            DEvent::Client {
+                id,
+                request,
+                origin: Some(proxy as u8),
+            },
+        );
     }
 
     fn site_reply(&mut self, i: usize, id: u64, reply: Reply) {
@@ -893,8 +963,11 @@ impl World {
                 h.read = v;
                 h.path = Some(o.path.to_string());
             }
-            (ClientOp::Get { .. }, Answer::Read(Err(_))) => {
-                self.incomplete += usize::from(late);
+            (ClientOp::Get { .. }, Answer::Read(Err(e))) => {
+                // With auto leases a forced lease read may find no holder (the leaders may
+                // have chosen none): refused by contract, not a liveness failure.
+                let refused = self.cfg.auto_leases && matches!(e, ServiceError::NoLease(_));
+                self.incomplete += usize::from(late && !refused);
                 return self.next(c);
             }
             (op, Answer::Write(Err(e))) => {
@@ -1068,6 +1141,8 @@ impl World {
             snapshot_installs: self.snapshot_installs,
             lease: self.cfg.lease,
             holders: self.holders,
+            auto_leases: self.cfg.auto_leases,
+            lease_config_changes: self.config_slots.len() as u64,
             preferred_leader: self.cfg.preferred_leader.map(|s| s.0 as usize),
         }
     }

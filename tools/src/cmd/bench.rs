@@ -43,6 +43,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         let up_args = UpArgs {
             lease_ms: 1000,
             lease_holders: None,
+            lease_auto_interval_ms: 5000,
             dir: cdir.clone(),
             sites: 5,
             regions: vec![],
@@ -157,6 +158,7 @@ async fn proxy_bench(a: &BenchArgs, cdir: &std::path::Path) -> Result<ExitCode> 
         let up_args = UpArgs {
             lease_ms: 1000,
             lease_holders: None,
+            lease_auto_interval_ms: 5000,
             dir: cdir.to_path_buf(),
             sites: 5,
             regions: vec![],

@@ -43,10 +43,14 @@ pub struct UpArgs {
     /// Leader lease length in ms (0: no lease reads; every leader read goes through the log).
     #[arg(long, default_value_t = 1000)]
     pub lease_ms: u64,
-    /// Quorum-lease holders for every shard: site names separated by commas, or `all`
+    /// Quorum-lease holders for every shard: site names separated by commas, `all`, or
+    /// `auto` (each shard's leader chooses them from where reads come, by the planner's rule)
     /// (default: none, quorum leases off).
     #[arg(long)]
     pub lease_holders: Option<String>,
+    /// With `--lease-holders auto`: how often each leader re-evaluates its holders.
+    #[arg(long, default_value_t = 5000)]
+    pub lease_auto_interval_ms: u64,
     /// Proxies' admission bound (writes outstanding per shard, reads in flight).
     #[arg(long)]
     pub proxy_outstanding: Option<usize>,
@@ -219,6 +223,11 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
         },
         leases: match a.lease_holders.as_deref() {
             None | Some("") => LeasesSection::default(),
+            Some("auto") => LeasesSection {
+                mode: "auto".into(),
+                auto_interval_ms: a.lease_auto_interval_ms,
+                ..LeasesSection::default()
+            },
             Some(list) => LeasesSection {
                 mode: "pinned".into(),
                 holders: if list == "all" {
@@ -365,6 +374,27 @@ pub async fn leaders(cfg: &ClusterConfig, tls: &TlsFiles) -> Result<Vec<usize>> 
         for sh in st.shards {
             if sh.is_leader && (sh.holds_lease || cfg.cluster.lease_ms == 0) {
                 found[sh.shard as usize] = Some(st.site_index as usize);
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|l| l.context("a shard has no leader"))
+        .collect()
+}
+
+/// The quorum-lease holders of every shard, as each shard's leader's log says.
+pub async fn lease_holders(cfg: &ClusterConfig, tls: &TlsFiles) -> Result<Vec<Vec<usize>>> {
+    let mut found = vec![None; cfg.cluster.shards as usize];
+    for s in &cfg.sites {
+        let Ok(mut c) = ReplicaClient::connect(s.addr, tls).await else {
+            continue;
+        };
+        let Ok(st) = c.status().await else { continue };
+        for sh in st.shards {
+            if sh.is_leader {
+                found[sh.shard as usize] =
+                    Some(sh.lease_holders.iter().map(|&h| h as usize).collect());
             }
         }
     }

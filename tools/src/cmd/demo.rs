@@ -7,6 +7,8 @@ use super::cluster::{down, up, wait_for_leaders, UpArgs};
 use crate::https::{tls_config, Conn};
 use anyhow::{bail, Context, Result};
 use meridian_replica::config::ClusterConfig;
+use meridian_topology::input::Demand;
+use meridian_topology::leases::{best_holders, objective};
 use meridian_topology::model::{quorum_latency, QuorumShape};
 use meridian_topology::RttMatrix;
 use serde_json::json;
@@ -28,10 +30,15 @@ pub struct DemoArgs {
     /// Diagnostics: run without the emulated WAN (loopback speed).
     #[arg(long, hide = true)]
     no_wan: bool,
-    /// Every site holds quorum leases; a read-mostly workload (a write, three auto reads and
-    /// one leader read for comparison per round) with lease rows against their bounds.
+    /// Quorum leases, with a read-mostly workload (a write, three auto reads and one leader
+    /// read for comparison per round) and lease rows against their bounds. The holders are
+    /// chosen live by each shard's leader (`[leases] mode = "auto"`) unless --lease-holders
+    /// pins them.
     #[arg(long)]
     quorum_leases: bool,
+    /// With --quorum-leases: `auto` (default), `all`, or site names separated by commas.
+    #[arg(long, default_value = "auto")]
+    lease_holders: String,
 }
 
 pub fn run(a: DemoArgs) -> Result<ExitCode> {
@@ -44,6 +51,7 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
 struct Sample {
     region: usize,
     leader: usize,
+    shard: usize,
     op: &'static str,
     /// The path that served it (reads: as the proxy reported).
     path: String,
@@ -59,7 +67,9 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&cdir);
     let up_args = UpArgs {
         lease_ms: 1000,
-        lease_holders: a.quorum_leases.then(|| "all".to_string()),
+        lease_holders: a.quorum_leases.then(|| a.lease_holders.clone()),
+        // The demo's leaders re-evaluate every second (the default is five).
+        lease_auto_interval_ms: 1000,
         dir: cdir.clone(),
         sites: 5,
         regions: vec![],
@@ -76,9 +86,9 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     let stopped = down(&cdir);
-    let samples = outcome?;
+    let (samples, holders) = outcome?;
     stopped?;
-    report(&cluster.config, &samples, &a)
+    report(&cluster.config, &samples, &holders, &a)
 }
 
 async fn workload(
@@ -86,7 +96,7 @@ async fn workload(
     seconds: u64,
     per_region: usize,
     leases: bool,
-) -> Result<Vec<Sample>> {
+) -> Result<(Vec<Sample>, Vec<Vec<usize>>)> {
     // Wait for the planner's preferred leader to lead every shard (it campaigns first).
     let preferred = cfg
         .cluster
@@ -106,9 +116,10 @@ async fn workload(
         leaders.iter().map(|&l| &cfg.sites[l].name).collect::<Vec<_>>()
     );
     let tls = tls_config(&cfg.resolve(&cfg.tls.ca));
-    // The first second warms connections and pipelines up (and, with quorum leases, lets the
-    // holders take their leases and the proxies see them); it is not measured.
-    let warm = Instant::now() + Duration::from_secs(if leases { 3 } else { 1 });
+    // The first second warms connections and pipelines up (with quorum leases five: the
+    // leaders see the demand, choose holders, the holders take their leases and the proxies
+    // see them); it is not measured.
+    let warm = Instant::now() + Duration::from_secs(if leases { 5 } else { 1 });
     let end = warm + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for (ci, s) in cfg.sites.iter().enumerate() {
@@ -128,8 +139,9 @@ async fn workload(
                 while Instant::now() < end {
                     i += 1;
                     let key = format!("demo/{ci}/{w}/{i}");
-                    let leader = leaders
-                        [meridian_proxy::route::shard_for_key(key.as_bytes(), shards) as usize];
+                    let shard =
+                        meridian_proxy::route::shard_for_key(key.as_bytes(), shards) as usize;
+                    let leader = leaders[shard];
                     let t0 = Instant::now();
                     let r = conn
                         .request("PUT", &format!("/v1/kv/{key}"), vec![b'v'; 64])
@@ -138,6 +150,7 @@ async fn workload(
                         out.push(Sample {
                             region: ci,
                             leader,
+                            shard,
                             op: "write",
                             path: "leader".into(),
                             ms: t0.elapsed().as_secs_f64() * 1e3,
@@ -147,8 +160,9 @@ async fn workload(
                     // quorum leases, read-mostly: three auto reads and one leader read.
                     if i > 4 {
                         let old = format!("demo/{ci}/{w}/{}", i - 4);
-                        let leader = leaders
-                            [meridian_proxy::route::shard_for_key(old.as_bytes(), shards) as usize];
+                        let shard =
+                            meridian_proxy::route::shard_for_key(old.as_bytes(), shards) as usize;
+                        let leader = leaders[shard];
                         let reads: &[(&str, &'static str)] = if leases {
                             &[
                                 ("auto", "read"),
@@ -169,6 +183,7 @@ async fn workload(
                                 out.push(Sample {
                                     region: ci,
                                     leader,
+                                    shard,
                                     op,
                                     path,
                                     ms: t0.elapsed().as_secs_f64() * 1e3,
@@ -188,7 +203,12 @@ async fn workload(
     if samples.is_empty() {
         bail!("no operation completed");
     }
-    Ok(samples)
+    let holders = if leases {
+        super::cluster::lease_holders(cfg, &super::cluster::tool_tls(cfg)).await?
+    } else {
+        vec![Vec::new(); cfg.cluster.shards as usize]
+    };
+    Ok((samples, holders))
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -200,7 +220,12 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitCode> {
+fn report(
+    cfg: &ClusterConfig,
+    samples: &[Sample],
+    shard_holders: &[Vec<usize>],
+    a: &DemoArgs,
+) -> Result<ExitCode> {
     let m = RttMatrix::embedded();
     let region_of: Vec<usize> = cfg
         .sites
@@ -217,7 +242,59 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
     let leases = a.quorum_leases;
     println!("latency per client region through its region's proxy, next to the physical bound of DESIGN.md §6");
     if leases {
-        println!("  every site holds a quorum lease on every shard");
+        let names = |h: &Vec<usize>| {
+            h.iter()
+                .map(|&i| cfg.sites[i].name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        println!(
+            "  quorum-lease holders per shard ({}): {}",
+            if a.lease_holders == "auto" {
+                "chosen live by each leader, [leases] mode = \"auto\""
+            } else {
+                "pinned"
+            },
+            shard_holders
+                .iter()
+                .enumerate()
+                .map(|(k, h)| format!("{k}: [{}]", names(h)))
+                .collect::<Vec<_>>()
+                .join("  ")
+        );
+        // The planner's rule on this run's own demand (operations per region, read share),
+        // for each shard's leader: the live choice and the plan side by side.
+        for (k, live) in shard_holders.iter().enumerate() {
+            let mine: Vec<&Sample> = samples.iter().filter(|x| x.shard == k).collect();
+            let Some(l) = mine.first().map(|x| x.leader) else {
+                continue;
+            };
+            let demand: Vec<Demand> = (0..cfg.sites.len())
+                .filter_map(|ci| {
+                    let ops = mine.iter().filter(|x| x.region == ci).count() as f64;
+                    let reads = mine
+                        .iter()
+                        .filter(|x| x.region == ci && x.op != "write")
+                        .count() as f64;
+                    (ops > 0.0).then(|| Demand {
+                        region: region_of[ci],
+                        weight: ops,
+                        read_share: reads / ops,
+                    })
+                })
+                .collect();
+            if let Some((obj, plan)) = best_holders(&m, &shape, &demand, &sites, l) {
+                let live_obj = objective(&m, &shape, &demand, &sites, l, live);
+                println!(
+                    "  shard {k}: live holders [{}] ({:.1} ms/op), planner on this run's demand [{}] ({:.1} ms/op){}",
+                    names(live),
+                    live_obj,
+                    names(&plan),
+                    obj,
+                    if &plan == live { ": same" } else { "" }
+                );
+            }
+        }
         println!("  write bound = rtt(proxy, leader) + max(fastest-quorum rtt from the leader, rtt(leader, farthest holder))");
         println!("  read  bound = min(lease read = rtt(proxy, nearest holder), leader read, quorum read)");
     } else {
@@ -237,12 +314,6 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
     } else {
         &["write", "read"]
     };
-    // With quorum leases every site is a holder.
-    let holders: Vec<usize> = if leases {
-        region_of.clone()
-    } else {
-        Vec::new()
-    };
     for &op in ops {
         for (ci, s) in cfg.sites.iter().enumerate() {
             let mine: Vec<&Sample> = samples
@@ -253,14 +324,22 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
                 continue;
             }
             // The leader most of these operations' shards had.
-            let mut counts = vec![0usize; cfg.sites.len()];
-            mine.iter().for_each(|x| counts[x.leader] += 1);
-            let l = (0..counts.len()).max_by_key(|&i| counts[i]).expect("sites");
+            // The leader and holder set most of these operations' shards had.
+            let mut groups: Vec<((usize, &Vec<usize>), usize)> = Vec::new();
+            for x in &mine {
+                let g = (x.leader, &shard_holders[x.shard]);
+                match groups.iter_mut().find(|e| e.0 == g) {
+                    Some(e) => e.1 += 1,
+                    None => groups.push((g, 1)),
+                }
+            }
+            let ((l, held), _) = *groups.iter().max_by_key(|e| e.1).expect("samples");
             let mut ms: Vec<f64> = mine
                 .iter()
-                .filter(|x| x.leader == l)
+                .filter(|x| x.leader == l && &shard_holders[x.shard] == held)
                 .map(|x| x.ms)
                 .collect();
+            let holders: Vec<usize> = held.iter().map(|&h| region_of[h]).collect();
             ms.sort_by(|x, y| x.total_cmp(y));
             let (c, lr) = (region_of[ci], region_of[l]);
             let farthest = holders.iter().map(|&h| m.rtt(lr, h)).fold(0.0, f64::max);
@@ -289,7 +368,9 @@ fn report(cfg: &ClusterConfig, samples: &[Sample], a: &DemoArgs) -> Result<ExitC
                 .map(|(p, n)| format!("{p} {:.0}%", 100.0 * *n as f64 / mine.len() as f64))
                 .collect();
             let p50 = pct(&ms, 0.5);
-            if leases && op == "read" {
+            // The lease verdict is about regions with a local holder.
+            let local_holder = held.iter().any(|&h| region_of[h] == region_of[ci]);
+            if leases && op == "read" && local_holder {
                 let by_lease = mine.iter().filter(|x| x.path == "lease").count();
                 lease_stats.push((ci, by_lease as f64 / mine.len() as f64, p50, f64::NAN));
             }

@@ -34,6 +34,10 @@ pub struct SimArgs {
     /// seeds run them.
     #[arg(long)]
     quorum_leases: bool,
+    /// With quorum leases, `[leases] mode = "auto"` in every quorum-lease seed: the leaders
+    /// choose (and change) the holders from the demand they see. Implies --quorum-leases.
+    #[arg(long)]
+    auto_leases: bool,
     /// Write the history of each failing seed to DIR/seed-N.jsonl.
     #[arg(long)]
     history_dir: Option<std::path::PathBuf>,
@@ -67,7 +71,8 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
     }
     cfg.ops = a.ops;
     cfg.lease = !a.no_lease;
-    cfg.quorum_leases = a.quorum_leases;
+    cfg.quorum_leases = a.quorum_leases || a.auto_leases;
+    cfg.auto_leases = a.auto_leases;
     // The liveness window grows with the work each client has left after healing.
     cfg.liveness_window = std::time::Duration::from_secs(45)
         + std::time::Duration::from_millis(400 * (a.ops / cfg.clients) as u64);
@@ -111,7 +116,9 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
             if a.no_lease {
                 line += " --no-lease";
             }
-            if a.quorum_leases {
+            if a.auto_leases {
+                line += " --auto-leases";
+            } else if a.quorum_leases {
                 line += " --quorum-leases";
             }
             println!("{line}");
