@@ -11,6 +11,7 @@ mod drive;
 mod grpc;
 mod http;
 pub mod logic;
+pub mod metrics;
 pub mod reads;
 pub mod route;
 pub mod server;
@@ -31,4 +32,5 @@ pub struct Proxy {
     pub deadline: Duration,
     /// Admission for reads: one permit per read in flight.
     pub reads: Arc<tokio::sync::Semaphore>,
+    pub metrics: metrics::ProxyMetrics,
 }

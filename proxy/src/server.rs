@@ -119,7 +119,18 @@ pub async fn run(
         sessions: Sessions::new(base, 8192),
         sites,
         deadline: opts.deadline,
+        metrics: crate::metrics::ProxyMetrics::new(),
     });
+    if let Some(maddr) = me.metrics_addr {
+        let p = proxy.clone();
+        meridian_replica::metrics::serve(maddr, Arc::new(move || p.metrics.render(&p, limit)))
+            .await
+            .map_err(|source| ProxyError::Bind {
+                addr: maddr,
+                source,
+            })?;
+        tracing::info!(%maddr, "metrics at http://{maddr}/metrics");
+    }
     let mut server_tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -45,6 +45,20 @@ impl Proxy {
         c: Consistency,
         mode: Mode,
     ) -> Result<(u32, ReadOutcome), ServiceError> {
+        let t0 = std::time::Instant::now();
+        let r = self.get_inner(key, c, mode).await;
+        let path = r.as_ref().map_or("none", |(_, o)| o.path);
+        self.metrics
+            .finished("get", path, t0, r.as_ref().map(|_| ()));
+        r
+    }
+
+    async fn get_inner(
+        &self,
+        key: Vec<u8>,
+        c: Consistency,
+        mode: Mode,
+    ) -> Result<(u32, ReadOutcome), ServiceError> {
         let _permit = self.read_permit()?;
         let shard = shard_for_key(&key, self.shards);
         let cmd = KvCommand {
@@ -61,6 +75,27 @@ impl Proxy {
 
     /// A prefix range over every shard, read in parallel, merged in key order.
     pub async fn range(
+        &self,
+        prefix: Vec<u8>,
+        limit: usize,
+        c: Consistency,
+        mode: Mode,
+    ) -> Result<RangeAnswer, ServiceError> {
+        let t0 = std::time::Instant::now();
+        let r = self.range_inner(prefix, limit, c, mode).await;
+        let path = match &r {
+            Ok(a) if a.paths.iter().all(|p| Some(p) == a.paths.first()) => {
+                a.paths.first().copied().unwrap_or("none")
+            }
+            Ok(_) => "mixed",
+            Err(_) => "none",
+        };
+        self.metrics
+            .finished("range", path, t0, r.as_ref().map(|_| ()));
+        r
+    }
+
+    async fn range_inner(
         &self,
         prefix: Vec<u8>,
         limit: usize,
@@ -111,6 +146,20 @@ impl Proxy {
     /// One write with an exactly-once identity from the pool. The identity returns to the pool
     /// whenever this future ends — completed, failed, or dropped because the client hung up.
     pub async fn write(&self, shard: u32, op: Op) -> Result<KvResult, ServiceError> {
+        let t0 = std::time::Instant::now();
+        let name = match &op {
+            Op::Put { .. } => "put",
+            Op::Delete { .. } => "delete",
+            Op::Txn(_) => "txn",
+            _ => "write",
+        };
+        let r = self.write_inner(shard, op).await;
+        self.metrics
+            .finished(name, "leader", t0, r.as_ref().map(|_| ()));
+        r
+    }
+
+    async fn write_inner(&self, shard: u32, op: Op) -> Result<KvResult, ServiceError> {
         let id = self.sessions.acquire().ok_or(ServiceError::Overloaded)?;
         let cmd = KvCommand {
             client: id.client,

@@ -193,6 +193,9 @@ pub struct SiteConfig {
     pub data_dir: PathBuf,
     #[serde(default)]
     pub continent: Option<String>,
+    /// Prometheus `/metrics` over plain HTTP, if served (bind it to a private address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A regional proxy: apps connect to it; it holds one connection per site.
@@ -212,6 +215,9 @@ pub struct ProxyConfig {
     /// flight in all; beyond it requests fail fast with 503 (default 4096).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_outstanding: Option<usize>,
+    /// Prometheus `/metrics` over plain HTTP, if served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl ClusterConfig {

@@ -8,6 +8,7 @@ pub mod delay;
 pub mod driver;
 mod error;
 pub mod kv;
+pub mod metrics;
 pub mod node;
 pub mod storage;
 pub mod tls;

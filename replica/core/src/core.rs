@@ -254,6 +254,10 @@ impl Core {
     pub fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader(_))
     }
+    /// Campaigning (phase 1 of its own ballot under way).
+    pub fn is_candidate(&self) -> bool {
+        matches!(self.role, Role::Candidate(_))
+    }
     /// The ballot this replica leads, if it leads.
     pub fn leader_ballot(&self) -> Option<Ballot> {
         match &self.role {

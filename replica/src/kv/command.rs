@@ -127,6 +127,10 @@ impl KvCommand {
     pub fn encode(&self) -> Vec<u8> {
         bincode::serialize(self).expect("commands always serialize")
     }
+    /// Length of `encode()`, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        bincode::serialized_size(self).map_or(0, |n| n as usize)
+    }
     pub fn decode(bytes: &[u8]) -> Result<KvCommand, crate::Error> {
         bincode::deserialize(bytes).map_err(|e| crate::Error::Decode(e.to_string()))
     }

@@ -10,6 +10,7 @@ mod wal_writer;
 pub use service::{MAX_BATCH, MAX_COMMAND_BYTES};
 
 use crate::config::ClusterConfig;
+use crate::metrics::{PeerLabel, ReplicaMetrics};
 use crate::storage::FileLog;
 use crate::tls::TlsFiles;
 use crate::wire::pb::peer_server::PeerServer;
@@ -116,6 +117,17 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let epoch = tokio::time::Instant::now();
     let auto_leases = cfg.auto_leases().map_err(ReplicaError::Config)?;
+    let metrics = ReplicaMetrics::new();
+    if let Some(maddr) = cfg.sites[me].metrics_addr {
+        let m = metrics.clone();
+        crate::metrics::serve(maddr, Arc::new(move || m.render()))
+            .await
+            .map_err(|source| ReplicaError::Bind {
+                addr: maddr,
+                source,
+            })?;
+        tracing::info!(site, %maddr, "metrics at http://{maddr}/metrics");
+    }
     let mut peer_inboxes = Vec::new();
     let mut client_inboxes = Vec::new();
     let mut wal_threads = Vec::new();
@@ -142,6 +154,7 @@ pub async fn run(
             drift_bound,
             lease_holders: cfg.lease_holders(k),
             auto_leases: auto_leases.clone(),
+            metrics: metrics.clone(),
         };
         let shard = Shard::new(k, core, restore, epoch, wal, links.clone(), opts);
         shard_tasks.push(tokio::spawn(shard.run(peer_rx, client_rx, stop_rx.clone())));
@@ -156,10 +169,27 @@ pub async fn run(
     // RTT probes to every peer on the peer streams, for `meridian status` and the proxies.
     {
         let (links, n, mut stop) = (links.clone(), cfg.sites.len(), stop_rx.clone());
+        let (metrics, names): (_, Vec<String>) = (
+            metrics.clone(),
+            cfg.sites.iter().map(|s| s.name.clone()).collect(),
+        );
         tokio::spawn(async move {
             loop {
                 for j in (0..n).filter(|&j| j != me) {
                     links.probe(j, None);
+                }
+                // The RTT distribution, sampled at each probe round.
+                for (j, ms) in links.rtt_ms().into_iter().enumerate() {
+                    if j != me && ms >= 0.0 {
+                        let peer = PeerLabel {
+                            peer: names[j].clone(),
+                        };
+                        metrics
+                            .peer_rtt_seconds
+                            .get_or_create(&peer)
+                            .observe(ms / 1e3);
+                        metrics.peer_rtt_last.get_or_create(&peer).set(ms / 1e3);
+                    }
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -187,6 +217,7 @@ pub async fn run(
         site: site.to_string(),
         site_index: me as u32,
         shards: client_inboxes,
+        metrics: metrics.clone(),
     };
     tracing::info!(site, %addr, shards = cfg.cluster.shards, "replica serving");
     let mut server_stop = stop_rx.clone();

@@ -18,6 +18,7 @@ pub struct ReplicaService {
     pub site: String,
     pub site_index: u32,
     pub shards: Vec<mpsc::Sender<ClientInput>>,
+    pub metrics: std::sync::Arc<crate::metrics::ReplicaMetrics>,
 }
 
 /// `origin_site` on the wire is the site index + 1 (0: unknown).
@@ -47,6 +48,13 @@ impl ReplicaService {
         let (tx, rx) = oneshot::channel();
         self.shard(shard)?.try_send(make(tx)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
+                self.metrics
+                    .rejections
+                    .get_or_create(&crate::metrics::ShardReason {
+                        shard,
+                        reason: "queue_full".into(),
+                    })
+                    .inc();
                 Status::resource_exhausted("shard queue full; retry later")
             }
             mpsc::error::TrySendError::Closed(_) => Status::unavailable("replica shutting down"),

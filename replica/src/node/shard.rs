@@ -6,6 +6,7 @@ pub use crate::driver::ReadMode;
 pub use crate::driver::Reply;
 use crate::driver::{DriverConfig, Effect, Event, Request, ShardDriver, StatusInfo};
 use crate::kv::KvCommand;
+use crate::metrics::{ReplicaMetrics, ShardLabel, ShardPath, ShardReason};
 use meridian_core::{Core, Message, Output, SiteId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub struct ShardOptions {
     pub drift_bound: f64,
     pub lease_holders: Option<Vec<u8>>,
     pub auto_leases: Option<crate::driver::demand::AutoLeases>,
+    pub metrics: Arc<ReplicaMetrics>,
 }
 
 pub struct Shard {
@@ -59,9 +61,16 @@ pub struct Shard {
     wal: std::sync::mpsc::Sender<WalOp>,
     links: Arc<PeerLinks>,
     replies: BTreeMap<u64, oneshot::Sender<Reply>>,
+    /// Arrival of each client batch, for the commit-latency histogram.
+    submits: BTreeMap<u64, Instant>,
     next_id: u64,
     wal_bytes: u64,
     fsync_us_last: u64,
+    metrics: Arc<ReplicaMetrics>,
+    label: ShardLabel,
+    /// The leader ballot last seen (leader changes) and whether we were campaigning.
+    seen_leader: Option<(u64, u32)>,
+    campaigning: bool,
 }
 
 impl Shard {
@@ -91,9 +100,14 @@ impl Shard {
             wal,
             links,
             replies: BTreeMap::new(),
+            submits: BTreeMap::new(),
             next_id: 0,
             wal_bytes: 0,
             fsync_us_last: 0,
+            label: ShardLabel { shard: id },
+            metrics: opts.metrics,
+            seen_leader: None,
+            campaigning: false,
         }
     }
 
@@ -116,6 +130,10 @@ impl Shard {
                     ShardInput::Durable(d) => {
                         self.wal_bytes = d.bytes;
                         self.fsync_us_last = d.fsync_us;
+                        self.metrics
+                            .fsync_seconds
+                            .get_or_create(&self.label)
+                            .observe(d.fsync_us as f64 / 1e6);
                         self.handle(Event::Persisted { token: d.token, log_size: d.bytes });
                     }
                 },
@@ -124,7 +142,10 @@ impl Shard {
                     // Requests whose caller hung up need no answer (their slots stay bounded
                     // by the driver's own limits and waits).
                     self.replies.retain(|_, r| !r.is_closed());
-                    self.handle(Event::Tick)
+                    let replies = &self.replies;
+                    self.submits.retain(|id, _| replies.contains_key(id));
+                    self.handle(Event::Tick);
+                    self.gauges(clients.len());
                 }
             }
         }
@@ -167,6 +188,20 @@ impl Shard {
         self.next_id += 1;
         let id = self.next_id;
         self.replies.insert(id, reply);
+        if let Request::Submit { commands } = &request {
+            if self.driver.core().is_leader() {
+                self.submits.insert(id, Instant::now());
+                self.metrics
+                    .commands_accepted
+                    .get_or_create(&self.label)
+                    .inc_by(commands.len() as u64);
+                let bytes: usize = commands.iter().map(|c| c.encoded_len()).sum();
+                self.metrics
+                    .bytes_accepted
+                    .get_or_create(&self.label)
+                    .inc_by(bytes as u64);
+            }
+        }
         self.handle(Event::Client {
             id,
             request,
@@ -192,6 +227,7 @@ impl Shard {
                     let _ = self.wal.send(WalOp::Rewrite(records));
                 }
                 Effect::Reply { id, reply } => {
+                    self.count_reply(id, &reply);
                     if let Some(tx) = self.replies.remove(&id) {
                         let _ = tx.send(reply);
                     }
@@ -203,5 +239,86 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Reply-side series: commit latency, reads by path, rejections by reason.
+    fn count_reply(&mut self, id: u64, reply: &Reply) {
+        let m = &self.metrics;
+        let shard = self.id;
+        let reason = |r: &str| ShardReason {
+            shard,
+            reason: r.to_string(),
+        };
+        let path = |p: &str| ShardPath {
+            shard,
+            path: p.to_string(),
+        };
+        let submitted = self.submits.remove(&id);
+        match reply {
+            Reply::Done { path: p, .. } => match submitted {
+                Some(t0) => m
+                    .commit_seconds
+                    .get_or_create(&self.label)
+                    .observe(t0.elapsed().as_secs_f64()),
+                None => {
+                    m.reads.get_or_create(&path(p)).inc();
+                }
+            },
+            Reply::Local { path: p, .. } => {
+                m.reads.get_or_create(&path(p)).inc();
+            }
+            Reply::NotLeader { .. } => {
+                m.rejections.get_or_create(&reason("not_leader")).inc();
+            }
+            Reply::Overloaded => {
+                m.rejections.get_or_create(&reason("overloaded")).inc();
+            }
+            Reply::Timeout => {
+                m.rejections.get_or_create(&reason("timeout")).inc();
+            }
+            Reply::NotHolder => {
+                m.rejections.get_or_create(&reason("not_holder")).inc();
+            }
+        }
+    }
+
+    /// Gauges and the leader/election counters, every tick.
+    fn gauges(&mut self, queued: usize) {
+        let now = self.epoch.elapsed();
+        let st = self.driver.status(now);
+        let m = &self.metrics;
+        let l = &self.label;
+        m.is_leader.get_or_create(l).set(i64::from(st.is_leader));
+        m.lease_valid
+            .get_or_create(l)
+            .set(i64::from(st.holds_lease));
+        m.quorum_lease_valid
+            .get_or_create(l)
+            .set(i64::from(st.holds_quorum_lease));
+        m.lease_holders
+            .get_or_create(l)
+            .set(st.lease_holders.len() as i64);
+        m.commit_index.get_or_create(l).set(st.commit as i64);
+        m.apply_lag
+            .get_or_create(l)
+            .set(st.commit.saturating_sub(st.applied) as i64);
+        m.waiting.get_or_create(l).set(self.driver.waiting() as i64);
+        m.queue_depth.get_or_create(l).set(queued as i64);
+        m.wal_bytes.get_or_create(l).set(self.wal_bytes as i64);
+        let core = self.driver.core();
+        let leader = core
+            .leader_hint()
+            .map(|_| (core.promised().round, core.promised().site.0 as u32));
+        if leader.is_some() && leader != self.seen_leader {
+            if self.seen_leader.is_some() {
+                m.leader_changes.get_or_create(l).inc();
+            }
+            self.seen_leader = leader;
+        }
+        let campaigning = core.is_candidate();
+        if campaigning && !self.campaigning {
+            m.elections.get_or_create(l).inc();
+        }
+        self.campaigning = campaigning;
     }
 }

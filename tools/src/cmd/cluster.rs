@@ -179,6 +179,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
                 http_addr: ports.next()?,
                 grpc_addr: Some(ports.next()?),
                 max_outstanding: a.proxy_outstanding,
+                metrics_addr: Some(ports.next()?),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -192,6 +193,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
                 addr: ports.next()?,
                 data_dir: PathBuf::from(format!("data/{n}")),
                 continent: None,
+                metrics_addr: Some(ports.next()?),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -291,8 +293,8 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
         "ca": dir.join("certs/ca.pem"),
         "client_cert": dir.join("certs/meridian-tool.pem"),
         "client_key": dir.join("certs/meridian-tool.key"),
-        "sites": cfg.sites.iter().map(|s| (s.name.clone(), json!({"region": s.region, "addr": s.addr.to_string()}))).collect::<serde_json::Map<_, _>>(),
-        "proxies": cfg.proxies.iter().map(|p| (p.region.clone(), json!({"name": p.name, "http": format!("https://{}", p.http_addr), "grpc": p.grpc_addr.map(|g| format!("https://{g}"))}))).collect::<serde_json::Map<_, _>>(),
+        "sites": cfg.sites.iter().map(|s| (s.name.clone(), json!({"region": s.region, "addr": s.addr.to_string(), "metrics": s.metrics_addr.map(|m| format!("http://{m}/metrics"))}))).collect::<serde_json::Map<_, _>>(),
+        "proxies": cfg.proxies.iter().map(|p| (p.region.clone(), json!({"name": p.name, "http": format!("https://{}", p.http_addr), "grpc": p.grpc_addr.map(|g| format!("https://{g}")), "metrics": p.metrics_addr.map(|m| format!("http://{m}/metrics"))}))).collect::<serde_json::Map<_, _>>(),
     });
     std::fs::write(
         dir.join("endpoints.json"),
