@@ -128,7 +128,9 @@ pub struct LeasesSection {
     pub holders: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shard_holders: Vec<Vec<String>>,
-    /// `auto`: how often a shard's leader re-evaluates its holders.
+    /// `auto`: how often a shard's leader re-evaluates its holders. In every mode, the
+    /// interval at which leaders decay their per-origin demand (`meridian status` compares the
+    /// leader placement with it).
     #[serde(default = "d_auto_interval")]
     pub auto_interval_ms: u64,
     /// `auto`: below this much demand per shard (operations, decayed: the steady state is
@@ -335,15 +337,15 @@ impl ClusterConfig {
 
     fn validate_leases(&self) -> Result<(), String> {
         let l = &self.leases;
+        if l.auto_interval_ms < 100 {
+            return Err("leases.auto_interval_ms must be at least 100".into());
+        }
         match l.mode.as_str() {
             "off" => return Ok(()),
             "pinned" => {}
             "auto" => {
                 if l.lease_ms < 200 {
                     return Err("leases.lease_ms must be at least 200".into());
-                }
-                if l.auto_interval_ms < 100 {
-                    return Err("leases.auto_interval_ms must be at least 100".into());
                 }
                 if !(0.0..1.0).contains(&l.auto_min_saving) {
                     return Err("leases.auto_min_saving must be within [0, 1)".into());

@@ -254,6 +254,10 @@ impl Core {
     pub fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader(_))
     }
+    /// Number of sites in the group.
+    pub fn sites(&self) -> usize {
+        self.n
+    }
     /// Campaigning (phase 1 of its own ballot under way).
     pub fn is_candidate(&self) -> bool {
         matches!(self.role, Role::Candidate(_))

@@ -126,16 +126,36 @@ impl Demands {
         current: &[u8],
         silent: impl Fn(usize) -> bool,
     ) -> Option<Choice> {
-        if now < self.next_eval {
+        if !self.fold(now, cfg.every) {
             return None;
         }
-        self.next_eval = now + cfg.every;
+        self.decide(cfg, me, current, silent)
+    }
+
+    /// Leader: folds the counts into the decayed demand when an interval has passed (returns
+    /// whether it did).
+    pub fn fold(&mut self, now: Duration, every: Duration) -> bool {
+        if now < self.next_eval {
+            return false;
+        }
+        self.next_eval = now + every;
         for s in 0..self.reads.len() {
             self.demand_reads[s] = self.demand_reads[s] / 2.0 + self.reads[s];
             self.demand_writes[s] = self.demand_writes[s] / 2.0 + self.writes[s];
         }
         self.reads.iter_mut().for_each(|r| *r = 0.0);
         self.writes.iter_mut().for_each(|w| *w = 0.0);
+        true
+    }
+
+    /// The holder rule on the current demand (see `evaluate`).
+    pub fn decide(
+        &self,
+        cfg: &AutoLeases,
+        me: usize,
+        current: &[u8],
+        silent: impl Fn(usize) -> bool,
+    ) -> Option<Choice> {
         let sites: Vec<Option<usize>> = cfg
             .site_regions
             .iter()

@@ -147,6 +147,9 @@ pub struct DriverConfig {
     pub lease_holders: Option<Vec<u8>>,
     /// `[leases] mode = "auto"`: the leader chooses the holders from the demand it sees.
     pub auto_leases: Option<AutoLeases>,
+    /// Without auto leases, how often the leader folds the per-origin counts into its demand
+    /// (which `meridian status` compares with the leader placement).
+    pub demand_every: Duration,
 }
 
 impl Default for DriverConfig {
@@ -160,6 +163,7 @@ impl Default for DriverConfig {
             planted_bug: None,
             lease_holders: None,
             auto_leases: None,
+            demand_every: Duration::from_secs(5),
         }
     }
 }
@@ -177,6 +181,9 @@ pub struct StatusInfo {
     pub revision: u64,
     pub holds_quorum_lease: bool,
     pub lease_holders: Vec<u8>,
+    /// The leader's decayed demand per origin site (reads, writes); empty at followers.
+    pub demand_reads: Vec<f64>,
+    pub demand_writes: Vec<f64>,
 }
 
 struct Parked {
@@ -225,9 +232,12 @@ impl ShardDriver {
             now,
             out: Vec::new(),
         };
-        if let Some(a) = &d.cfg.auto_leases {
-            d.demands = Some(Demands::new(a.site_regions.len(), now, a.every));
-        }
+        let every = d
+            .cfg
+            .auto_leases
+            .as_ref()
+            .map_or(d.cfg.demand_every, |a| a.every);
+        d.demands = Some(Demands::new(d.core.sites(), now, every));
         d.execute(restore);
         d.installs -= u64::from(recovered);
         d.sync_holders();
@@ -262,14 +272,17 @@ impl ShardDriver {
         self.propose_holders(want);
     }
 
-    /// Auto leases: followers report their reads to the leader; the leader re-evaluates.
+    /// Demand: followers report their reads to the leader; the leader folds them in at each
+    /// interval and, with auto leases, re-evaluates the holders.
     fn auto_leases(&mut self) {
-        let (Some(cfg), Some(d)) = (&self.cfg.auto_leases, self.demands.as_mut()) else {
+        let Some(d) = self.demands.as_mut() else {
             return;
         };
+        let auto = self.cfg.auto_leases.as_ref();
+        let every = auto.map_or(self.cfg.demand_every, |a| a.every);
         if !self.core.is_leader() {
             if let (Some(report), Some(leader)) =
-                (d.take_report(self.now, cfg.every), self.core.leader_hint())
+                (d.take_report(self.now, every), self.core.leader_hint())
             {
                 self.out.push(Effect::Send {
                     to: leader,
@@ -280,10 +293,16 @@ impl ShardDriver {
             }
             return;
         }
+        if !d.fold(self.now, every) {
+            return;
+        }
+        let Some(cfg) = auto else {
+            return;
+        };
         let me = self.core.me().0 as usize;
         let silent_after = cfg.silent_after;
         let core = &self.core;
-        let choice = d.evaluate(self.now, cfg, me, self.kv.lease_holders(), |s| {
+        let choice = d.decide(cfg, me, self.kv.lease_holders(), |s| {
             core.silent_for(SiteId(s as u8))
                 .is_some_and(|t| t >= silent_after)
         });
@@ -316,7 +335,8 @@ impl ShardDriver {
         self.step(Input::Propose(vec![proposal]));
     }
 
-    /// The decayed per-origin demand the auto-lease rule sees (`(site, reads, writes)`).
+    /// The leader's decayed per-origin demand (`(site, reads, writes)`; the auto-lease rule's
+    /// input, and what `meridian status` compares the leader placement with).
     pub fn demand(&self) -> Vec<(usize, f64, f64)> {
         self.demands
             .as_ref()
@@ -352,7 +372,20 @@ impl ShardDriver {
             revision: self.kv.revision(),
             holds_quorum_lease: self.core.holds_quorum_lease(now),
             lease_holders: self.kv.lease_holders().to_vec(),
+            demand_reads: self.demand_vec(|d| d.1),
+            demand_writes: self.demand_vec(|d| d.2),
         }
+    }
+
+    fn demand_vec(&self, f: impl Fn(&(usize, f64, f64)) -> f64) -> Vec<f64> {
+        if !self.core.is_leader() {
+            return Vec::new();
+        }
+        let mut v = vec![0.0; self.core.sites()];
+        for d in self.demand() {
+            v[d.0] = f(&d);
+        }
+        v
     }
 
     /// Advances the driver. `now` is this replica's local monotonic clock.
@@ -564,7 +597,7 @@ impl ShardDriver {
         );
     }
 
-    /// Auto leases: counts a linearizable operation this replica serves by its origin.
+    /// Counts a linearizable operation this replica serves by its origin (demand).
     fn count(&mut self, origin: Option<u8>, request: &Request) {
         let Some(d) = self.demands.as_mut() else {
             return;

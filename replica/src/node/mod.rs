@@ -155,6 +155,7 @@ pub async fn run(
             lease_holders: cfg.lease_holders(k),
             auto_leases: auto_leases.clone(),
             metrics: metrics.clone(),
+            demand_every: Duration::from_millis(cfg.leases.auto_interval_ms),
         };
         let shard = Shard::new(k, core, restore, epoch, wal, links.clone(), opts);
         shard_tasks.push(tokio::spawn(shard.run(peer_rx, client_rx, stop_rx.clone())));

@@ -246,6 +246,8 @@ impl Replica for ReplicaService {
                 fsync_us_last: full.fsync_us_last,
                 holds_quorum_lease: st.holds_quorum_lease,
                 lease_holders: st.lease_holders.iter().map(|s| *s as u32).collect(),
+                demand_reads: st.demand_reads.clone(),
+                demand_writes: st.demand_writes.clone(),
             });
         }
         Ok(Response::new(pb::StatusReply {

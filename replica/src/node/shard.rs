@@ -52,6 +52,7 @@ pub struct ShardOptions {
     pub lease_holders: Option<Vec<u8>>,
     pub auto_leases: Option<crate::driver::demand::AutoLeases>,
     pub metrics: Arc<ReplicaMetrics>,
+    pub demand_every: Duration,
 }
 
 pub struct Shard {
@@ -90,6 +91,7 @@ impl Shard {
             drift_bound: opts.drift_bound,
             lease_holders: opts.lease_holders,
             auto_leases: opts.auto_leases,
+            demand_every: opts.demand_every,
             ..DriverConfig::default()
         };
         let driver = ShardDriver::new(core, restore, cfg, epoch.elapsed());

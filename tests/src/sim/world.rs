@@ -300,6 +300,7 @@ impl World {
                 min_saving_ms: 1.0,
                 silent_after: Duration::from_secs(5),
             }),
+            demand_every: Duration::from_secs(2),
         }
     }
 

@@ -2,7 +2,6 @@
 //! a local cluster on 127.0.0.1, one process per site, with the WAN emulated from the shipped
 //! RTT matrix.
 use anyhow::{bail, Context, Result};
-use meridian_replica::client::ReplicaClient;
 use meridian_replica::config::{
     ClusterConfig, ClusterSection, LeasesSection, ProxyConfig, SiteConfig, TlsSection, WanSection,
 };
@@ -48,7 +47,8 @@ pub struct UpArgs {
     /// (default: none, quorum leases off).
     #[arg(long)]
     pub lease_holders: Option<String>,
-    /// With `--lease-holders auto`: how often each leader re-evaluates its holders.
+    /// With `--lease-holders auto`: how often each leader re-evaluates its holders; in every
+    /// mode, how often leaders decay their measured demand (`meridian status`).
     #[arg(long, default_value_t = 5000)]
     pub lease_auto_interval_ms: u64,
     /// Proxies' admission bound (writes outstanding per shard, reads in flight).
@@ -224,7 +224,10 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
             rtt_matrix: (!a.no_wan).then(|| "embedded".to_string()),
         },
         leases: match a.lease_holders.as_deref() {
-            None | Some("") => LeasesSection::default(),
+            None | Some("") => LeasesSection {
+                auto_interval_ms: a.lease_auto_interval_ms,
+                ..LeasesSection::default()
+            },
             Some("auto") => LeasesSection {
                 mode: "auto".into(),
                 auto_interval_ms: a.lease_auto_interval_ms,
@@ -237,6 +240,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
                 } else {
                     list.split(',').map(|s| s.trim().to_string()).collect()
                 },
+                auto_interval_ms: a.lease_auto_interval_ms,
                 ..LeasesSection::default()
             },
         },
@@ -368,11 +372,14 @@ pub async fn wait_for_leaders(cfg: &ClusterConfig, limit: Duration) -> Result<Ve
 /// holds its lease (when leases are on).
 pub async fn leaders(cfg: &ClusterConfig, tls: &TlsFiles) -> Result<Vec<usize>> {
     let mut found = vec![None; cfg.cluster.shards as usize];
-    for s in &cfg.sites {
-        let Ok(mut c) = ReplicaClient::connect(s.addr, tls).await else {
-            continue;
-        };
-        let Ok(st) = c.status().await else { continue };
+    // Every site at once, each within its timeout: a paused site costs one timeout, not a hang.
+    let reports = futures::future::join_all(
+        cfg.sites
+            .iter()
+            .map(|s| super::status::site_status(s.addr, tls)),
+    )
+    .await;
+    for st in reports.into_iter().flatten() {
         for sh in st.shards {
             if sh.is_leader && (sh.holds_lease || cfg.cluster.lease_ms == 0) {
                 found[sh.shard as usize] = Some(st.site_index as usize);
@@ -388,11 +395,13 @@ pub async fn leaders(cfg: &ClusterConfig, tls: &TlsFiles) -> Result<Vec<usize>> 
 /// The quorum-lease holders of every shard, as each shard's leader's log says.
 pub async fn lease_holders(cfg: &ClusterConfig, tls: &TlsFiles) -> Result<Vec<Vec<usize>>> {
     let mut found = vec![None; cfg.cluster.shards as usize];
-    for s in &cfg.sites {
-        let Ok(mut c) = ReplicaClient::connect(s.addr, tls).await else {
-            continue;
-        };
-        let Ok(st) = c.status().await else { continue };
+    let reports = futures::future::join_all(
+        cfg.sites
+            .iter()
+            .map(|s| super::status::site_status(s.addr, tls)),
+    )
+    .await;
+    for st in reports.into_iter().flatten() {
         for sh in st.shards {
             if sh.is_leader {
                 found[sh.shard as usize] =

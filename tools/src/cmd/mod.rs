@@ -1,3 +1,4 @@
+pub mod alerts;
 pub mod bench;
 pub mod certs;
 pub mod check;

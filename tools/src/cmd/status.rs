@@ -1,10 +1,22 @@
 //! `meridian status --dir DIR` (or `--config cluster.toml`): every site's shards, leaders,
-//! progress, lease and WAL state.
+//! progress, lease and WAL state, measured RTTs, and alerts (`alerts.rs`). Every RPC has a
+//! timeout: a site that does not answer is a line of the report, never a hang. Exit code 1 when
+//! an alert fires.
+use super::alerts::{alerts, quorum_margin, Alert, Inputs};
 use super::cluster::tool_tls;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use meridian_core::{SiteId, SiteSet};
 use meridian_replica::client::ReplicaClient;
 use meridian_replica::config::ClusterConfig;
+use meridian_replica::tls::TlsFiles;
+use meridian_replica::wire::pb;
+use meridian_topology::RttMatrix;
+use serde_json::json;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long one site may take to connect and answer.
+pub const SITE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -13,6 +25,30 @@ pub struct StatusArgs {
     dir: Option<std::path::PathBuf>,
     #[arg(long)]
     config: Option<std::path::PathBuf>,
+    /// The RTT matrix the placement was planned with (`embedded` or a CSV path), for the
+    /// RTT-drift alert (default: wan.rtt_matrix when set).
+    #[arg(long)]
+    planned_rtt: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One site's status, or why it gave none within `SITE_TIMEOUT`.
+pub async fn site_status(
+    addr: std::net::SocketAddr,
+    tls: &TlsFiles,
+) -> Result<pb::StatusReply, String> {
+    let call = async {
+        let mut c = ReplicaClient::connect(addr, tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        c.status().await.map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(SITE_TIMEOUT, call).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {SITE_TIMEOUT:?}")),
+    }
 }
 
 pub fn run(a: StatusArgs) -> Result<ExitCode> {
@@ -22,101 +58,188 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
         _ => bail!("give --dir or --config"),
     };
     let cfg = ClusterConfig::load(&path)?;
+    let planned: Option<RttMatrix> = match a.planned_rtt.as_deref() {
+        None => cfg.rtt_matrix().map_err(anyhow::Error::msg)?,
+        Some("embedded") => Some(RttMatrix::embedded()),
+        Some(p) => Some(
+            RttMatrix::from_csv(
+                &std::fs::read_to_string(p).with_context(|| format!("reading {p}"))?,
+            )
+            .with_context(|| format!("{p}: not an RTT matrix CSV"))?,
+        ),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
-        let tls = tool_tls(&cfg);
-        println!(
-            "{:<16} {:>5} {:>7} {:>6} {:>7} {:>10} {:>10} {:>6} {:>12} {:>9}  lease holders",
-            "site",
-            "shard",
-            "leader",
-            "lease",
-            "qlease",
-            "commit",
-            "applied",
-            "ballot",
-            "wal bytes",
-            "fsync us"
-        );
-        let mut rtt_rows: Vec<(String, Vec<f64>)> = Vec::new();
-        let mut unreachable = 0;
-        for s in &cfg.sites {
-            let st = match ReplicaClient::connect(s.addr, &tls).await {
-                Ok(mut c) => c.status().await,
-                Err(e) => Err(e),
-            };
-            match st {
-                Ok(st) => {
-                    rtt_rows.push((s.name.clone(), st.peer_rtt_ms.clone()));
-                    for sh in st.shards {
-                        let leader = if sh.leader_hint >= 0 {
-                            cfg.sites[sh.leader_hint as usize].name.as_str()
+    let tls = tool_tls(&cfg);
+    let reports: Vec<Result<pb::StatusReply, String>> = rt.block_on(futures::future::join_all(
+        cfg.sites.iter().map(|s| site_status(s.addr, &tls)),
+    ));
+    let found = alerts(&Inputs {
+        cfg: &cfg,
+        reports: &reports,
+        planned: planned.as_ref(),
+    });
+    let mut up = SiteSet::default();
+    for (i, r) in reports.iter().enumerate() {
+        if r.is_ok() {
+            up.insert(SiteId(i as u8));
+        }
+    }
+    let margin = quorum_margin(&cfg.quorum(), up);
+    if a.json {
+        print_json(&cfg, &reports, margin, &found)?;
+    } else {
+        print_text(&cfg, &reports, margin, &found);
+    }
+    Ok(if found.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn name(cfg: &ClusterConfig, i: i64) -> String {
+    usize::try_from(i)
+        .ok()
+        .and_then(|i| cfg.sites.get(i))
+        .map_or("-".into(), |s| s.name.clone())
+}
+
+fn print_text(
+    cfg: &ClusterConfig,
+    reports: &[Result<pb::StatusReply, String>],
+    margin: i32,
+    found: &[Alert],
+) {
+    println!(
+        "{:<16} {:>5} {:>7} {:>6} {:>7} {:>10} {:>10} {:>6} {:>12} {:>9}  lease holders",
+        "site",
+        "shard",
+        "leader",
+        "lease",
+        "qlease",
+        "commit",
+        "applied",
+        "ballot",
+        "wal bytes",
+        "fsync us"
+    );
+    for (s, r) in cfg.sites.iter().zip(reports) {
+        match r {
+            Ok(st) => {
+                for sh in &st.shards {
+                    let holders: Vec<String> = sh
+                        .lease_holders
+                        .iter()
+                        .map(|h| name(cfg, *h as i64))
+                        .collect();
+                    println!(
+                        "{:<16} {:>5} {:>7} {:>6} {:>7} {:>10} {:>10} {:>6} {:>12} {:>9}  {}",
+                        s.name,
+                        sh.shard,
+                        if sh.is_leader {
+                            "self".to_string()
                         } else {
-                            "-"
-                        };
-                        let holders: Vec<&str> = sh
-                            .lease_holders
-                            .iter()
-                            .filter_map(|h| cfg.sites.get(*h as usize))
-                            .map(|s| s.name.as_str())
-                            .collect();
-                        println!(
-                            "{:<16} {:>5} {:>7} {:>6} {:>7} {:>10} {:>10} {:>6} {:>12} {:>9}  {}",
-                            s.name,
-                            sh.shard,
-                            if sh.is_leader { "self" } else { leader },
-                            sh.holds_lease,
-                            sh.holds_quorum_lease,
-                            sh.commit_index,
-                            sh.applied_index,
-                            format!("{}.{}", sh.ballot_round, sh.ballot_site),
-                            sh.wal_bytes,
-                            sh.fsync_us_last,
-                            if holders.is_empty() {
-                                "-".to_string()
-                            } else {
-                                holders.join(",")
-                            }
-                        );
-                    }
-                }
-                Err(e) => {
-                    unreachable += 1;
-                    println!("{:<16} unreachable: {e}", s.name);
+                            name(cfg, sh.leader_hint as i64)
+                        },
+                        sh.holds_lease,
+                        sh.holds_quorum_lease,
+                        sh.commit_index,
+                        sh.applied_index,
+                        format!("{}.{}", sh.ballot_round, sh.ballot_site),
+                        sh.wal_bytes,
+                        sh.fsync_us_last,
+                        if holders.is_empty() {
+                            "-".to_string()
+                        } else {
+                            holders.join(",")
+                        }
+                    );
                 }
             }
+            Err(e) => println!("{:<16} unreachable: {e}", s.name),
         }
-        println!();
-        println!("measured RTT (ms) between sites, on their peer streams:");
-        let short: Vec<String> = cfg
-            .sites
+    }
+    println!();
+    println!("measured RTT (ms) between sites, on their peer streams:");
+    let short: Vec<String> = cfg
+        .sites
+        .iter()
+        .map(|s| s.name.chars().take(14).collect())
+        .collect();
+    println!(
+        "{:<16} {}",
+        "",
+        short.iter().map(|n| format!("{n:>15}")).collect::<String>()
+    );
+    for (s, r) in cfg.sites.iter().zip(reports) {
+        let Ok(st) = r else { continue };
+        let cells: String = st
+            .peer_rtt_ms
             .iter()
-            .map(|s| s.name.chars().take(14).collect())
+            .map(|v| {
+                if *v < 0.0 {
+                    format!("{:>15}", "-")
+                } else {
+                    format!("{v:>15.1}")
+                }
+            })
             .collect();
-        println!(
-            "{:<16} {}",
-            "",
-            short.iter().map(|n| format!("{n:>15}")).collect::<String>()
-        );
-        for (name, row) in &rtt_rows {
-            let cells: String = row
-                .iter()
-                .map(|v| {
-                    if *v < 0.0 {
-                        format!("{:>15}", "-")
-                    } else {
-                        format!("{v:>15.1}")
-                    }
-                })
-                .collect();
-            println!("{name:<16} {cells}");
-        }
-        Ok(if unreachable == 0 {
-            ExitCode::SUCCESS
+        println!("{:<16} {cells}", s.name);
+    }
+    println!();
+    println!(
+        "quorum margin: {}",
+        if margin < 0 {
+            "none (no quorum answers)".to_string()
         } else {
-            ExitCode::from(1)
+            format!("survives {margin} more site loss(es)")
+        }
+    );
+    if found.is_empty() {
+        println!("alerts: none");
+    } else {
+        println!("alerts:");
+        for a in found {
+            println!("  [{}] {}", a.kind, a.message);
+        }
+    }
+}
+
+fn print_json(
+    cfg: &ClusterConfig,
+    reports: &[Result<pb::StatusReply, String>],
+    margin: i32,
+    found: &[Alert],
+) -> Result<()> {
+    let sites: Vec<serde_json::Value> = cfg
+        .sites
+        .iter()
+        .zip(reports)
+        .map(|(s, r)| match r {
+            Ok(st) => json!({
+                "name": s.name, "reachable": true, "peer_rtt_ms": st.peer_rtt_ms,
+                "shards": st.shards.iter().map(|sh| json!({
+                    "shard": sh.shard, "is_leader": sh.is_leader, "leader": name(cfg, sh.leader_hint as i64),
+                    "holds_lease": sh.holds_lease, "holds_quorum_lease": sh.holds_quorum_lease,
+                    "commit_index": sh.commit_index, "applied_index": sh.applied_index,
+                    "ballot": format!("{}.{}", sh.ballot_round, sh.ballot_site),
+                    "wal_bytes": sh.wal_bytes, "fsync_us_last": sh.fsync_us_last,
+                    "lease_holders": sh.lease_holders.iter().map(|h| name(cfg, *h as i64)).collect::<Vec<_>>(),
+                    "demand_reads": sh.demand_reads, "demand_writes": sh.demand_writes,
+                })).collect::<Vec<_>>(),
+            }),
+            Err(e) => json!({"name": s.name, "reachable": false, "error": e}),
         })
-    })
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "sites": sites,
+            "quorum_margin": margin,
+            "alerts": found,
+        }))?
+    );
+    Ok(())
 }

@@ -1,0 +1,342 @@
+//! The alerts of `meridian status` (README "Monitoring"), computed from what every site
+//! reported (or that it did not answer): no quorum margin, no leader, lease trouble, a leader
+//! far from the measured demand, measured RTTs drifting from the planned matrix, WAL and fsync
+//! trouble. Pure: the command gathers the reports, this judges them.
+use meridian_core::{Quorum, QuorumSystem, SiteId, SiteSet};
+use meridian_replica::config::ClusterConfig;
+use meridian_replica::wire::pb;
+use meridian_topology::input::Demand;
+use meridian_topology::leases::{best_holders, objective};
+use meridian_topology::model::QuorumShape;
+use meridian_topology::RttMatrix;
+use serde::Serialize;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Alert {
+    /// `unreachable`, `quorum_margin`, `no_leader`, `lease`, `leader_placement`, `rtt_drift`,
+    /// `wal`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
+    pub message: String,
+}
+
+/// Thresholds (README "Monitoring").
+pub const FSYNC_ALERT_US: u64 = 50_000;
+pub const PLACEMENT_SLACK: f64 = 0.10;
+pub const PLACEMENT_SLACK_MS: f64 = 5.0;
+pub const PLACEMENT_MIN_OPS: f64 = 20.0;
+pub const DRIFT_SHARE: f64 = 0.25;
+pub const DRIFT_MS: f64 = 10.0;
+
+/// How many more site losses a group with `up` sites answering survives (-1: no quorum now).
+pub fn quorum_margin(q: &Quorum, up: SiteSet) -> i32 {
+    if !q.is_phase2_quorum(up) || !q.is_phase1_quorum(up) {
+        return -1;
+    }
+    let alive: Vec<SiteId> = up.iter().collect();
+    // The smallest set of further losses that breaks every quorum (n <= 16: brute force).
+    let mut best = alive.len() as i32;
+    for mask in 1u32..(1 << alive.len()) {
+        let k = mask.count_ones() as i32;
+        if k >= best {
+            continue;
+        }
+        let mut left = up;
+        for (i, s) in alive.iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                left.0 &= !(1 << s.0);
+            }
+        }
+        if !q.is_phase2_quorum(left) || !q.is_phase1_quorum(left) {
+            best = k;
+        }
+    }
+    best - 1
+}
+
+/// The RTT matrix over the sites (index = site) as measured on the peer streams: each pair
+/// from either end, the mean when both measured; `None` where neither did.
+#[allow(clippy::needless_range_loop)] // a symmetric fill reads m[i][j] and m[j][i]
+pub fn measured(reports: &[Option<pb::StatusReply>], n: usize) -> Vec<Vec<Option<f64>>> {
+    let mut m = vec![vec![None; n]; n];
+    for (i, r) in reports.iter().enumerate() {
+        m[i][i] = Some(0.0);
+        let Some(r) = r else { continue };
+        for (j, &v) in r.peer_rtt_ms.iter().enumerate().take(n) {
+            if v >= 0.0 && i != j {
+                m[i][j] = Some(v);
+            }
+        }
+    }
+    for i in 0..n {
+        for j in 0..i {
+            let v = match (m[i][j], m[j][i]) {
+                (Some(a), Some(b)) => Some((a + b) / 2.0),
+                (a, b) => a.or(b),
+            };
+            m[i][j] = v;
+            m[j][i] = v;
+        }
+    }
+    m
+}
+
+pub struct Inputs<'a> {
+    pub cfg: &'a ClusterConfig,
+    /// Per site: its status, or why it did not answer.
+    pub reports: &'a [Result<pb::StatusReply, String>],
+    /// The matrix the placement was planned with, over the sites' regions.
+    pub planned: Option<&'a RttMatrix>,
+}
+
+pub fn alerts(x: &Inputs) -> Vec<Alert> {
+    let cfg = x.cfg;
+    let n = cfg.sites.len();
+    let mut out = Vec::new();
+    let ok: Vec<Option<pb::StatusReply>> =
+        x.reports.iter().map(|r| r.as_ref().ok().cloned()).collect();
+    let mut up = SiteSet::default();
+    for (i, r) in x.reports.iter().enumerate() {
+        match r {
+            Ok(_) => up.insert(SiteId(i as u8)),
+            Err(e) => out.push(Alert {
+                kind: "unreachable",
+                shard: None,
+                message: format!("site {} did not answer: {e}", cfg.sites[i].name),
+            }),
+        }
+    }
+    let margin = quorum_margin(&cfg.quorum(), up);
+    if margin <= 0 {
+        out.push(Alert {
+            kind: "quorum_margin",
+            shard: None,
+            message: if margin < 0 {
+                format!(
+                    "only {} of {n} sites answer: no quorum, writes stop",
+                    up.len()
+                )
+            } else {
+                format!(
+                    "{} of {n} sites answer: one more site loss stops writes (margin 0)",
+                    up.len()
+                )
+            },
+        });
+    }
+    let shards = cfg.cluster.shards;
+    let planned_rows = x.planned.map(|m| {
+        cfg.sites
+            .iter()
+            .map(|s| m.index(&s.region).ok())
+            .collect::<Vec<_>>()
+    });
+    let meas = measured(&ok, n);
+    for shard in 0..shards {
+        let rows: Vec<(usize, &pb::ShardStatus)> = ok
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((i, r.as_ref()?.shards.iter().find(|s| s.shard == shard)?)))
+            .collect();
+        let leader = rows.iter().find(|(_, s)| s.is_leader);
+        let Some(&(l, ls)) = leader else {
+            if up.len() > n / 2 {
+                out.push(Alert {
+                    kind: "no_leader",
+                    shard: Some(shard),
+                    message: format!("shard {shard}: no reachable site leads it"),
+                });
+            }
+            continue;
+        };
+        if cfg.cluster.lease_ms > 0 && !ls.holds_lease {
+            out.push(Alert {
+                kind: "lease",
+                shard: Some(shard),
+                message: format!(
+                    "shard {shard}: leader {} holds no valid lease (lease reads go through the log)",
+                    cfg.sites[l].name
+                ),
+            });
+        }
+        for &h in &ls.lease_holders {
+            let h = h as usize;
+            if let Some((_, hs)) = rows.iter().find(|(i, _)| *i == h) {
+                if !hs.holds_quorum_lease {
+                    out.push(Alert {
+                        kind: "lease",
+                        shard: Some(shard),
+                        message: format!(
+                            "shard {shard}: holder {} holds no valid quorum lease (its region's reads leave it)",
+                            cfg.sites[h].name
+                        ),
+                    });
+                }
+            }
+        }
+        // The leader against the measured demand, on measured RTTs (planned where unmeasured).
+        let total: f64 = ls.demand_reads.iter().chain(&ls.demand_writes).sum();
+        if total >= PLACEMENT_MIN_OPS {
+            let full: Option<Vec<Vec<f64>>> = (0..n)
+                .map(|i| {
+                    (0..n)
+                        .map(|j| {
+                            meas[i][j].or_else(|| {
+                                let p = planned_rows.as_ref()?;
+                                Some(x.planned?.rtt(p[i]?, p[j]?))
+                            })
+                        })
+                        .collect()
+                })
+                .collect();
+            if let Some(ms) = full {
+                let m = RttMatrix {
+                    regions: cfg.sites.iter().map(|s| s.name.clone()).collect(),
+                    ms,
+                };
+                let shape = match cfg.quorum() {
+                    Quorum::Majority(_) => QuorumShape::Majority,
+                    Quorum::Hierarchical(g) => QuorumShape::Hierarchical(
+                        g.iter()
+                            .map(|g| g.iter().map(|s| s.0 as usize).collect())
+                            .collect(),
+                    ),
+                };
+                let demand: Vec<Demand> = (0..n)
+                    .filter_map(|s| {
+                        let r = ls.demand_reads.get(s).copied().unwrap_or(0.0);
+                        let w = ls.demand_writes.get(s).copied().unwrap_or(0.0);
+                        (r + w > 0.0).then(|| Demand {
+                            region: s,
+                            weight: r + w,
+                            read_share: r / (r + w),
+                        })
+                    })
+                    .collect();
+                let sites: Vec<Option<usize>> = (0..n)
+                    .map(|i| up.contains(SiteId(i as u8)).then_some(i))
+                    .collect();
+                let leases = cfg.leases.mode != "off";
+                let score = |p: usize| -> Option<f64> {
+                    if leases {
+                        best_holders(&m, &shape, &demand, &sites, p).map(|b| b.0)
+                    } else {
+                        sites[p]?;
+                        Some(objective(&m, &shape, &demand, &sites, p, &[]))
+                    }
+                };
+                let now = score(l);
+                let best = (0..n)
+                    .filter_map(|p| Some((p, score(p)?)))
+                    .min_by(|a, b| a.1.total_cmp(&b.1));
+                if let (Some(now), Some((bp, bv))) = (now, best) {
+                    if bp != l && now > bv * (1.0 + PLACEMENT_SLACK) + PLACEMENT_SLACK_MS {
+                        out.push(Alert {
+                            kind: "leader_placement",
+                            shard: Some(shard),
+                            message: format!(
+                                "shard {shard}: leader {} costs {now:.1} ms per operation for the measured demand; {} would cost {bv:.1} ms (set cluster.preferred_leader or shard_leaders)",
+                                cfg.sites[l].name, cfg.sites[bp].name
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        for (i, s) in &rows {
+            if s.fsync_us_last > FSYNC_ALERT_US {
+                out.push(Alert {
+                    kind: "wal",
+                    shard: Some(shard),
+                    message: format!(
+                        "shard {shard} at {}: last fsync took {} ms",
+                        cfg.sites[*i].name,
+                        s.fsync_us_last / 1000
+                    ),
+                });
+            }
+            if s.wal_bytes > 2 * cfg.cluster.compact_bytes {
+                out.push(Alert {
+                    kind: "wal",
+                    shard: Some(shard),
+                    message: format!(
+                        "shard {shard} at {}: WAL is {} bytes, over twice compact_bytes (compaction is not keeping up)",
+                        cfg.sites[*i].name, s.wal_bytes
+                    ),
+                });
+            }
+        }
+    }
+    // Measured RTTs against the planned matrix.
+    if let (Some(p), Some(rows)) = (x.planned, planned_rows.as_ref()) {
+        let mut drifted = Vec::new();
+        for i in 0..n {
+            for j in i + 1..n {
+                let (Some(got), Some(ri), Some(rj)) = (meas[i][j], rows[i], rows[j]) else {
+                    continue;
+                };
+                let want = p.rtt(ri, rj);
+                if (got - want).abs() > (want * DRIFT_SHARE).max(DRIFT_MS) {
+                    drifted.push(format!(
+                        "{}-{} {got:.1} ms (planned {want:.1})",
+                        cfg.sites[i].name, cfg.sites[j].name
+                    ));
+                }
+            }
+        }
+        if !drifted.is_empty() {
+            out.push(Alert {
+                kind: "rtt_drift",
+                shard: None,
+                message: format!(
+                    "measured RTTs differ from the planned matrix: {}",
+                    drifted.join(", ")
+                ),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(sites: &[u8]) -> SiteSet {
+        let mut s = SiteSet::default();
+        sites.iter().for_each(|&i| s.insert(SiteId(i)));
+        s
+    }
+
+    #[test]
+    fn margins_of_majority_and_hierarchical_quorums() {
+        let q = Quorum::Majority(5);
+        assert_eq!(quorum_margin(&q, set(&[0, 1, 2, 3, 4])), 2);
+        assert_eq!(quorum_margin(&q, set(&[0, 1, 2, 3])), 1);
+        assert_eq!(quorum_margin(&q, set(&[0, 1, 2])), 0);
+        assert_eq!(quorum_margin(&q, set(&[0, 1])), -1);
+        let h = Quorum::three_by_three();
+        assert_eq!(quorum_margin(&h, set(&[0, 1, 2, 3, 4, 5, 6, 7, 8])), 3);
+        // Groups {0,1,2} whole, {3,4} of the second, {6} of the third: losing 3 or 4 breaks it.
+        assert_eq!(quorum_margin(&h, set(&[0, 1, 2, 3, 4, 6])), 0);
+    }
+
+    #[test]
+    fn measured_rtts_are_symmetric_and_fill_from_either_end() {
+        let r = |row: Vec<f64>| {
+            Some(pb::StatusReply {
+                peer_rtt_ms: row,
+                ..Default::default()
+            })
+        };
+        let m = measured(
+            &[r(vec![0.0, 10.0, -1.0]), r(vec![12.0, 0.0, 5.0]), None],
+            3,
+        );
+        assert_eq!(m[0][1], Some(11.0));
+        assert_eq!(m[1][0], Some(11.0));
+        assert_eq!(m[2][1], Some(5.0));
+        assert_eq!(m[0][2], None);
+    }
+}
