@@ -396,11 +396,19 @@ fn start_up_errors_are_clear() {
     };
     let site0 = c.cfg.sites[0].name.clone();
     // `meridian status` shows every shard on every site, one leader each, and the RTT matrix.
-    let st = Command::new(bin())
-        .args(["status", "--dir"])
-        .arg(&c.dir)
-        .output()
-        .unwrap();
+    // (It exits 1 while an alert fires, e.g. a leadership transfer still under way.)
+    let end = Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        let st = Command::new(bin())
+            .args(["status", "--dir"])
+            .arg(&c.dir)
+            .output()
+            .unwrap();
+        if st.status.success() || Instant::now() > end {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
     let out = String::from_utf8_lossy(&st.stdout);
     assert!(st.status.success(), "{out}");
     let rows: Vec<&str> = out
