@@ -2,11 +2,16 @@
 # Builds the `meridian` container image from this checkout without pulling anything:
 #   deploy/docker/build-image.sh [IMAGE]        (default IMAGE: meridian:latest)
 # The image holds the release binary and exactly the shared libraries `ldd` names.
+# MERIDIAN_BIN=path uses an already built binary instead of running cargo.
 set -eu
 image=${1:-meridian:latest}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-cargo build --release --manifest-path "$root/Cargo.toml" >&2
-bin="$root/target/release/meridian"
+if [ -n "${MERIDIAN_BIN:-}" ]; then
+  bin=$MERIDIAN_BIN
+else
+  cargo build --release --manifest-path "$root/Cargo.toml" >&2
+  bin="$root/target/release/meridian"
+fi
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/rootfs/usr/local/bin" "$ctx/rootfs/var/lib/meridian" "$ctx/rootfs/etc/meridian" "$ctx/rootfs/tmp"

@@ -78,8 +78,10 @@ fn the_compose_cluster_writes_reads_and_survives_a_lost_site() {
         );
         return;
     }
+    // The binary this test run built (no cargo inside cargo).
     let out = Command::new(repo().join("deploy/docker/build-image.sh"))
         .arg("meridian:test")
+        .env("MERIDIAN_BIN", bin())
         .output()
         .unwrap();
     assert!(
