@@ -7,9 +7,11 @@ use crate::logic::batch::{WriteQueue, MAX_BATCH_BYTES};
 use crate::logic::{ServiceError, WriteOp};
 use crate::sites::Sites;
 use meridian_replica::kv::{KvCommand, KvResult};
+use meridian_replica::trace::TraceContext;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 pub const MAX_BATCH: usize = 256;
 /// Batches in flight per shard: they keep the leader's pipeline busy.
@@ -23,6 +25,8 @@ struct Job {
     bytes: usize,
     reply: oneshot::Sender<WriteReply>,
     deadline: Duration,
+    /// The request span's trace context.
+    trace: Option<TraceContext>,
 }
 
 #[derive(Clone)]
@@ -77,6 +81,7 @@ impl Batcher {
             bytes,
             reply: tx,
             deadline: self.sites.now() + deadline,
+            trace: meridian_replica::trace::current(),
         };
         self.queues[shard as usize]
             .send(job)
@@ -116,8 +121,38 @@ async fn run(sites: Arc<Sites>, shard: u32, mut rx: mpsc::UnboundedReceiver<Job>
     }
 }
 
-/// Sends one batch as a `WriteOp` and answers every job of it.
+/// Sends one batch as a `WriteOp` and answers every job of it, in a `batch` span: a child of
+/// its first request's span (one trace end to end for a write that travels alone); the span
+/// ids of every request it carries are listed in `request_spans`.
 async fn submit(sites: &Arc<Sites>, shard: u32, jobs: Vec<Job>) {
+    let ctx = jobs
+        .first()
+        .and_then(|j| j.trace)
+        .map_or_else(TraceContext::root, |t| t.child());
+    let request_spans = jobs
+        .iter()
+        .filter_map(|j| j.trace.map(|t| t.span_hex()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let span = tracing::debug_span!(
+        "batch",
+        shard,
+        commands = jobs.len(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_span = tracing::field::Empty,
+        request_spans = %request_spans,
+        calls = tracing::field::Empty,
+        retries = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let ctx = meridian_replica::trace::enter(ctx, &span);
+    meridian_replica::trace::scope(ctx, submit_batch(sites, shard, jobs))
+        .instrument(span)
+        .await
+}
+
+async fn submit_batch(sites: &Arc<Sites>, shard: u32, jobs: Vec<Job>) {
     let cmds: Vec<KvCommand> = jobs.iter().map(|j| j.cmd.clone()).collect();
     let deadline = jobs.iter().map(|j| j.deadline).max().unwrap_or_default();
     let n = sites.sites.len();
@@ -130,6 +165,10 @@ async fn submit(sites: &Arc<Sites>, shard: u32, jobs: Vec<Job>) {
     if let Some(l) = op.leader_guess() {
         sites.set_leader(shard, l);
     }
+    tracing::Span::current().record(
+        "outcome",
+        r.as_ref().map_or_else(crate::metrics::outcome, |_| "ok"),
+    );
     match r {
         Ok(results) => {
             for (job, res) in jobs.into_iter().zip(results) {

@@ -23,17 +23,27 @@ pub async fn drive<T>(
     mut on_result: impl FnMut(Duration, u32, usize, CallResult) -> Vec<Step<T>>,
 ) -> Result<T, ServiceError> {
     let mut inflight = FuturesUnordered::new();
+    let initial = first.iter().filter(|s| matches!(s, Step::Call(_))).count();
+    let mut calls = 0usize;
+    // Calls carry the current span's trace context (the request's, or its batch's).
+    let trace = meridian_replica::trace::current();
     let mut steps = first;
     loop {
         for s in steps.drain(..) {
             match s {
                 Step::Done(r) => {
+                    let span = tracing::Span::current();
+                    span.record("calls", calls);
+                    span.record("retries", calls.saturating_sub(initial));
                     if !inflight.is_empty() {
                         tokio::spawn(async move { while inflight.next().await.is_some() {} });
                     }
                     return r;
                 }
-                Step::Call(c) => inflight.push(perform(sites.clone(), shard, read.cloned(), c)),
+                Step::Call(c) => {
+                    calls += 1;
+                    inflight.push(perform(sites.clone(), shard, read.cloned(), c, trace))
+                }
             }
         }
         match inflight.next().await {
@@ -48,13 +58,14 @@ async fn perform(
     shard: u32,
     read: Option<KvCommand>,
     c: Call,
+    trace: Option<meridian_replica::trace::TraceContext>,
 ) -> (u32, usize, CallResult) {
     if !c.delay.is_zero() {
         tokio::time::sleep(c.delay).await;
     }
     let r = tokio::time::timeout(
         c.timeout,
-        call(&sites, shard, read.as_ref(), c.site, c.kind),
+        call(&sites, shard, read.as_ref(), c.site, c.kind, trace),
     )
     .await;
     (c.id, c.site, r.unwrap_or(CallResult::Failed))
@@ -75,10 +86,12 @@ async fn call(
     read: Option<&KvCommand>,
     site: usize,
     kind: CallKind,
+    trace: Option<meridian_replica::trace::TraceContext>,
 ) -> CallResult {
-    let Some(mut conn) = sites.conn(site).await else {
+    let Some(conn) = sites.conn(site).await else {
         return CallResult::Failed;
     };
+    let mut conn = conn.with_trace(trace);
     sites.wan(site).await;
     let r = match kind {
         CallKind::Submit { commands } => match conn.submit(shard, &commands).await {

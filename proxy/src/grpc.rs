@@ -5,6 +5,7 @@ use crate::logic::ServiceError;
 use crate::route::shard_for_key;
 use crate::Proxy;
 use meridian_replica::kv::{Compare, CompareTarget, KeyValue, Op, Outcome, Txn, TxnOp};
+use meridian_replica::trace::{self, TraceContext};
 use meridian_replica::wire::pb;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -90,9 +91,8 @@ fn with_meta<T>(msg: T, shard: u32, revision: u64, path: Option<&str>) -> Respon
     r
 }
 
-#[tonic::async_trait]
-impl pb::kv_server::Kv for KvService {
-    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetReply>, Status> {
+impl KvService {
+    async fn get_(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetReply>, Status> {
         let p = &self.0;
         let r = req.into_inner();
         check_key(&r.key)?;
@@ -111,7 +111,7 @@ impl pb::kv_server::Kv for KvService {
         Ok(with_meta(reply, shard, o.result.revision, Some(o.path)))
     }
 
-    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutReply>, Status> {
+    async fn put_(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutReply>, Status> {
         let r = req.into_inner();
         check_key(&r.key)?;
         if r.value.len() > MAX_VALUE {
@@ -143,7 +143,7 @@ impl pb::kv_server::Kv for KvService {
         ))
     }
 
-    async fn delete(
+    async fn delete_(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteReply>, Status> {
@@ -168,7 +168,7 @@ impl pb::kv_server::Kv for KvService {
         ))
     }
 
-    async fn range(
+    async fn range_(
         &self,
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeReply>, Status> {
@@ -193,7 +193,7 @@ impl pb::kv_server::Kv for KvService {
         }))
     }
 
-    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnReply>, Status> {
+    async fn txn_(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnReply>, Status> {
         let r = req.into_inner();
         let compares = r
             .compare
@@ -258,5 +258,62 @@ impl pb::kv_server::Kv for KvService {
             res.revision,
             None,
         ))
+    }
+}
+
+/// Runs one RPC in its trace context: a child of the request's `traceparent` metadata, or a new
+/// root; the reply (or the error) carries `x-meridian-trace-id` so a client can find the trace.
+async fn traced<T, R, F>(
+    req: Request<T>,
+    f: impl FnOnce(Request<T>) -> F,
+) -> Result<Response<R>, Status>
+where
+    F: std::future::Future<Output = Result<Response<R>, Status>>,
+{
+    let ctx = TraceContext::incoming(
+        req.metadata()
+            .get(trace::TRACEPARENT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let (r, ctx) = trace::scope_reporting(ctx, f(req)).await;
+    let id: tonic::metadata::MetadataValue<_> = ctx.trace_hex().parse().expect("hex is ascii");
+    match r {
+        Ok(mut r) => {
+            r.metadata_mut().insert("x-meridian-trace-id", id);
+            Ok(r)
+        }
+        Err(mut s) => {
+            s.metadata_mut().insert("x-meridian-trace-id", id);
+            Err(s)
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetReply>, Status> {
+        traced(req, |r| self.get_(r)).await
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutReply>, Status> {
+        traced(req, |r| self.put_(r)).await
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteReply>, Status> {
+        traced(req, |r| self.delete_(r)).await
+    }
+
+    async fn range(
+        &self,
+        req: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeReply>, Status> {
+        traced(req, |r| self.range_(r)).await
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnReply>, Status> {
+        traced(req, |r| self.txn_(r)).await
     }
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use meridian_replica::kv::{Compare, CompareTarget, KeyValue, KvResult, Op, Outcome, Txn, TxnOp};
+use meridian_replica::trace::{self, TraceContext};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -46,11 +47,21 @@ fn kv_json(kv: &KeyValue) -> Value {
            "create_revision": kv.create_revision, "mod_revision": kv.mod_revision, "version": kv.version})
 }
 
+/// One request, in its trace context: a child of its `traceparent` header, or a new root; the
+/// response carries `x-meridian-trace-id` so a client can find the trace.
 pub async fn handle(p: Arc<Proxy>, req: Request<hyper::body::Incoming>) -> Response<Body> {
-    match route(&p, req).await {
-        Ok(r) => r,
-        Err(e) => error(e),
-    }
+    let ctx = TraceContext::incoming(
+        req.headers()
+            .get(trace::TRACEPARENT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let (r, ctx) = trace::scope_reporting(ctx, route(&p, req)).await;
+    let mut r = r.unwrap_or_else(error);
+    r.headers_mut().insert(
+        "x-meridian-trace-id",
+        ctx.trace_hex().parse().expect("hex is a header value"),
+    );
+    r
 }
 
 async fn route(

@@ -7,6 +7,8 @@ use crate::route::shard_for_key;
 use crate::Proxy;
 use meridian_replica::kv::{KeyValue, KvCommand, KvResult, Op, Txn, TxnOp};
 use meridian_replica::node::MAX_COMMAND_BYTES;
+use meridian_replica::trace::{self, TraceContext};
+use tracing::Instrument;
 
 pub struct RangeAnswer {
     pub kvs: Vec<KeyValue>,
@@ -30,6 +32,36 @@ pub fn txn_keys(t: &Txn) -> Vec<&[u8]> {
         .collect()
 }
 
+/// The span of one client request at the proxy (see `meridian_replica::trace`): its ids are the
+/// trace context the edge put in scope (a child of the client's `traceparent`), or a new root.
+/// Returns the context too, for the calls made under it.
+fn request_span(op: &'static str) -> (TraceContext, tracing::Span) {
+    let ctx = trace::current().unwrap_or_else(TraceContext::root);
+    let span = tracing::debug_span!(
+        "request",
+        op,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_span = tracing::field::Empty,
+        shard = tracing::field::Empty,
+        path = tracing::field::Empty,
+        calls = tracing::field::Empty,
+        retries = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let ctx = trace::enter(ctx, &span);
+    trace::replace_current(ctx);
+    (ctx, span)
+}
+
+fn record_outcome<T>(span: &tracing::Span, r: &Result<T, ServiceError>, path: &str) {
+    span.record("path", path);
+    span.record(
+        "outcome",
+        r.as_ref().map_or_else(crate::metrics::outcome, |_| "ok"),
+    );
+}
+
 impl Proxy {
     fn read_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
         self.reads
@@ -46,8 +78,13 @@ impl Proxy {
         mode: Mode,
     ) -> Result<(u32, ReadOutcome), ServiceError> {
         let t0 = std::time::Instant::now();
-        let r = self.get_inner(key, c, mode).await;
+        let (ctx, span) = request_span("get");
+        span.record("shard", shard_for_key(&key, self.shards));
+        let r = trace::scope(ctx, self.get_inner(key, c, mode))
+            .instrument(span.clone())
+            .await;
         let path = r.as_ref().map_or("none", |(_, o)| o.path);
+        record_outcome(&span, &r, path);
         self.metrics
             .finished("get", path, t0, r.as_ref().map(|_| ()));
         r
@@ -82,7 +119,10 @@ impl Proxy {
         mode: Mode,
     ) -> Result<RangeAnswer, ServiceError> {
         let t0 = std::time::Instant::now();
-        let r = self.range_inner(prefix, limit, c, mode).await;
+        let (ctx, span) = request_span("range");
+        let r = trace::scope(ctx, self.range_inner(prefix, limit, c, mode))
+            .instrument(span.clone())
+            .await;
         let path = match &r {
             Ok(a) if a.paths.iter().all(|p| Some(p) == a.paths.first()) => {
                 a.paths.first().copied().unwrap_or("none")
@@ -90,6 +130,7 @@ impl Proxy {
             Ok(_) => "mixed",
             Err(_) => "none",
         };
+        record_outcome(&span, &r, path);
         self.metrics
             .finished("range", path, t0, r.as_ref().map(|_| ()));
         r
@@ -153,7 +194,12 @@ impl Proxy {
             Op::Txn(_) => "txn",
             _ => "write",
         };
-        let r = self.write_inner(shard, op).await;
+        let (ctx, span) = request_span(name);
+        span.record("shard", shard);
+        let r = trace::scope(ctx, self.write_inner(shard, op))
+            .instrument(span.clone())
+            .await;
+        record_outcome(&span, &r, "leader");
         self.metrics
             .finished(name, "leader", t0, r.as_ref().map(|_| ()));
         r

@@ -23,6 +23,8 @@ pub struct ReplicaClient {
     inner: Grpc<Channel>,
     /// Sent with every request: the caller's own site + 1 (0: none).
     origin_site: u32,
+    /// Sent with every request as `traceparent` metadata.
+    trace: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 pub enum Outcome<T> {
@@ -51,7 +53,24 @@ impl ReplicaClient {
                 .max_decoding_message_size(8 << 20)
                 .max_encoding_message_size(8 << 20),
             origin_site: 0,
+            trace: None,
         })
+    }
+
+    /// Requests carry `ctx` as their `traceparent` (the caller's span: the replica's span for
+    /// the request becomes its child).
+    pub fn with_trace(mut self, ctx: Option<crate::trace::TraceContext>) -> ReplicaClient {
+        self.trace = ctx.and_then(|c| c.traceparent().parse().ok());
+        self
+    }
+
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.trace {
+            r.metadata_mut()
+                .insert(crate::trace::TRACEPARENT, t.clone());
+        }
+        r
     }
 
     /// Requests say they come from `site` (a proxy's own site), so the replicas can count
@@ -75,7 +94,7 @@ impl ReplicaClient {
             commands: cmds.iter().map(|c| c.encode()).collect(),
             origin_site: self.origin_site,
         };
-        let r = self.inner.submit(req).await?.into_inner();
+        let r = self.inner.submit(self.request(req)).await?.into_inner();
         if r.not_leader {
             return Ok(Outcome::NotLeader(
                 (r.leader_hint >= 0).then_some(r.leader_hint as usize),
@@ -134,7 +153,7 @@ impl ReplicaClient {
             wait_ms: wait.as_millis().min(u32::MAX as u128) as u32,
             origin_site: self.origin_site,
         };
-        let r = self.inner.read(req).await?.into_inner();
+        let r = self.inner.read(self.request(req)).await?.into_inner();
         if r.not_leader {
             return Ok(Outcome::NotLeader(
                 (r.leader_hint >= 0).then_some(r.leader_hint as usize),

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod node;
 pub mod storage;
 pub mod tls;
+pub mod trace;
 pub mod wire;
 
 pub use error::Error;

@@ -69,12 +69,25 @@ impl Conn {
         path: &str,
         body: Vec<u8>,
     ) -> std::io::Result<Resp> {
-        let req = http::Request::builder()
+        self.request_with(method, path, body, &[]).await
+    }
+
+    /// `request` with extra headers.
+    pub async fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<Resp> {
+        let mut req = http::Request::builder()
             .method(method)
             .uri(path)
-            .header("host", &self.host)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
+            .header("host", &self.host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
         self.sender.ready().await.map_err(std::io::Error::other)?;
         let r = self
             .sender

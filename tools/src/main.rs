@@ -3,6 +3,7 @@
 
 mod cmd;
 mod https;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 
@@ -51,14 +52,12 @@ fn main() -> std::process::ExitCode {
     } else {
         "warn"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let service = match cli.command {
+        Command::Replica(_) => "meridian-replica",
+        Command::Proxy(_) => "meridian-proxy",
+        _ => "meridian",
+    };
+    let _telemetry = telemetry::init(default, service);
     let result = match cli.command {
         Command::Sim(a) => cmd::sim::run(a),
         Command::Check(a) => cmd::check::run(a),

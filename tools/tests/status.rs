@@ -1,6 +1,7 @@
 //! `meridian status` alerts over real processes (issue "Operate it"): each alert fires and
 //! clears again — the leader far from the demand, measured RTTs against a changed plan, two
-//! sites of five lost — and a paused replica makes status answer within its timeout.
+//! sites of five lost, lease churn from repeated leader kills — and a paused replica makes
+//! status answer within its timeout.
 mod common;
 #[path = "common/https.rs"]
 mod https;
@@ -209,5 +210,53 @@ fn every_alert_fires_and_clears() {
         Duration::from_secs(30),
         "the alerts to clear",
         |code, k| code == 0 && k.is_empty(),
+    );
+
+    // Lease churn: shard 0's leader killed twice; the sites see its leadership (and so its
+    // lease) change hands at least three times in the window.
+    for _ in 0..2 {
+        let (_, v) = status(&c, &[]);
+        let leader = v["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["shards"][0]["is_leader"] == true)
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .expect("shard 0 has a leader");
+        c.kill9(&leader);
+        until(
+            &c,
+            &[],
+            Duration::from_secs(20),
+            "another leader",
+            |_, k| !k.iter().any(|k| k == "no_leader"),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        c.restart(&leader);
+        until(
+            &c,
+            &[],
+            Duration::from_secs(30),
+            "every site back",
+            |_, k| !k.iter().any(|k| k == "unreachable" || k == "no_leader"),
+        );
+    }
+    let v = until(
+        &c,
+        &[],
+        Duration::from_secs(30),
+        "lease_churn",
+        |code, k| code == 1 && k.iter().any(|k| k == "lease_churn"),
+    );
+    let msg = v["alerts"].to_string();
+    assert!(msg.contains("leader_changed"), "{msg}");
+    // The same history, judged over a window the changes are older than: clear.
+    std::thread::sleep(Duration::from_secs(2));
+    until(
+        &c,
+        &["--churn-window", "1"],
+        Duration::from_secs(30),
+        "lease_churn to clear once the changes are older than the window",
+        |_, k| !k.iter().any(|k| k == "lease_churn"),
     );
 }

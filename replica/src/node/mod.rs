@@ -1,5 +1,6 @@
 //! The replica process: every shard group of one site, its WAL threads, the peer links, and the
 //! gRPC server (peer and client services) behind mutual TLS.
+mod churn;
 mod links;
 mod listener;
 mod peer;

@@ -82,13 +82,47 @@ fn decode(bytes: &[u8]) -> Result<KvCommand, Status> {
         .map_err(|e| Status::invalid_argument(format!("malformed command: {e}")))
 }
 
-#[tonic::async_trait]
-impl Replica for ReplicaService {
-    async fn submit(
+/// The span of one client RPC at this replica: a child of the caller's span when the request
+/// carries a `traceparent` (see `crate::trace`).
+fn request_span<T>(rpc: &'static str, shard: u32, req: &Request<T>) -> tracing::Span {
+    let ctx = crate::trace::TraceContext::incoming(
+        req.metadata()
+            .get(crate::trace::TRACEPARENT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let span = tracing::debug_span!(
+        "replica_request",
+        rpc,
+        shard,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_span = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    crate::trace::enter(ctx, &span);
+    span
+}
+
+fn record_outcome<T>(span: &tracing::Span, r: &Result<Response<T>, Status>, refused: bool) {
+    let outcome = match r {
+        Ok(_) if refused => "not_leader",
+        Ok(_) => "ok",
+        Err(s) => match s.code() {
+            tonic::Code::InvalidArgument => "invalid_argument",
+            tonic::Code::ResourceExhausted => "overloaded",
+            tonic::Code::DeadlineExceeded => "deadline_exceeded",
+            tonic::Code::Unavailable => "unavailable",
+            _ => "error",
+        },
+    };
+    span.record("outcome", outcome);
+}
+
+impl ReplicaService {
+    async fn submit_inner(
         &self,
-        req: Request<pb::SubmitRequest>,
+        req: pb::SubmitRequest,
     ) -> Result<Response<pb::SubmitReply>, Status> {
-        let req = req.into_inner();
         if req.commands.is_empty() || req.commands.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!(
                 "a submit carries 1..={MAX_BATCH} commands, got {}",
@@ -131,8 +165,7 @@ impl Replica for ReplicaService {
         }
     }
 
-    async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<pb::ReadReply>, Status> {
-        let req = req.into_inner();
+    async fn read_inner(&self, req: pb::ReadRequest) -> Result<Response<pb::ReadReply>, Status> {
         let command = decode(&req.command)?;
         if !matches!(command.op, Op::Get { .. } | Op::Range { .. }) {
             return Err(Status::invalid_argument("a read carries a Get or a Range"));
@@ -217,6 +250,38 @@ impl Replica for ReplicaService {
             })),
         }
     }
+}
+
+#[tonic::async_trait]
+impl Replica for ReplicaService {
+    async fn submit(
+        &self,
+        req: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitReply>, Status> {
+        use tracing::Instrument;
+        let span = request_span("submit", req.get_ref().shard, &req);
+        let r = self
+            .submit_inner(req.into_inner())
+            .instrument(span.clone())
+            .await;
+        let refused = r.as_ref().is_ok_and(|x| x.get_ref().not_leader);
+        record_outcome(&span, &r, refused);
+        r
+    }
+
+    async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<pb::ReadReply>, Status> {
+        use tracing::Instrument;
+        let span = request_span("read", req.get_ref().shard, &req);
+        let r = self
+            .read_inner(req.into_inner())
+            .instrument(span.clone())
+            .await;
+        let refused = r
+            .as_ref()
+            .is_ok_and(|x| x.get_ref().not_leader || x.get_ref().not_holder);
+        record_outcome(&span, &r, refused);
+        r
+    }
 
     async fn status(
         &self,
@@ -248,6 +313,15 @@ impl Replica for ReplicaService {
                 lease_holders: st.lease_holders.iter().map(|s| *s as u32).collect(),
                 demand_reads: st.demand_reads.clone(),
                 demand_writes: st.demand_writes.clone(),
+                churn: full
+                    .churn
+                    .iter()
+                    .map(|(age, k)| pb::ChurnEvent {
+                        age_ms: age.as_millis() as u64,
+                        kind: k.name().to_string(),
+                        counts: k.counts_as_churn(),
+                    })
+                    .collect(),
             });
         }
         Ok(Response::new(pb::StatusReply {

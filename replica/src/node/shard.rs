@@ -43,6 +43,8 @@ pub struct ShardStatus {
     pub info: StatusInfo,
     pub wal_bytes: u64,
     pub fsync_us_last: u64,
+    /// Recent leadership and lease changes seen here, newest first, with their ages.
+    pub churn: Vec<(Duration, super::churn::ChurnKind)>,
 }
 
 pub struct ShardOptions {
@@ -72,6 +74,7 @@ pub struct Shard {
     /// The leader ballot last seen (leader changes) and whether we were campaigning.
     seen_leader: Option<(u64, u32)>,
     campaigning: bool,
+    churn: super::churn::Churn,
 }
 
 impl Shard {
@@ -110,6 +113,7 @@ impl Shard {
             metrics: opts.metrics,
             seen_leader: None,
             campaigning: false,
+            churn: Default::default(),
         }
     }
 
@@ -161,6 +165,7 @@ impl Shard {
                     info: self.driver.status(self.epoch.elapsed()),
                     wal_bytes: self.wal_bytes,
                     fsync_us_last: self.fsync_us_last,
+                    churn: self.churn.recent(self.epoch.elapsed()),
                 });
                 return;
             }
@@ -317,6 +322,16 @@ impl Shard {
             }
             self.seen_leader = leader;
         }
+        self.churn.observe(
+            now,
+            super::churn::Observed {
+                leader,
+                holds_lease: st.holds_lease,
+                holds_quorum_lease: st.holds_quorum_lease,
+                holders: st.lease_holders.clone(),
+                is_holder: st.lease_holders.contains(&core.me().0),
+            },
+        );
         let campaigning = core.is_candidate();
         if campaigning && !self.campaigning {
             m.elections.get_or_create(l).inc();

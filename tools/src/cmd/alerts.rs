@@ -88,7 +88,16 @@ pub struct Inputs<'a> {
     pub reports: &'a [Result<pb::StatusReply, String>],
     /// The matrix the placement was planned with, over the sites' regions.
     pub planned: Option<&'a RttMatrix>,
+    /// Lease churn: alert when some site saw at least `churn_max` leadership or lease changes
+    /// of a shard within the last `churn_window`.
+    pub churn_window: std::time::Duration,
+    pub churn_max: usize,
 }
+
+/// Defaults of `meridian status --churn-window / --churn-max`: three changes in ten minutes is
+/// more than a maintenance restart or a moved leader explains.
+pub const CHURN_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+pub const CHURN_MAX: usize = 3;
 
 pub fn alerts(x: &Inputs) -> Vec<Alert> {
     let cfg = x.cfg;
@@ -242,6 +251,43 @@ pub fn alerts(x: &Inputs) -> Vec<Alert> {
                         });
                     }
                 }
+            }
+        }
+        // Lease churn: the site that saw the most changes in the window speaks for the shard
+        // (every site sees a leader change; counting them all would count it n times).
+        let window_ms = x.churn_window.as_millis() as u64;
+        let churned = rows
+            .iter()
+            .map(|(i, s)| {
+                let recent: Vec<&pb::ChurnEvent> = s
+                    .churn
+                    .iter()
+                    .filter(|e| e.age_ms <= window_ms && e.counts)
+                    .collect();
+                (*i, recent)
+            })
+            .max_by_key(|(_, r)| r.len());
+        if let Some((i, recent)) = churned {
+            if recent.len() >= x.churn_max.max(1) {
+                let mut kinds: Vec<(String, usize)> = Vec::new();
+                for e in &recent {
+                    match kinds.iter_mut().find(|(k, _)| *k == e.kind) {
+                        Some((_, c)) => *c += 1,
+                        None => kinds.push((e.kind.clone(), 1)),
+                    }
+                }
+                let kinds: Vec<String> = kinds.iter().map(|(k, c)| format!("{c} {k}")).collect();
+                out.push(Alert {
+                    kind: "lease_churn",
+                    shard: Some(shard),
+                    message: format!(
+                        "shard {shard}: {} leadership/lease changes in the last {} s as {} saw them ({}); leases keep lapsing, so reads leave their fast path",
+                        recent.len(),
+                        x.churn_window.as_secs(),
+                        cfg.sites[i].name,
+                        kinds.join(", ")
+                    ),
+                });
             }
         }
         for (i, s) in &rows {

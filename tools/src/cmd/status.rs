@@ -32,6 +32,13 @@ pub struct StatusArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// The lease-churn alert's window in seconds.
+    #[arg(long, default_value_t = super::alerts::CHURN_WINDOW.as_secs())]
+    churn_window: u64,
+    /// The lease-churn alert fires at this many leadership or lease changes of a shard (as one
+    /// site saw them) within the window.
+    #[arg(long, default_value_t = super::alerts::CHURN_MAX)]
+    churn_max: usize,
 }
 
 /// One site's status, or why it gave none within `SITE_TIMEOUT`.
@@ -79,6 +86,8 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
         cfg: &cfg,
         reports: &reports,
         planned: planned.as_ref(),
+        churn_window: std::time::Duration::from_secs(a.churn_window),
+        churn_max: a.churn_max,
     });
     let mut up = SiteSet::default();
     for (i, r) in reports.iter().enumerate() {
@@ -228,6 +237,7 @@ fn print_json(
                     "wal_bytes": sh.wal_bytes, "fsync_us_last": sh.fsync_us_last,
                     "lease_holders": sh.lease_holders.iter().map(|h| name(cfg, *h as i64)).collect::<Vec<_>>(),
                     "demand_reads": sh.demand_reads, "demand_writes": sh.demand_writes,
+                    "churn": sh.churn.iter().map(|e| json!({"age_ms": e.age_ms, "kind": e.kind})).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             }),
             Err(e) => json!({"name": s.name, "reachable": false, "error": e}),

@@ -36,12 +36,18 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub fn up(name: &str, extra_args: &[&str]) -> TestCluster {
+        TestCluster::up_env(name, extra_args, &[])
+    }
+
+    /// `up` with environment variables for `cluster up` (and so for every process it starts).
+    pub fn up_env(name: &str, extra_args: &[&str], env: &[(&str, &str)]) -> TestCluster {
         meridian_replica::tls::install_provider();
         let dir = temp_dir(name);
         let out = Command::new(bin())
             .args(["cluster", "up", "--dir"])
             .arg(&dir)
             .args(extra_args)
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         assert!(
