@@ -14,7 +14,7 @@ else
 fi
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-mkdir -p "$ctx/rootfs/usr/local/bin" "$ctx/rootfs/var/lib/meridian" "$ctx/rootfs/etc/meridian" "$ctx/rootfs/tmp"
+mkdir -p "$ctx/rootfs/usr/local/bin" "$ctx/rootfs/etc/meridian" "$ctx/data"
 cp "$bin" "$ctx/rootfs/usr/local/bin/meridian"
 # Debug info is for the developers' machine, not the image.
 if command -v objcopy >/dev/null 2>&1; then

@@ -69,7 +69,7 @@ pub async fn run(
             name: s.name.clone(),
             region: s.region.clone(),
             conn: Mutex::new(None),
-            addr: s.addr,
+            addr: s.addr.clone(),
             one_way: matrix
                 .as_ref()
                 .and_then(|m| m.rtt_by_name(&me.region, &s.region).ok())

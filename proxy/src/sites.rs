@@ -25,7 +25,7 @@ pub struct Site {
     pub name: String,
     pub region: String,
     pub conn: Mutex<Option<ReplicaClient>>,
-    pub addr: std::net::SocketAddr,
+    pub addr: meridian_replica::config::HostPort,
     /// Emulated one-way delay between this proxy and the site.
     pub one_way: Duration,
     pub rtt: Mutex<RttStat>,
@@ -74,7 +74,7 @@ impl Sites {
         if let Some(c) = self.sites[i].conn.lock().expect("conn lock").clone() {
             return Some(c);
         }
-        let c = ReplicaClient::connect(self.sites[i].addr, &self.tls)
+        let c = ReplicaClient::connect(&self.sites[i].addr, &self.tls)
             .await
             .ok()?
             .with_origin(self.origin);

@@ -33,8 +33,9 @@ pub enum Outcome<T> {
 }
 
 impl ReplicaClient {
+    /// `addr`: `ip:port` or `dns-name:port`.
     pub async fn connect(
-        addr: std::net::SocketAddr,
+        addr: impl std::fmt::Display,
         tls: &TlsFiles,
     ) -> Result<ReplicaClient, ClientError> {
         let err = |message: String| ClientError::Connect {

@@ -190,14 +190,116 @@ pub struct SiteConfig {
     pub name: String,
     /// Region name (in the RTT matrix when WAN emulation is on).
     pub region: String,
-    /// Address serving both the peer and the client gRPC services.
-    pub addr: SocketAddr,
+    /// The address peers, proxies and tools dial for both the peer and the client gRPC
+    /// services: `ip:port` or `dns-name:port` (resolved at every connection attempt, so a
+    /// Kubernetes pod that comes back with another IP is found again).
+    pub addr: HostPort,
+    /// The socket to bind (default: `addr` when it is an IP address, else `0.0.0.0:<port>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     #[serde(default)]
     pub continent: Option<String>,
     /// Prometheus `/metrics` over plain HTTP, if served (bind it to a private address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<SocketAddr>,
+}
+
+/// `host:port` where host is an IP address (`[v6]` in brackets) or a DNS name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    host: String,
+    port: u16,
+}
+
+impl HostPort {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The address itself when the host is an IP literal.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        let ip: std::net::IpAddr = self.host.trim_matches(['[', ']']).parse().ok()?;
+        Some(SocketAddr::new(ip, self.port))
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl From<SocketAddr> for HostPort {
+    fn from(a: SocketAddr) -> HostPort {
+        let host = match a.ip() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        HostPort {
+            host,
+            port: a.port(),
+        }
+    }
+}
+
+impl std::str::FromStr for HostPort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<HostPort, String> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(a.into());
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("'{s}': give host:port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("'{s}': '{port}' is not a port number"))?;
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if !valid {
+            return Err(format!(
+                "'{s}': '{host}' is neither an IP address nor a DNS name"
+            ));
+        }
+        Ok(HostPort {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl Serialize for HostPort {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HostPort, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl SiteConfig {
+    /// The socket this site binds.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .or_else(|| self.addr.socket_addr())
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], self.addr.port())))
+    }
 }
 
 /// A regional proxy: apps connect to it; it holds one connection per site.
@@ -564,6 +666,48 @@ data_dir = "c"
         assert_eq!(c.core_config(0, 2, 1).preferred_leader, Some(SiteId(2)));
         let c = load(&base().replace(r#"shard_leaders = ["b", "", "c"]"#, "")).unwrap();
         assert_eq!(c.core_config(0, 2, 1).preferred_leader, Some(SiteId(0)));
+    }
+
+    #[test]
+    fn addresses_are_ips_or_dns_names_and_bind_where_they_should() {
+        let h: HostPort = "10.0.0.1:7100".parse().unwrap();
+        assert_eq!(h.socket_addr(), Some("10.0.0.1:7100".parse().unwrap()));
+        let h: HostPort = "[::1]:7100".parse().unwrap();
+        assert_eq!(h.to_string(), "[::1]:7100");
+        assert_eq!(h.socket_addr(), Some("[::1]:7100".parse().unwrap()));
+        let h: HostPort = "Meridian-us-east-1-0.meridian-us-east-1:7100"
+            .parse()
+            .unwrap();
+        assert_eq!(h.host(), "meridian-us-east-1-0.meridian-us-east-1");
+        assert_eq!((h.port(), h.socket_addr()), (7100, None));
+        for bad in [
+            "nope",
+            "host:",
+            "host:99999",
+            ":7100",
+            "a..b:1",
+            "-a:1",
+            "a_b:1",
+            "a b:1",
+        ] {
+            assert!(bad.parse::<HostPort>().is_err(), "{bad}");
+        }
+        let by_name = base()
+            .replace(r#"shard_leaders = ["b", "", "c"]"#, "")
+            .replace("127.0.0.1:2", "site-b.meridian:7100");
+        let c = load(&by_name).unwrap();
+        assert_eq!(c.sites[0].listen_addr(), "127.0.0.1:1".parse().unwrap());
+        assert_eq!(c.sites[1].listen_addr(), "0.0.0.0:7100".parse().unwrap());
+        let with_listen = by_name.replace(
+            "addr = \"site-b.meridian:7100\"",
+            "addr = \"site-b.meridian:7100\"\nlisten = \"10.1.2.3:7200\"",
+        );
+        let c = load(&with_listen).unwrap();
+        assert_eq!(c.sites[1].listen_addr(), "10.1.2.3:7200".parse().unwrap());
+        let e = load(&by_name.replace("site-b.meridian:7100", "site_b:7100"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("neither an IP address nor a DNS name"), "{e}");
     }
 
     #[test]

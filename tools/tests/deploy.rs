@@ -96,25 +96,40 @@ fn the_compose_cluster_writes_reads_and_survives_a_lost_site() {
         std::fs::copy(repo().join("deploy/compose").join(f), dir.join(f)).unwrap();
     }
     let cfg = meridian_replica::config::ClusterConfig::load(&dir.join("cluster.toml")).unwrap();
-    let names = |v: Vec<&str>| v.join(",");
-    let out = Command::new(bin())
-        .args(["certs", "--out"])
-        .arg(dir.join("certs"))
-        .args([
-            "--sites",
-            &names(cfg.sites.iter().map(|s| s.name.as_str()).collect()),
-            "--proxies",
-            &names(cfg.proxies.iter().map(|p| p.name.as_str()).collect()),
-            "--clients",
-            "meridian-tool",
-        ])
+    // The certificates as the shipped script makes them: by the image, owned by its user.
+    std::fs::copy(repo().join("deploy/compose/certs.sh"), dir.join("certs.sh")).unwrap();
+    let out = Command::new(dir.join("certs.sh"))
+        .env("MERIDIAN_IMAGE", "meridian:test")
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "certs.sh: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    for name in cfg
+        .sites
+        .iter()
+        .map(|s| &s.name)
+        .chain(cfg.proxies.iter().map(|p| &p.name))
+    {
+        assert!(
+            dir.join("certs").join(format!("{name}.key")).exists(),
+            "{name}"
+        );
+    }
+    // The image runs unprivileged.
+    let out = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Config.User}}",
+            "meridian:test",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "65532:65532");
     let project = format!("meridian-it-{}", std::process::id());
     let _down = Down {
         dir: dir.clone(),
@@ -149,6 +164,18 @@ fn the_compose_cluster_writes_reads_and_survives_a_lost_site() {
         let r = west.request("GET", "/v1/kv/deploy", vec![]).await.unwrap();
         assert_eq!((r.status, &*r.body), (200, &b"one"[..]));
     });
+    // Every container's process runs as the image's user, not root.
+    let out = Command::new("docker-compose")
+        .args(["-p", &project, "top", "site-us-east-1"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let top = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        top.lines()
+            .any(|l| l.contains("meridian") && l.split_whitespace().next() == Some("65532")),
+        "site-us-east-1 should run as uid 65532: {top}"
+    );
     // One site's container killed: writes go on (a quorum of four remains).
     compose(&dir, &project, &["kill", "site-eu-central-1"]);
     rt().block_on(async {

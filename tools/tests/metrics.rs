@@ -109,7 +109,7 @@ fn every_documented_series_is_served_and_moves_with_the_cluster() {
     rt().block_on(async {
         let leaders = c.cfg.cluster.preferred_leader.clone().unwrap();
         let follower = c.cfg.sites.iter().find(|s| s.name != leaders).unwrap();
-        let mut cl = meridian_replica::client::ReplicaClient::connect(follower.addr, &c.tls)
+        let mut cl = meridian_replica::client::ReplicaClient::connect(&follower.addr, &c.tls)
             .await
             .unwrap();
         let _ = cl.submit(0, &[put(77, 1, "f", "x")]).await;

@@ -105,7 +105,7 @@ fn five_replicas_elect_accept_1000_writes_and_refuse_foreign_peers() {
     rt.block_on(async {
         let foreign = TlsFiles::new(c.cfg.resolve(&c.cfg.tls.ca), &other, "us-east-1");
         let r = async {
-            ReplicaClient::connect(target.addr, &foreign)
+            ReplicaClient::connect(&target.addr, &foreign)
                 .await?
                 .status()
                 .await
@@ -174,7 +174,7 @@ fn leader_killed_under_load_is_replaced_and_catches_up_without_losing_writes() {
         let deadline = Instant::now() + Duration::from_secs(20);
         let i = c.cfg.site_index(&leader).unwrap();
         loop {
-            let mut cl = ReplicaClient::connect(c.cfg.sites[i].addr, &c.tls)
+            let mut cl = ReplicaClient::connect(&c.cfg.sites[i].addr, &c.tls)
                 .await
                 .unwrap();
             let st = cl.status().await.unwrap();
@@ -220,7 +220,7 @@ fn leader_killed_under_load_is_replaced_and_catches_up_without_losing_writes() {
         loop {
             let mut best = vec![0u64; c.cfg.cluster.shards as usize];
             for s in &c.cfg.sites {
-                if let Ok(mut cl) = ReplicaClient::connect(s.addr, &c.tls).await {
+                if let Ok(mut cl) = ReplicaClient::connect(&s.addr, &c.tls).await {
                     if let Ok(st) = cl.status().await {
                         for sh in st.shards {
                             best[sh.shard as usize] = best[sh.shard as usize].max(sh.commit_index);
@@ -229,7 +229,7 @@ fn leader_killed_under_load_is_replaced_and_catches_up_without_losing_writes() {
                 }
             }
             let mine = async {
-                ReplicaClient::connect(c.cfg.sites[i].addr, &c.tls)
+                ReplicaClient::connect(&c.cfg.sites[i].addr, &c.tls)
                     .await
                     .ok()?
                     .status()
@@ -253,7 +253,7 @@ fn leader_killed_under_load_is_replaced_and_catches_up_without_losing_writes() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         // Its own state machine (read locally) holds writes made while it was down.
-        let mut cl = ReplicaClient::connect(c.cfg.sites[i].addr, &c.tls)
+        let mut cl = ReplicaClient::connect(&c.cfg.sites[i].addr, &c.tls)
             .await
             .unwrap();
         let acked = acked.lock().unwrap().clone();

@@ -95,7 +95,7 @@ pub async fn run(
     let server_tls = tls.server_config()?;
     let data_dir = cfg.resolve(&cfg.sites[me].data_dir);
     claim_data_dir(&data_dir, site)?;
-    let addr = cfg.sites[me].addr;
+    let addr = cfg.sites[me].listen_addr();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ReplicaError::Bind { addr, source })?;
@@ -205,7 +205,7 @@ pub async fn run(
             inbox.clone(),
             links.clone(),
             j,
-            s.addr,
+            s.addr.clone(),
             tls.clone(),
             stop_rx.clone(),
         ));

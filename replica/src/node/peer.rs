@@ -126,7 +126,7 @@ pub async fn dial(
     inbox: Inboxes,
     links: Arc<PeerLinks>,
     to: usize,
-    addr: std::net::SocketAddr,
+    addr: crate::config::HostPort,
     tls: TlsFiles,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {

@@ -71,7 +71,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
 async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::Value>> {
     let tls = tool_tls(cfg);
     let l = leaders(cfg, &tls).await?[0];
-    let conn = ReplicaClient::connect(cfg.sites[l].addr, &tls).await?;
+    let conn = ReplicaClient::connect(&cfg.sites[l].addr, &tls).await?;
     println!(
         "one shard group, 5 replicas on loopback, fsync'd WAL, {} clients, leader {}",
         a.clients, cfg.sites[l].name

@@ -1,5 +1,5 @@
 //! `meridian certs --out DIR --sites a,b,.. [--proxies x,..] [--clients c,..]`
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -14,6 +14,21 @@ pub struct CertsArgs {
     /// Client identities (tools, tests, benchmark clients).
     #[arg(long, value_delimiter = ',')]
     clients: Vec<String>,
+    /// Give the directory and every file to this owner (`UID:GID`, e.g. `65532:65532`, the
+    /// container image's user), so processes running as it can read their keys (needs root).
+    #[arg(long)]
+    owner: Option<String>,
+}
+
+fn parse_owner(s: &str) -> Result<(u32, u32)> {
+    let (u, g) = s
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--owner '{s}': give UID:GID, e.g. 65532:65532"))?;
+    let num = |x: &str| {
+        x.parse::<u32>()
+            .map_err(|_| anyhow::anyhow!("--owner '{s}': '{x}' is not a number"))
+    };
+    Ok((num(u)?, num(g)?))
 }
 
 pub fn run(a: CertsArgs) -> Result<ExitCode> {
@@ -30,7 +45,18 @@ pub fn run(a: CertsArgs) -> Result<ExitCode> {
             bail!("invalid name '{n}': use 1-60 letters, digits, '-', '_' or '.'");
         }
     }
+    let owner = a.owner.as_deref().map(parse_owner).transpose()?;
     meridian_replica::tls::generate(&a.out, &a.sites, &a.proxies, &a.clients)?;
+    if let Some((uid, gid)) = owner {
+        let chown = |p: &std::path::Path| {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                .with_context(|| format!("chown {uid}:{gid} {}", p.display()))
+        };
+        chown(&a.out)?;
+        for e in std::fs::read_dir(&a.out)? {
+            chown(&e?.path())?;
+        }
+    }
     tracing::info!(dir = %a.out.display(), "certificates written");
     Ok(ExitCode::SUCCESS)
 }

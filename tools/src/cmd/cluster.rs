@@ -190,7 +190,8 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
             Ok(SiteConfig {
                 name: n.clone(),
                 region: r.clone(),
-                addr: ports.next()?,
+                addr: ports.next()?.into(),
+                listen: None,
                 data_dir: PathBuf::from(format!("data/{n}")),
                 continent: None,
                 metrics_addr: Some(ports.next()?),
@@ -376,7 +377,7 @@ pub async fn leaders(cfg: &ClusterConfig, tls: &TlsFiles) -> Result<Vec<usize>> 
     let reports = futures::future::join_all(
         cfg.sites
             .iter()
-            .map(|s| super::status::site_status(s.addr, tls)),
+            .map(|s| super::status::site_status(&s.addr, tls)),
     )
     .await;
     for st in reports.into_iter().flatten() {
@@ -398,7 +399,7 @@ pub async fn lease_holders(cfg: &ClusterConfig, tls: &TlsFiles) -> Result<Vec<Ve
     let reports = futures::future::join_all(
         cfg.sites
             .iter()
-            .map(|s| super::status::site_status(s.addr, tls)),
+            .map(|s| super::status::site_status(&s.addr, tls)),
     )
     .await;
     for st in reports.into_iter().flatten() {

@@ -43,7 +43,7 @@ pub struct StatusArgs {
 
 /// One site's status, or why it gave none within `SITE_TIMEOUT`.
 pub async fn site_status(
-    addr: std::net::SocketAddr,
+    addr: &meridian_replica::config::HostPort,
     tls: &TlsFiles,
 ) -> Result<pb::StatusReply, String> {
     let call = async {
@@ -80,7 +80,7 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
         .build()?;
     let tls = tool_tls(&cfg);
     let reports: Vec<Result<pb::StatusReply, String>> = rt.block_on(futures::future::join_all(
-        cfg.sites.iter().map(|s| site_status(s.addr, &tls)),
+        cfg.sites.iter().map(|s| site_status(&s.addr, &tls)),
     ));
     let found = alerts(&Inputs {
         cfg: &cfg,

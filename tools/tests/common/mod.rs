@@ -164,7 +164,7 @@ impl Drop for TestCluster {
 /// Connections to every site plus leader tracking; retries writes until they are acknowledged.
 pub struct Writer {
     pub conns: Vec<Option<ReplicaClient>>,
-    pub addrs: Vec<std::net::SocketAddr>,
+    pub addrs: Vec<meridian_replica::config::HostPort>,
     pub tls: TlsFiles,
     pub shards: u32,
     pub leader: Vec<usize>,
@@ -172,7 +172,7 @@ pub struct Writer {
 
 impl Writer {
     pub async fn new(c: &TestCluster) -> Writer {
-        let addrs: Vec<_> = c.cfg.sites.iter().map(|s| s.addr).collect();
+        let addrs: Vec<_> = c.cfg.sites.iter().map(|s| s.addr.clone()).collect();
         Writer {
             conns: vec![None; addrs.len()],
             addrs,
@@ -184,7 +184,7 @@ impl Writer {
 
     async fn conn(&mut self, i: usize) -> Option<ReplicaClient> {
         if self.conns[i].is_none() {
-            self.conns[i] = ReplicaClient::connect(self.addrs[i], &self.tls).await.ok();
+            self.conns[i] = ReplicaClient::connect(&self.addrs[i], &self.tls).await.ok();
         }
         self.conns[i].clone()
     }
