@@ -22,6 +22,8 @@ fn service_status(e: ServiceError) -> Status {
         ServiceError::Overloaded => Status::resource_exhausted(m),
         ServiceError::NoLease(_) => Status::unavailable(m),
         ServiceError::Timeout(_) => Status::deadline_exceeded(m),
+        ServiceError::Unauthenticated(_) => Status::unauthenticated(m),
+        ServiceError::Forbidden(_) => Status::permission_denied(m),
     }
 }
 
@@ -92,12 +94,31 @@ fn with_meta<T>(msg: T, shard: u32, revision: u64, path: Option<&str>) -> Respon
 }
 
 impl KvService {
+    /// The caller: `authorization: Bearer <token>` metadata, else the client certificate.
+    fn who<T>(&self, req: &Request<T>) -> Result<Option<crate::auth::Identity>, Status> {
+        let authz = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or("invalid"));
+        let cert = req.peer_certs().and_then(|certs| {
+            match meridian_replica::tls::identity(certs.first()?.as_ref())? {
+                meridian_replica::tls::Identity::Client(name) => Some(name),
+                _ => None,
+            }
+        });
+        self.0
+            .identify(authz, cert.as_deref())
+            .map_err(service_status)
+    }
+
     async fn get_(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetReply>, Status> {
+        let who = self.who(&req)?;
+        let who = who.as_ref();
         let p = &self.0;
         let r = req.into_inner();
         check_key(&r.key)?;
         let (c, mode) = modes(&r.consistency, &r.read_mode)?;
-        let (shard, o) = p.get(r.key, c, mode).await.map_err(service_status)?;
+        let (shard, o) = p.get(who, r.key, c, mode).await.map_err(service_status)?;
         let Outcome::Get { kv: found } = &o.result.outcome else {
             return Err(Status::internal("unexpected reply"));
         };
@@ -112,6 +133,8 @@ impl KvService {
     }
 
     async fn put_(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutReply>, Status> {
+        let who = self.who(&req)?;
+        let who = who.as_ref();
         let r = req.into_inner();
         check_key(&r.key)?;
         if r.value.len() > MAX_VALUE {
@@ -124,6 +147,7 @@ impl KvService {
         let res = self
             .0
             .write(
+                who,
                 shard,
                 Op::Put {
                     key: r.key,
@@ -147,12 +171,14 @@ impl KvService {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteReply>, Status> {
+        let who = self.who(&req)?;
+        let who = who.as_ref();
         let r = req.into_inner();
         check_key(&r.key)?;
         let shard = shard_for_key(&r.key, self.0.shards);
         let res = self
             .0
-            .write(shard, Op::Delete { key: r.key })
+            .write(who, shard, Op::Delete { key: r.key })
             .await
             .map_err(service_status)?;
         let deleted = matches!(res.outcome, Outcome::Delete { deleted: Some(_) });
@@ -172,6 +198,8 @@ impl KvService {
         &self,
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeReply>, Status> {
+        let who = self.who(&req)?;
+        let who = who.as_ref();
         let p = &self.0;
         let r = req.into_inner();
         let (c, mode) = modes(&r.consistency, &r.read_mode)?;
@@ -182,7 +210,7 @@ impl KvService {
             ));
         }
         let crate::service::RangeAnswer { kvs, more, paths } = p
-            .range(r.prefix, limit, c, mode)
+            .range(who, r.prefix, limit, c, mode)
             .await
             .map_err(service_status)?;
         let paths: Vec<String> = paths.into_iter().map(String::from).collect();
@@ -194,6 +222,8 @@ impl KvService {
     }
 
     async fn txn_(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnReply>, Status> {
+        let who = self.who(&req)?;
+        let who = who.as_ref();
         let r = req.into_inner();
         let compares = r
             .compare
@@ -236,7 +266,7 @@ impl KvService {
             success: ops(r.success)?,
             failure: ops(r.failure)?,
         };
-        let (shard, res) = self.0.txn(t).await.map_err(service_status)?;
+        let (shard, res) = self.0.txn(who, t).await.map_err(service_status)?;
         let Outcome::Txn { succeeded, gets } = res.outcome else {
             return Err(Status::internal("unexpected reply"));
         };

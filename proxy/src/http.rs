@@ -25,6 +25,12 @@ fn error(e: ApiError) -> Response<Body> {
         r.headers_mut()
             .insert("retry-after", "1".parse().expect("header"));
     }
+    if e.status == 401 {
+        r.headers_mut().insert(
+            "www-authenticate",
+            "Bearer realm=\"meridian\"".parse().expect("header"),
+        );
+    }
     r
 }
 
@@ -35,6 +41,8 @@ pub(crate) fn api_error(e: ServiceError) -> ApiError {
         ServiceError::TooLarge(_) => 413,
         ServiceError::Overloaded | ServiceError::NoLease(_) => 503,
         ServiceError::Timeout(_) => 504,
+        ServiceError::Unauthenticated(_) => 401,
+        ServiceError::Forbidden(_) => 403,
     };
     ApiError {
         status,
@@ -49,13 +57,18 @@ fn kv_json(kv: &KeyValue) -> Value {
 
 /// One request, in its trace context: a child of its `traceparent` header, or a new root; the
 /// response carries `x-meridian-trace-id` so a client can find the trace.
-pub async fn handle(p: Arc<Proxy>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+/// `cert_client`: the client name of the connection's certificate, if it presented one.
+pub async fn handle(
+    p: Arc<Proxy>,
+    req: Request<hyper::body::Incoming>,
+    cert_client: Option<&str>,
+) -> Response<Body> {
     let ctx = TraceContext::incoming(
         req.headers()
             .get(trace::TRACEPARENT)
             .and_then(|v| v.to_str().ok()),
     );
-    let (r, ctx) = trace::scope_reporting(ctx, route(&p, req)).await;
+    let (r, ctx) = trace::scope_reporting(ctx, route(&p, req, cert_client)).await;
     let mut r = r.unwrap_or_else(error);
     r.headers_mut().insert(
         "x-meridian-trace-id",
@@ -67,21 +80,33 @@ pub async fn handle(p: Arc<Proxy>, req: Request<hyper::body::Incoming>) -> Respo
 async fn route(
     p: &Arc<Proxy>,
     req: Request<hyper::body::Incoming>,
+    cert_client: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
+    // Health checks need no credential; everything else does when [auth] is on.
+    let who = if req.uri().path() == "/healthz" {
+        None
+    } else {
+        let authz = req
+            .headers()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or("invalid"));
+        p.identify(authz, cert_client).map_err(api_error)?
+    };
+    let who = who.as_ref();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let q = query.as_deref();
     match (req.method().clone(), path.as_str()) {
-        (Method::GET, "/v1/kv") => list(p, q).await,
-        (Method::POST, "/v1/txn") => txn(p, q, req).await,
+        (Method::GET, "/v1/kv") => list(p, who, q).await,
+        (Method::POST, "/v1/txn") => txn(p, who, q, req).await,
         (Method::GET, "/v1/cluster/rtt") => rtt(p),
         (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, json!({"ok": true}))),
         (m, k) if k.starts_with("/v1/kv/") => {
             let key = api::key_from_path(&k["/v1/kv/".len()..])?;
             match m {
-                Method::GET => get(p, key, q).await,
-                Method::PUT => put(p, key, q, req).await,
-                Method::DELETE => delete(p, key, q).await,
+                Method::GET => get(p, who, key, q).await,
+                Method::PUT => put(p, who, key, q, req).await,
+                Method::DELETE => delete(p, who, key, q).await,
                 _ => Err(ApiError {
                     status: 405,
                     message: format!("method {m} not allowed on /v1/kv/{{key}}"),
@@ -146,12 +171,15 @@ async fn body(req: Request<hyper::body::Incoming>, limit: usize) -> Result<Bytes
     Ok(Bytes::from(out))
 }
 
-async fn write(p: &Proxy, shard: u32, op: Op) -> Result<KvResult, ApiError> {
-    p.write(shard, op).await.map_err(api_error)
+async fn write(p: &Proxy, who: Who<'_>, shard: u32, op: Op) -> Result<KvResult, ApiError> {
+    p.write(who, shard, op).await.map_err(api_error)
 }
+
+type Who<'a> = Option<&'a crate::auth::Identity>;
 
 async fn put(
     p: &Arc<Proxy>,
+    who: Who<'_>,
     key: Vec<u8>,
     q: Option<&str>,
     req: Request<hyper::body::Incoming>,
@@ -162,6 +190,7 @@ async fn put(
     let shard = shard_for_key(&key, p.shards);
     let r = write(
         p,
+        who,
         shard,
         Op::Put {
             key: key.clone(),
@@ -181,11 +210,16 @@ async fn put(
     Ok(resp)
 }
 
-async fn delete(p: &Arc<Proxy>, key: Vec<u8>, q: Option<&str>) -> Result<Response<Body>, ApiError> {
+async fn delete(
+    p: &Arc<Proxy>,
+    who: Who<'_>,
+    key: Vec<u8>,
+    q: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
     let params = api::params(q, &["format"])?;
     let as_json = api::json_format(&params)?;
     let shard = shard_for_key(&key, p.shards);
-    let r = write(p, shard, Op::Delete { key: key.clone() }).await?;
+    let r = write(p, who, shard, Op::Delete { key: key.clone() }).await?;
     let deleted = matches!(r.outcome, Outcome::Delete { deleted: Some(_) });
     let mut resp = if as_json {
         json_response(
@@ -203,7 +237,12 @@ async fn delete(p: &Arc<Proxy>, key: Vec<u8>, q: Option<&str>) -> Result<Respons
     Ok(resp)
 }
 
-async fn get(p: &Arc<Proxy>, key: Vec<u8>, q: Option<&str>) -> Result<Response<Body>, ApiError> {
+async fn get(
+    p: &Arc<Proxy>,
+    who: Who<'_>,
+    key: Vec<u8>,
+    q: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
     let params = api::params(q, &["consistency", "read_mode", "format"])?;
     let (c, mode, as_json) = (
         api::consistency(&params)?,
@@ -213,7 +252,7 @@ async fn get(p: &Arc<Proxy>, key: Vec<u8>, q: Option<&str>) -> Result<Response<B
     if c != Consistency::Linearizable && !matches!(mode, Mode::Auto) {
         return Err(bad("read_mode applies to linearizable reads only"));
     }
-    let (shard, o) = p.get(key.clone(), c, mode).await.map_err(api_error)?;
+    let (shard, o) = p.get(who, key.clone(), c, mode).await.map_err(api_error)?;
     let Outcome::Get { kv } = &o.result.outcome else {
         return Err(ApiError {
             status: 500,
@@ -248,7 +287,7 @@ async fn get(p: &Arc<Proxy>, key: Vec<u8>, q: Option<&str>) -> Result<Response<B
 }
 
 /// Range over every shard (each read on the chosen path), merged in key order.
-async fn list(p: &Arc<Proxy>, q: Option<&str>) -> Result<Response<Body>, ApiError> {
+async fn list(p: &Arc<Proxy>, who: Who<'_>, q: Option<&str>) -> Result<Response<Body>, ApiError> {
     let params = api::params(
         q,
         &["prefix", "limit", "consistency", "read_mode", "format"],
@@ -270,8 +309,10 @@ async fn list(p: &Arc<Proxy>, q: Option<&str>) -> Result<Response<Body>, ApiErro
             .filter(|l| (1..=10_000).contains(l))
             .ok_or_else(|| bad("limit must be 1..=10000"))?,
     };
-    let crate::service::RangeAnswer { kvs, more, paths } =
-        p.range(prefix, limit, c, mode).await.map_err(api_error)?;
+    let crate::service::RangeAnswer { kvs, more, paths } = p
+        .range(who, prefix, limit, c, mode)
+        .await
+        .map_err(api_error)?;
     let mut r = json_response(
         StatusCode::OK,
         json!({"kvs": kvs.iter().map(kv_json).collect::<Vec<_>>(), "more": more, "read_paths": paths}),
@@ -396,6 +437,7 @@ fn parse_txn(v: &Value) -> Result<Txn, ApiError> {
 
 async fn txn(
     p: &Arc<Proxy>,
+    who: Who<'_>,
     q: Option<&str>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, ApiError> {
@@ -403,7 +445,7 @@ async fn txn(
     let raw = body(req, MAX_VALUE + 64 * 1024).await?;
     let v: Value = serde_json::from_slice(&raw).map_err(|e| bad(format!("malformed JSON: {e}")))?;
     let t = parse_txn(&v)?;
-    let (shard, r) = p.txn(t).await.map_err(api_error)?;
+    let (shard, r) = p.txn(who, t).await.map_err(api_error)?;
     let Outcome::Txn { succeeded, gets } = &r.outcome else {
         return Err(ApiError {
             status: 500,

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod batcher;
 pub mod chooser;
 mod drive;
@@ -33,4 +34,35 @@ pub struct Proxy {
     /// Admission for reads: one permit per read in flight.
     pub reads: Arc<tokio::sync::Semaphore>,
     pub metrics: metrics::ProxyMetrics,
+    /// Who may call, on which keys (`[auth]`; off: everyone, everything).
+    pub auth: auth::Auth,
+}
+
+impl Proxy {
+    /// The caller of a request, from its `authorization` header or metadata and its client
+    /// certificate's name; a refusal is counted and logged (never with the credential).
+    pub fn identify(
+        &self,
+        authorization: Option<&str>,
+        cert_client: Option<&str>,
+    ) -> Result<Option<auth::Identity>, logic::ServiceError> {
+        self.auth
+            .identify(authorization, cert_client)
+            .map_err(|e| self.refused(None, e))
+    }
+
+    /// Counts and logs an authorization refusal, as the service error the edges map.
+    pub fn refused(&self, who: Option<&auth::Identity>, e: auth::AuthError) -> logic::ServiceError {
+        self.metrics.auth_refused(e.reason());
+        tracing::warn!(
+            reason = e.reason(),
+            client = who.map_or("-", |w| w.name.as_str()),
+            detail = %e,
+            "request refused"
+        );
+        match e {
+            auth::AuthError::Unauthenticated(m) => logic::ServiceError::Unauthenticated(m),
+            auth::AuthError::Forbidden(m) => logic::ServiceError::Forbidden(m),
+        }
+    }
 }

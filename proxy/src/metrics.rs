@@ -31,6 +31,11 @@ pub struct SiteLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabel {
     pub shard: u32,
 }
@@ -47,6 +52,8 @@ pub struct ProxyMetrics {
     pub writes_outstanding: Family<ShardLabel, Gauge>,
     pub reads_in_flight: Gauge,
     pub identities_in_use: Gauge,
+    pub auth_refusals: Family<ReasonLabel, Counter>,
+    pub accept_errors: Counter,
     registry: Registry,
 }
 
@@ -59,6 +66,8 @@ pub fn outcome(e: &ServiceError) -> &'static str {
         ServiceError::Timeout(_) => "timeout",
         ServiceError::Refused(_) => "refused",
         ServiceError::NoLease(_) => "no_lease",
+        ServiceError::Unauthenticated(_) => "unauthenticated",
+        ServiceError::Forbidden(_) => "forbidden",
     }
 }
 
@@ -85,8 +94,15 @@ impl ProxyMetrics {
             writes_outstanding: Family::default(),
             reads_in_flight: Gauge::default(),
             identities_in_use: Gauge::default(),
+            auth_refusals: Family::default(),
+            accept_errors: Counter::default(),
             registry: Registry::default(),
         };
+        for reason in ["unauthenticated", "forbidden"] {
+            let _ = m.auth_refusals.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
         r.register(
             "requests",
             "Client requests finished, by operation (get, range, put, delete, txn) and outcome (ok or the error kind)",
@@ -142,7 +158,25 @@ impl ProxyMetrics {
             "Exactly-once write identities taken from the pool",
             m.identities_in_use.clone(),
         );
+        r.register(
+            "auth_refusals",
+            "Requests refused by [auth], by reason (unauthenticated: no or an unknown credential; forbidden: outside the role's grant)",
+            m.auth_refusals.clone(),
+        );
+        r.register(
+            "accept_errors",
+            "Failed accepts of client connections (e.g. out of file descriptors); the accept loop backs off",
+            m.accept_errors.clone(),
+        );
         ProxyMetrics { registry: r, ..m }
+    }
+
+    pub fn auth_refused(&self, reason: &str) {
+        self.auth_refusals
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// Records one finished request.

@@ -120,7 +120,19 @@ pub async fn run(
         sites,
         deadline: opts.deadline,
         metrics: crate::metrics::ProxyMetrics::new(),
+        auth: crate::auth::Auth::from_config(&cfg.auth).map_err(ProxyError::Config)?,
     });
+    if proxy.auth.enabled() {
+        tracing::info!(
+            proxy = name,
+            "authentication on: bearer tokens and client certificates"
+        );
+    } else {
+        tracing::warn!(
+            proxy = name,
+            "AUTHENTICATION IS OFF: any client that trusts the CA may read and write every key ([auth] enabled = true turns it on)"
+        );
+    }
     if let Some(maddr) = me.metrics_addr {
         let p = proxy.clone();
         meridian_replica::metrics::serve(maddr, Arc::new(move || p.metrics.render(&p, limit)))
@@ -131,14 +143,34 @@ pub async fn run(
             })?;
         tracing::info!(%maddr, "metrics at http://{maddr}/metrics");
     }
-    let mut server_tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+    let server_tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| ProxyError::Config(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(load_certs(&tls.cert)?, load_key(&tls.key)?)
     .map_err(|e| ProxyError::Config(e.to_string()))?;
+    // With [auth] on, a client may present a certificate of the cluster CA (its identity); one
+    // from any other CA fails the handshake. Without a certificate it needs a token.
+    let server_tls = if proxy.auth.enabled() {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in load_certs(&tls.ca)? {
+            roots
+                .add(c)
+                .map_err(|e| ProxyError::Config(format!("{}: {e}", tls.ca.display())))?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| ProxyError::Config(e.to_string()))?;
+        server_tls.with_client_cert_verifier(verifier)
+    } else {
+        server_tls.with_no_client_auth()
+    };
+    let mut server_tls = server_tls
+        .with_single_cert(load_certs(&tls.cert)?, load_key(&tls.key)?)
+        .map_err(|e| ProxyError::Config(e.to_string()))?;
     server_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
     if let Some(addr) = me.grpc_addr {
@@ -152,10 +184,18 @@ pub async fn run(
         let incoming =
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         let server = tonic::transport::Server::builder()
-            .tls_config(
-                tonic::transport::ServerTlsConfig::new()
-                    .identity(tonic::transport::Identity::from_pem(cert, key)),
-            )
+            .tls_config({
+                let t = tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert, key));
+                if proxy.auth.enabled() {
+                    let ca = std::fs::read_to_string(&tls.ca)
+                        .map_err(|e| ProxyError::Config(format!("{}: {e}", tls.ca.display())))?;
+                    t.client_ca_root(tonic::transport::Certificate::from_pem(ca))
+                        .client_auth_optional(true)
+                } else {
+                    t
+                }
+            })
             .map_err(|e| ProxyError::Config(e.to_string()))?
             .add_service(
                 meridian_replica::wire::pb::kv_server::KvServer::new(crate::grpc::KvService(
@@ -179,7 +219,17 @@ pub async fn run(
         tokio::select! {
             _ = &mut stop => break,
             acc = listener.accept() => {
-                let Ok((tcp, peer)) = acc else { continue };
+                let (tcp, peer) = match acc {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of descriptors (or another accept failure): spinning on it would
+                        // burn a core while nobody is served; count it, say so, back off.
+                        proxy.metrics.accept_errors.inc();
+                        tracing::warn!(error = %e, "accepting a client connection failed; backing off 100 ms");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let proxy = proxy.clone();
@@ -191,9 +241,23 @@ pub async fn run(
                             return;
                         }
                     };
+                    let client: Option<Arc<str>> = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| match meridian_replica::tls::identity(c.as_ref())? {
+                            meridian_replica::tls::Identity::Client(n) => Some(Arc::from(n)),
+                            _ => None,
+                        });
                     let svc = hyper::service::service_fn(move |req| {
                         let proxy = proxy.clone();
-                        async move { Ok::<_, std::convert::Infallible>(crate::http::handle(proxy, req).await) }
+                        let client = client.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                crate::http::handle(proxy, req, client.as_deref()).await,
+                            )
+                        }
                     });
                     let io = hyper_util::rt::TokioIo::new(tls);
                     let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new()).serve_connection(io, svc).await;

@@ -1,6 +1,7 @@
 //! The service layer both client edges (HTTP/JSON and native gRPC) call: admission, identities,
 //! size limits, routing, and the read and write paths, with one typed error (`ServiceError`)
 //! that each edge maps to its status codes.
+use crate::auth::{self, Access, Identity};
 use crate::logic::{ReadOutcome, ServiceError};
 use crate::reads::{Consistency, Mode};
 use crate::route::shard_for_key;
@@ -73,10 +74,12 @@ impl Proxy {
     /// A point read on the requested path.
     pub async fn get(
         &self,
+        who: Option<&Identity>,
         key: Vec<u8>,
         c: Consistency,
         mode: Mode,
     ) -> Result<(u32, ReadOutcome), ServiceError> {
+        auth::allow(who, &key, Access::Read).map_err(|e| self.refused(who, e))?;
         let t0 = std::time::Instant::now();
         let (ctx, span) = request_span("get");
         span.record("shard", shard_for_key(&key, self.shards));
@@ -113,11 +116,13 @@ impl Proxy {
     /// A prefix range over every shard, read in parallel, merged in key order.
     pub async fn range(
         &self,
+        who: Option<&Identity>,
         prefix: Vec<u8>,
         limit: usize,
         c: Consistency,
         mode: Mode,
     ) -> Result<RangeAnswer, ServiceError> {
+        auth::allow_range(who, &prefix).map_err(|e| self.refused(who, e))?;
         let t0 = std::time::Instant::now();
         let (ctx, span) = request_span("range");
         let r = trace::scope(ctx, self.range_inner(prefix, limit, c, mode))
@@ -186,7 +191,21 @@ impl Proxy {
 
     /// One write with an exactly-once identity from the pool. The identity returns to the pool
     /// whenever this future ends — completed, failed, or dropped because the client hung up.
-    pub async fn write(&self, shard: u32, op: Op) -> Result<KvResult, ServiceError> {
+    pub async fn write(
+        &self,
+        who: Option<&Identity>,
+        shard: u32,
+        op: Op,
+    ) -> Result<KvResult, ServiceError> {
+        match &op {
+            Op::Put { key, .. } | Op::Delete { key } => auth::allow(who, key, Access::Write),
+            Op::Txn(t) => auth::allow_txn(who, t),
+            Op::Get { key } => auth::allow(who, key, Access::Read),
+            Op::Range { prefix, .. } => auth::allow_range(who, prefix),
+            // Configuration: root only (an empty key no role's prefix can cover but root's).
+            Op::SetLeaseHolders { .. } => auth::allow(who, b"", Access::Write),
+        }
+        .map_err(|e| self.refused(who, e))?;
         let t0 = std::time::Instant::now();
         let name = match &op {
             Op::Put { .. } => "put",
@@ -224,7 +243,12 @@ impl Proxy {
     }
 
     /// A transaction: every key must live on one shard.
-    pub async fn txn(&self, t: Txn) -> Result<(u32, KvResult), ServiceError> {
+    pub async fn txn(
+        &self,
+        who: Option<&Identity>,
+        t: Txn,
+    ) -> Result<(u32, KvResult), ServiceError> {
+        auth::allow_txn(who, &t).map_err(|e| self.refused(who, e))?;
         let keys = txn_keys(&t);
         let first = keys
             .first()
@@ -237,7 +261,7 @@ impl Proxy {
                 String::from_utf8_lossy(k)
             )));
         }
-        let r = self.write(shard, Op::Txn(t)).await?;
+        let r = self.write(who, shard, Op::Txn(t)).await?;
         Ok((shard, r))
     }
 }

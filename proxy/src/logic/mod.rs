@@ -83,6 +83,12 @@ pub enum ServiceError {
     /// `read_mode=lease` and no reachable replica holds a valid quorum lease on the key.
     #[error("{0}")]
     NoLease(String),
+    /// `[auth]`: no credential, or an unknown one.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// `[auth]`: a known client without the grant for a key it touches.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 pub const READ_TIMEOUT: &str = "no read quorum or leader answered in time";

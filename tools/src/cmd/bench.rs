@@ -51,6 +51,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             no_wan: true,
             proxy_outstanding: None,
             proxy_no_batching: false,
+            auth: false,
             parent_pid: Some(std::process::id() as i32),
         };
         let cluster = up(&up_args).await?;
@@ -166,6 +167,7 @@ async fn proxy_bench(a: &BenchArgs, cdir: &std::path::Path) -> Result<ExitCode> 
             no_wan: true,
             proxy_outstanding: None,
             proxy_no_batching: !batching,
+            auth: false,
             parent_pid: Some(std::process::id() as i32),
         };
         let cluster = up(&up_args).await?;

@@ -3,7 +3,8 @@
 //! RTT matrix.
 use anyhow::{bail, Context, Result};
 use meridian_replica::config::{
-    ClusterConfig, ClusterSection, LeasesSection, ProxyConfig, SiteConfig, TlsSection, WanSection,
+    AuthSection, CertConfig, ClusterConfig, ClusterSection, LeasesSection, ProxyConfig, RoleConfig,
+    SiteConfig, TlsSection, TokenConfig, WanSection,
 };
 use meridian_replica::tls::TlsFiles;
 use meridian_testkit::sim::config::{FIVE_REGIONS, NINE_REGIONS};
@@ -54,6 +55,11 @@ pub struct UpArgs {
     /// Proxies' admission bound (writes outstanding per shard, reads in flight).
     #[arg(long)]
     pub proxy_outstanding: Option<usize>,
+    /// Turn client authentication on at the proxies: a `root` token (read-write on every key)
+    /// and a `reader` token (read on `public/`) go to DIR/auth.json (mode 0600), their SHA-256
+    /// to cluster.toml; the `meridian-tool` client certificate is root too.
+    #[arg(long)]
+    pub auth: bool,
     /// Start the proxies with write batching off (for measuring what batching gains).
     #[arg(long, hide = true)]
     pub proxy_no_batching: bool,
@@ -198,6 +204,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let auth = a.auth.then(local_auth);
     let cfg = ClusterConfig {
         cluster: ClusterSection {
             name: "local".into(),
@@ -247,15 +254,59 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
         },
         sites,
         proxies,
+        auth: auth
+            .as_ref()
+            .map(|(section, _)| section.clone())
+            .unwrap_or_default(),
         base_dir: dir.clone(),
     };
     drop(ports);
+    if let Some((_, tokens)) = &auth {
+        let path = dir.join("auth.json");
+        std::fs::write(&path, serde_json::to_string_pretty(tokens)?)?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    }
     let header = "# Written by `meridian cluster up`. See the README for every key.\n";
     std::fs::write(
         dir.join("cluster.toml"),
         format!("{header}{}", cfg.to_toml()),
     )?;
     ClusterConfig::load(&dir.join("cluster.toml")).context("the written config does not load")
+}
+
+/// `cluster up --auth`: the [auth] section and the tokens it was made from (auth.json).
+fn local_auth() -> (AuthSection, serde_json::Value) {
+    use meridian_proxy::auth::{hex, new_token, sha256};
+    let (root, reader) = (new_token(), new_token());
+    let section = AuthSection {
+        enabled: true,
+        tokens: vec![
+            TokenConfig {
+                name: "root".into(),
+                sha256: hex(&sha256(&root)),
+                role: "root".into(),
+            },
+            TokenConfig {
+                name: "reader".into(),
+                sha256: hex(&sha256(&reader)),
+                role: "reader".into(),
+            },
+        ],
+        certs: vec![CertConfig {
+            client: "meridian-tool".into(),
+            role: "root".into(),
+        }],
+        roles: vec![RoleConfig {
+            name: "reader".into(),
+            read_prefixes: vec!["public/".into()],
+            write_prefixes: vec![],
+        }],
+    };
+    let tokens = json!({
+        "root": {"token": root},
+        "reader": {"token": reader, "read_prefixes": ["public/"]},
+    });
+    (section, tokens)
 }
 
 pub fn tool_tls(cfg: &ClusterConfig) -> TlsFiles {

@@ -77,6 +77,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         no_wan: a.no_wan,
         proxy_outstanding: None,
         proxy_no_batching: false,
+        auth: false,
         parent_pid: Some(std::process::id() as i32),
     };
     println!("starting five replica processes (emulated WAN from the shipped AWS RTT matrix) ...");
