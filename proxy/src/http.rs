@@ -140,7 +140,12 @@ fn meta(r: &mut Response<Body>, shard: u32, revision: u64, path: Option<&str>) {
 /// Reads a body of at most `limit` bytes. A larger one is refused with 413; up to 16 MiB of it
 /// is still read and discarded first, so that an HTTP/1.1 client that sends the whole body
 /// before reading can see the answer.
-async fn body(req: Request<hyper::body::Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+async fn body(
+    req: Request<hyper::body::Incoming>,
+    limit: usize,
+    within: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    let deadline = tokio::time::Instant::now() + within;
     let declared = req
         .headers()
         .get("content-length")
@@ -152,7 +157,17 @@ async fn body(req: Request<hyper::body::Incoming>, limit: usize) -> Result<Bytes
     let mut b = req.into_body();
     let mut out = Vec::new();
     let mut seen = 0usize;
-    while let Some(frame) = b.frame().await {
+    loop {
+        let Ok(frame) = tokio::time::timeout_at(deadline, b.frame()).await else {
+            return Err(ApiError {
+                status: 408,
+                message: format!(
+                    "the request body did not arrive within {} ms",
+                    within.as_millis()
+                ),
+            });
+        };
+        let Some(frame) = frame else { break };
         let Ok(frame) = frame else {
             return Err(bad("request body could not be read"));
         };
@@ -186,7 +201,7 @@ async fn put(
 ) -> Result<Response<Body>, ApiError> {
     let params = api::params(q, &["format"])?;
     let as_json = api::json_format(&params)?;
-    let value = body(req, MAX_VALUE).await?;
+    let value = body(req, MAX_VALUE, p.body_timeout).await?;
     let shard = shard_for_key(&key, p.shards);
     let r = write(
         p,
@@ -442,7 +457,7 @@ async fn txn(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     api::params(q, &[])?;
-    let raw = body(req, MAX_VALUE + 64 * 1024).await?;
+    let raw = body(req, MAX_VALUE + 64 * 1024, p.body_timeout).await?;
     let v: Value = serde_json::from_slice(&raw).map_err(|e| bad(format!("malformed JSON: {e}")))?;
     let t = parse_txn(&v)?;
     let (shard, r) = p.txn(who, t).await.map_err(api_error)?;

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod batcher;
 pub mod chooser;
+pub mod conn_limits;
 mod drive;
 mod grpc;
 mod http;
@@ -36,6 +37,8 @@ pub struct Proxy {
     pub metrics: metrics::ProxyMetrics,
     /// Who may call, on which keys (`[auth]`; off: everyone, everything).
     pub auth: auth::Auth,
+    /// A request body must arrive within this (`limits.body_timeout_ms`).
+    pub body_timeout: Duration,
 }
 
 impl Proxy {

@@ -54,8 +54,18 @@ pub struct ProxyMetrics {
     pub identities_in_use: Gauge,
     pub auth_refusals: Family<ReasonLabel, Counter>,
     pub accept_errors: Counter,
+    pub connections_closed: Family<ReasonLabel, Counter>,
+    pub connections_open: Gauge,
     registry: Registry,
 }
+
+/// Why the proxy closes a client connection (`connections_closed`).
+pub const CLOSE_REASONS: [&str; 4] = [
+    "max_connections",
+    "handshake_timeout",
+    "header_timeout",
+    "idle_timeout",
+];
 
 /// The `outcome` label of an error.
 pub fn outcome(e: &ServiceError) -> &'static str {
@@ -96,8 +106,15 @@ impl ProxyMetrics {
             identities_in_use: Gauge::default(),
             auth_refusals: Family::default(),
             accept_errors: Counter::default(),
+            connections_closed: Family::default(),
+            connections_open: Gauge::default(),
             registry: Registry::default(),
         };
+        for reason in CLOSE_REASONS {
+            let _ = m.connections_closed.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
         for reason in ["unauthenticated", "forbidden"] {
             let _ = m.auth_refusals.get_or_create(&ReasonLabel {
                 reason: reason.into(),
@@ -168,7 +185,25 @@ impl ProxyMetrics {
             "Failed accepts of client connections (e.g. out of file descriptors); the accept loop backs off",
             m.accept_errors.clone(),
         );
+        r.register(
+            "connections_closed",
+            "Client connections the proxy closed by a limit: max_connections, handshake_timeout, header_timeout, idle_timeout",
+            m.connections_closed.clone(),
+        );
+        r.register(
+            "connections_open",
+            "Client connections open now",
+            m.connections_open.clone(),
+        );
         ProxyMetrics { registry: r, ..m }
+    }
+
+    pub fn closed(&self, reason: &str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     pub fn auth_refused(&self, reason: &str) {

@@ -39,6 +39,19 @@ impl Default for Options {
     }
 }
 
+/// Decrements the open-connections gauge when the connection's task ends.
+struct OpenGuard<'a>(&'a crate::Proxy);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.connections_open.dec();
+    }
+}
+
+fn scopeguard(p: &crate::Proxy) -> OpenGuard<'_> {
+    OpenGuard(p)
+}
+
 pub async fn run(
     cfg: ClusterConfig,
     name: &str,
@@ -121,7 +134,10 @@ pub async fn run(
         deadline: opts.deadline,
         metrics: crate::metrics::ProxyMetrics::new(),
         auth: crate::auth::Auth::from_config(&cfg.auth).map_err(ProxyError::Config)?,
+        body_timeout: Duration::from_millis(cfg.limits.body_timeout_ms),
     });
+    let limits = cfg.limits.clone();
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     if proxy.auth.enabled() {
         tracing::info!(
             proxy = name,
@@ -230,14 +246,30 @@ pub async fn run(
                         continue;
                     }
                 };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    proxy.metrics.closed("max_connections");
+                    tracing::debug!(%peer, "connection refused: limits.max_connections open");
+                    drop(tcp);
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let proxy = proxy.clone();
+                let limits = limits.clone();
                 tokio::spawn(async move {
-                    let tls = match acceptor.accept(tcp).await {
-                        Ok(t) => t,
-                        Err(e) => {
+                    let _permit = permit;
+                    proxy.metrics.connections_open.inc();
+                    let _open = scopeguard(&proxy);
+                    let handshake = Duration::from_millis(limits.handshake_timeout_ms);
+                    let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "client TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            proxy.metrics.closed("handshake_timeout");
+                            tracing::debug!(%peer, "client TLS handshake timed out");
                             return;
                         }
                     };
@@ -250,17 +282,49 @@ pub async fn run(
                             meridian_replica::tls::Identity::Client(n) => Some(Arc::from(n)),
                             _ => None,
                         });
-                    let svc = hyper::service::service_fn(move |req| {
-                        let proxy = proxy.clone();
-                        let client = client.clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(
-                                crate::http::handle(proxy, req, client.as_deref()).await,
-                            )
+                    let activity = crate::conn_limits::Activity::new();
+                    let io = hyper_util::rt::TokioIo::new(crate::conn_limits::Watched::new(tls, activity.clone()));
+                    let svc = {
+                        let (proxy, activity) = (proxy.clone(), activity.clone());
+                        hyper::service::service_fn(move |req| {
+                            let proxy = proxy.clone();
+                            let client = client.clone();
+                            let busy = activity.request();
+                            async move {
+                                let r = crate::http::handle(proxy, req, client.as_deref()).await;
+                                drop(busy);
+                                Ok::<_, std::convert::Infallible>(r)
+                            }
+                        })
+                    };
+                    let mut b = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    b.http1()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms));
+                    b.http2()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .max_concurrent_streams(limits.max_streams_per_connection);
+                    let conn = b.serve_connection(io, svc);
+                    tokio::pin!(conn);
+                    let idle = Duration::from_millis(limits.idle_timeout_ms);
+                    tokio::select! {
+                        r = conn.as_mut() => {
+                            if let Err(e) = r {
+                                let timed_out = e
+                                    .downcast_ref::<hyper::Error>()
+                                    .is_some_and(|e| e.is_timeout());
+                                if timed_out {
+                                    proxy.metrics.closed("header_timeout");
+                                    tracing::debug!(%peer, "request headers timed out");
+                                }
+                            }
                         }
-                    });
-                    let io = hyper_util::rt::TokioIo::new(tls);
-                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new()).serve_connection(io, svc).await;
+                        _ = crate::conn_limits::idle(&activity, idle) => {
+                            proxy.metrics.closed("idle_timeout");
+                            conn.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                        }
+                    }
                 });
             }
         }

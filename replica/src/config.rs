@@ -39,8 +39,87 @@ pub struct ClusterConfig {
     /// Client authentication and authorization at the proxies (off unless `enabled`).
     #[serde(default)]
     pub auth: AuthSection,
+    /// Client connection limits at every proxy.
+    #[serde(default)]
+    pub limits: LimitsSection,
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[limits]`: what one client connection to a proxy may hold and for how long.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Client connections open at once per proxy; beyond, new ones are closed at once.
+    #[serde(default = "d_max_connections")]
+    pub max_connections: usize,
+    /// A TLS handshake must finish within this.
+    #[serde(default = "d_handshake_timeout")]
+    pub handshake_timeout_ms: u64,
+    /// An HTTP/1 request's headers must arrive within this (slowloris).
+    #[serde(default = "d_header_timeout")]
+    pub header_timeout_ms: u64,
+    /// A request body must arrive within this (408 otherwise).
+    #[serde(default = "d_body_timeout")]
+    pub body_timeout_ms: u64,
+    /// A connection with no request in flight and no byte moving is closed after this.
+    #[serde(default = "d_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Concurrent requests (HTTP/2 streams) per connection.
+    #[serde(default = "d_streams")]
+    pub max_streams_per_connection: u32,
+}
+
+fn d_max_connections() -> usize {
+    10_000
+}
+fn d_handshake_timeout() -> u64 {
+    10_000
+}
+fn d_header_timeout() -> u64 {
+    10_000
+}
+fn d_body_timeout() -> u64 {
+    30_000
+}
+fn d_idle_timeout() -> u64 {
+    300_000
+}
+fn d_streams() -> u32 {
+    256
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_connections: d_max_connections(),
+            handshake_timeout_ms: d_handshake_timeout(),
+            header_timeout_ms: d_header_timeout(),
+            body_timeout_ms: d_body_timeout(),
+            idle_timeout_ms: d_idle_timeout(),
+            max_streams_per_connection: d_streams(),
+        }
+    }
+}
+
+impl LimitsSection {
+    fn validate(&self) -> Result<(), String> {
+        let l = self;
+        if l.max_connections == 0 || l.max_streams_per_connection == 0 {
+            return Err("limits.max_connections and max_streams_per_connection must be > 0".into());
+        }
+        for (k, v) in [
+            ("handshake_timeout_ms", l.handshake_timeout_ms),
+            ("header_timeout_ms", l.header_timeout_ms),
+            ("body_timeout_ms", l.body_timeout_ms),
+            ("idle_timeout_ms", l.idle_timeout_ms),
+        ] {
+            if v < 100 {
+                return Err(format!("limits.{k} must be at least 100 ms, not {v}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[auth]`: who may call the proxies, and on which keys. With `enabled = false` (the default)
@@ -472,6 +551,7 @@ impl ClusterConfig {
             }
         }
         self.auth.validate()?;
+        self.limits.validate()?;
         match self.cluster.quorum.as_str() {
             "majority" => {}
             "hierarchical" if n == 9 => {}
@@ -829,6 +909,13 @@ data_dir = "c"
         assert!(e.contains("no role 'writer'"), "{e}");
         let e = load(&section("root", "abc")).unwrap_err().to_string();
         assert!(e.contains("64 lowercase hex"), "{e}");
+        let e = load(&format!("{ok}\n[limits]\nheader_timeout_ms = 5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.header_timeout_ms"), "{e}");
+        let c = load(&format!("{ok}\n[limits]\nmax_connections = 7\n")).unwrap();
+        assert_eq!(c.limits.max_connections, 7);
+        assert_eq!(c.limits.header_timeout_ms, 10_000, "the rest default");
         let e = load(&format!("{ok}\n[auth]\nenabled = true\n"))
             .unwrap_err()
             .to_string();

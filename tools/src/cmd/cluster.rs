@@ -258,6 +258,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
             .as_ref()
             .map(|(section, _)| section.clone())
             .unwrap_or_default(),
+        limits: Default::default(),
         base_dir: dir.clone(),
     };
     drop(ports);
