@@ -404,7 +404,7 @@ fn parse_txn_ops(v: Option<&Value>) -> Result<Vec<TxnOp>, ApiError> {
         .collect()
 }
 
-fn parse_txn(v: &Value) -> Result<Txn, ApiError> {
+pub(crate) fn parse_txn(v: &Value) -> Result<Txn, ApiError> {
     let compares = v
         .get("compare")
         .map(|c| c.as_array().ok_or_else(|| bad("compare must be an array")))

@@ -10,6 +10,7 @@ pub mod batcher;
 pub mod chooser;
 pub mod conn_limits;
 mod drive;
+pub mod fuzzing;
 mod grpc;
 mod http;
 pub mod logic;

@@ -7,6 +7,7 @@ pub mod config;
 pub mod delay;
 pub mod driver;
 mod error;
+pub mod fuzzing;
 pub mod kv;
 pub mod metrics;
 pub mod node;
