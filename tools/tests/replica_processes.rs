@@ -49,7 +49,12 @@ fn spawn_writers(
         .collect()
 }
 
-fn read_back_all(c: &TestCluster, acked: &BTreeMap<String, String>, rt: &tokio::runtime::Runtime) {
+/// The acknowledged writes that do not read back.
+fn missing(
+    c: &TestCluster,
+    acked: &BTreeMap<String, String>,
+    rt: &tokio::runtime::Runtime,
+) -> Vec<String> {
     rt.block_on(async {
         let mut r = Writer::new(c).await;
         let mut missing = Vec::new();
@@ -59,13 +64,20 @@ fn read_back_all(c: &TestCluster, acked: &BTreeMap<String, String>, rt: &tokio::
                 other => missing.push(format!("{k}: expected {v}, got {other:?}")),
             }
         }
+        missing
+    })
+}
+
+fn read_back_all(c: &TestCluster, acked: &BTreeMap<String, String>, rt: &tokio::runtime::Runtime) {
+    {
+        let missing = missing(c, acked, rt);
         assert!(
             missing.is_empty(),
             "{} acknowledged writes not read back: {:?}",
             missing.len(),
             &missing[..missing.len().min(5)]
         );
-    });
+    }
 }
 
 #[test]
@@ -307,6 +319,50 @@ fn all_five_killed_under_load_restart_with_every_acknowledged_write() {
     }
     // Writes acknowledged before the crash must all be there (later acks may also exist).
     read_back_all(&c, &snapshot, &rt);
+}
+
+/// The check above has teeth: with a planted bug that acknowledges writes before they are on
+/// disk, the same kill -9 of every replica loses acknowledged writes, and the read-back finds
+/// them missing.
+#[test]
+fn a_replica_acknowledging_before_durable_loses_writes_the_check_finds() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = TestCluster::up_env(
+        "planted-ack",
+        &[],
+        &[("MERIDIAN_PLANTED_BUG", "ack-before-durable")],
+    );
+    let rt = rt();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Acked = Default::default();
+    let tasks = spawn_writers(&c, 16, "pa", stop.clone(), acked.clone(), &rt);
+    std::thread::sleep(Duration::from_secs(3));
+    for s in c.site_names() {
+        c.kill9(&s);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let snapshot = acked.lock().unwrap().clone();
+    assert!(
+        snapshot.len() > 50,
+        "only {} writes acknowledged",
+        snapshot.len()
+    );
+    assert!(c
+        .log(&c.site_names()[0])
+        .contains("PLANTED BUG ack-before-durable is ON"));
+    // Restarted without the bug.
+    for s in c.site_names() {
+        c.restart(&s);
+    }
+    for t in tasks {
+        rt.block_on(t).unwrap();
+    }
+    let lost = missing(&c, &snapshot, &rt);
+    assert!(
+        !lost.is_empty(),
+        "the planted bug lost no acknowledged write of {}: the check would not see it",
+        snapshot.len()
+    );
 }
 
 #[test]
