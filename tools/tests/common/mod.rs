@@ -136,6 +136,28 @@ impl TestCluster {
         self.extra.push(child);
     }
 
+    /// Starts a killed proxy again (`name`: its `[[proxy]]` name, e.g. `proxy-us-east-1`).
+    pub fn restart_proxy(&mut self, name: &str) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.join("logs").join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(bin())
+            .args(["proxy", "--config"])
+            .arg(self.dir.join("cluster.toml"))
+            .args(["--name", name])
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut pids = std::fs::read_to_string(self.dir.join("pids")).unwrap();
+        pids.push_str(&format!("{name} {}\n", child.id()));
+        std::fs::write(self.dir.join("pids"), pids).unwrap();
+        self.extra.push(child);
+    }
+
     pub fn log(&self, site: &str) -> String {
         std::fs::read_to_string(self.dir.join("logs").join(format!("{site}.log")))
             .unwrap_or_default()
