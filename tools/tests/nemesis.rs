@@ -139,7 +139,7 @@ async fn client(
             }
         }
         let key = format!("nem-{}", (process * 7 + i) % 6);
-        let write = i % 2 == 0;
+        let write = i.is_multiple_of(2);
         let v = format!("p{process}-{i}");
         let c = conn.as_mut().unwrap();
         let invoke = start.elapsed().as_nanos() as u64;
@@ -208,7 +208,7 @@ fn run(seed: u64) {
 /// One run; `Err` says what failed (the history stays in the cluster directory).
 fn run_with(seed: u64, faults: Vec<Fault>, env: &[(&str, &str)]) -> Result<String, String> {
     let nine = seed % 3 == 2;
-    let wan = seed % 2 == 0;
+    let wan = seed.is_multiple_of(2);
     let mut args = vec![];
     if nine {
         args.extend(["--sites", "9"]);
