@@ -411,7 +411,7 @@ fn runs(default: u64) -> u64 {
 fn nemesis_five_sites() {
     let mut done = 0;
     let mut seed = 0;
-    while done < runs(13) {
+    while done < runs(14) {
         if seed % 3 != 2 {
             run(seed);
             done += 1;
