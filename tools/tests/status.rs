@@ -215,14 +215,22 @@ fn every_alert_fires_and_clears() {
     // Lease churn: shard 0's leader killed twice; the sites see its leadership (and so its
     // lease) change hands at least three times in the window.
     for _ in 0..2 {
-        let (_, v) = status(&c, &[]);
-        let leader = v["sites"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["shards"][0]["is_leader"] == true)
-            .map(|s| s["name"].as_str().unwrap().to_string())
-            .expect("shard 0 has a leader");
+        // Leadership may be moving (the preferred leader takes it back): wait for a leader.
+        let end = Instant::now() + Duration::from_secs(30);
+        let leader = loop {
+            let (_, v) = status(&c, &[]);
+            let found = v["sites"].as_array().and_then(|sites| {
+                sites
+                    .iter()
+                    .find(|s| s["shards"][0]["is_leader"] == true)
+                    .map(|s| s["name"].as_str().unwrap().to_string())
+            });
+            if let Some(l) = found {
+                break l;
+            }
+            assert!(Instant::now() < end, "shard 0 never had a leader");
+            std::thread::sleep(Duration::from_millis(300));
+        };
         c.kill9(&leader);
         until(
             &c,
