@@ -209,7 +209,9 @@ fn every_alert_fires_and_clears() {
         &[],
         Duration::from_secs(30),
         "the alerts to clear",
-        |code, k| code == 0 && k.is_empty(),
+        // The kills and the pause above may have moved leadership: lease_churn may rightly
+        // fire now (it is made to fire, and clear, below).
+        |_, k| k.iter().all(|k| k == "lease_churn"),
     );
 
     // Lease churn: shard 0's leader killed twice; the sites see its leadership (and so its
