@@ -1,6 +1,7 @@
 //! `meridian`: the single binary.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cmd;
 mod https;
 mod telemetry;
@@ -32,7 +33,8 @@ enum Command {
     Replica(cmd::replica::ReplicaArgs),
     /// A local emulated five-region cluster, a workload from every region, a latency report.
     Demo(cmd::demo::DemoArgs),
-    /// Fsync'd write throughput of one shard group on loopback, per batch size.
+    /// WAN benchmark: a workload from every region through Meridian and/or etcd, latency
+    /// against the physical bound, report.json/md and CDF plots.
     Bench(cmd::bench::BenchArgs),
     /// Show every site's shards: leader, lease, progress, WAL.
     Status(cmd::status::StatusArgs),

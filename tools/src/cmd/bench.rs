@@ -1,5 +1,6 @@
-//! `meridian bench`: fsync'd write throughput of one shard group on loopback (no emulated
-//! delay), for several batch sizes. Starts its own cluster unless `--dir` names a running one.
+//! `meridian bench`: the WAN benchmark (`crate::bench`), or with `--batch` the fsync'd write
+//! throughput of one shard group on loopback per batch size, or with `--proxy` HTTP writes
+//! through one proxy.
 use super::cluster::{down, leaders, tool_tls, up, UpArgs};
 use anyhow::{bail, Result};
 use meridian_replica::client::{Outcome, ReplicaClient};
@@ -11,28 +12,28 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Commands per Submit RPC.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
-    batch: Vec<usize>,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 32)]
-    clients: usize,
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
-    /// Measure HTTP writes through a proxy instead (batching on, then off).
+    /// Instead of the WAN benchmark: fsync'd write throughput of one shard group on loopback,
+    /// straight to the leader's client service, for these commands-per-Submit batch sizes
+    /// (`--clients` is then the total number of concurrent submitters).
+    #[arg(long, value_delimiter = ',')]
+    batch: Option<Vec<usize>>,
+    /// Instead of the WAN benchmark: HTTP writes through one proxy on loopback (batching on,
+    /// then off).
     #[arg(long)]
     proxy: bool,
-    /// Where the cluster and bench.json go.
-    #[arg(long, default_value = "meridian-bench")]
-    out: std::path::PathBuf,
+    #[command(flatten)]
+    w: crate::bench::WorkloadArgs,
 }
 
 pub fn run(a: BenchArgs) -> Result<ExitCode> {
+    if a.batch.is_none() && !a.proxy {
+        return crate::bench::run(a.w);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let cdir = a.out.join("cluster");
+        let cdir = a.w.out.join("cluster");
         if cdir.join("pids").exists() {
             let _ = down(&cdir);
         }
@@ -62,7 +63,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         down(&cdir)?;
         let rows = r?;
         std::fs::write(
-            a.out.join("bench.json"),
+            a.w.out.join("bench.json"),
             serde_json::to_string_pretty(&json!({"results": rows}))?,
         )?;
         Ok(ExitCode::SUCCESS)
@@ -75,20 +76,20 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
     let conn = ReplicaClient::connect(&cfg.sites[l].addr, &tls).await?;
     println!(
         "one shard group, 5 replicas on loopback, fsync'd WAL, {} clients, leader {}",
-        a.clients, cfg.sites[l].name
+        a.w.clients, cfg.sites[l].name
     );
     println!(
         "{:>6} {:>14} {:>12} {:>10} {:>10}",
         "batch", "commands/s", "submits/s", "p50 ms", "p99 ms"
     );
     let mut rows = Vec::new();
-    for (bi, &batch) in a.batch.iter().enumerate() {
+    for (bi, &batch) in a.batch.iter().flatten().enumerate() {
         if batch == 0 {
             bail!("--batch sizes must be at least 1");
         }
-        let end = Instant::now() + Duration::from_secs(a.seconds);
+        let end = Instant::now() + Duration::from_secs(a.w.seconds);
         let mut tasks = Vec::new();
-        for c in 0..a.clients {
+        for c in 0..a.w.clients {
             let mut conn = conn.clone();
             tasks.push(tokio::spawn(async move {
                 let client = ((bi * 1000 + c) as u64 + 1) << 8;
@@ -132,7 +133,7 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
                 .copied()
                 .unwrap_or(f64::NAN)
         };
-        let secs = a.seconds as f64;
+        let secs = a.w.seconds as f64;
         println!(
             "{:>6} {:>14.0} {:>12.0} {:>10.2} {:>10.2}",
             batch,
@@ -141,7 +142,7 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
             p(0.5),
             p(0.99)
         );
-        rows.push(json!({"batch": batch, "clients": a.clients, "commands_per_s": total as f64 / secs, "submits_per_s": lat.len() as f64 / secs, "p50_ms": p(0.5), "p99_ms": p(0.99)}));
+        rows.push(json!({"batch": batch, "clients": a.w.clients, "commands_per_s": total as f64 / secs, "submits_per_s": lat.len() as f64 / secs, "p50_ms": p(0.5), "p99_ms": p(0.99)}));
     }
     Ok(rows)
 }
@@ -149,7 +150,7 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
 /// Writes/s through one proxy over HTTPS on loopback (no emulated delay), batching on and off.
 async fn proxy_bench(a: &BenchArgs, cdir: &std::path::Path) -> Result<ExitCode> {
     let mut rows = Vec::new();
-    println!("HTTPS PUTs through one proxy, 4 shard groups x 5 replicas on loopback, {} clients, {} s each", a.clients, a.seconds);
+    println!("HTTPS PUTs through one proxy, 4 shard groups x 5 replicas on loopback, {} clients, {} s each", a.w.clients, a.w.seconds);
     println!(
         "{:>9} {:>12} {:>10} {:>10}",
         "batching", "writes/s", "p50 ms", "p99 ms"
@@ -180,7 +181,7 @@ async fn proxy_bench(a: &BenchArgs, cdir: &std::path::Path) -> Result<ExitCode> 
                 .copied()
                 .unwrap_or(f64::NAN)
         };
-        let rate = writes as f64 / a.seconds as f64;
+        let rate = writes as f64 / a.w.seconds as f64;
         println!(
             "{:>9} {:>12.0} {:>10.2} {:>10.2}",
             if batching { "on" } else { "off" },
@@ -188,10 +189,10 @@ async fn proxy_bench(a: &BenchArgs, cdir: &std::path::Path) -> Result<ExitCode> 
             p(0.5),
             p(0.99)
         );
-        rows.push(json!({"batching": batching, "clients": a.clients, "writes_per_s": rate, "p50_ms": p(0.5), "p99_ms": p(0.99)}));
+        rows.push(json!({"batching": batching, "clients": a.w.clients, "writes_per_s": rate, "p50_ms": p(0.5), "p99_ms": p(0.99)}));
     }
     std::fs::write(
-        a.out.join("bench-proxy.json"),
+        a.w.out.join("bench-proxy.json"),
         serde_json::to_string_pretty(&json!({"results": rows}))?,
     )?;
     Ok(ExitCode::SUCCESS)
@@ -200,9 +201,9 @@ async fn proxy_bench(a: &BenchArgs, cdir: &std::path::Path) -> Result<ExitCode> 
 async fn proxy_load(cfg: &ClusterConfig, a: &BenchArgs) -> Result<(usize, Vec<f64>)> {
     let tls = crate::https::tls_config(&cfg.resolve(&cfg.tls.ca));
     let url = format!("https://{}", cfg.proxies[0].http_addr);
-    let end = Instant::now() + Duration::from_secs(a.seconds);
+    let end = Instant::now() + Duration::from_secs(a.w.seconds);
     let mut tasks = Vec::new();
-    for c in 0..a.clients {
+    for c in 0..a.w.clients {
         let (url, tls) = (url.clone(), tls.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = crate::https::Conn::open(&url, tls).await?;

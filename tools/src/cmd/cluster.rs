@@ -421,6 +421,26 @@ pub async fn wait_for_leaders(cfg: &ClusterConfig, limit: Duration) -> Result<Ve
     }
 }
 
+/// Waits (up to 15 s) for the planner's preferred leader to lead every shard (it campaigns
+/// first, so this is quick unless another site won the first election); returns the leaders,
+/// preferred or not.
+pub async fn wait_for_preferred_leaders(cfg: &ClusterConfig) -> Result<Vec<usize>> {
+    let preferred = cfg
+        .cluster
+        .preferred_leader
+        .as_ref()
+        .and_then(|p| cfg.site_index(p));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut leaders = wait_for_leaders(cfg, Duration::from_secs(30)).await?;
+    while Some(leaders.iter().all(|l| Some(*l) == preferred)) != Some(true)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        leaders = wait_for_leaders(cfg, Duration::from_secs(10)).await?;
+    }
+    Ok(leaders)
+}
+
 /// The leader of every shard (as the leader itself reports), if every shard has one and it
 /// holds its lease (when leases are on).
 pub async fn leaders(cfg: &ClusterConfig, tls: &TlsFiles) -> Result<Vec<usize>> {

@@ -3,7 +3,7 @@
 //! client service (their own traffic delayed by the same matrix); prints per-region latency
 //! next to the physical bound of DESIGN.md §6, writes DIR/report.json, and shuts everything
 //! down — also on Ctrl-C.
-use super::cluster::{down, up, wait_for_leaders, UpArgs};
+use super::cluster::{down, up, wait_for_preferred_leaders, UpArgs};
 use crate::https::{tls_config, Conn};
 use anyhow::{bail, Context, Result};
 use meridian_replica::config::ClusterConfig;
@@ -98,20 +98,7 @@ async fn workload(
     per_region: usize,
     leases: bool,
 ) -> Result<(Vec<Sample>, Vec<Vec<usize>>)> {
-    // Wait for the planner's preferred leader to lead every shard (it campaigns first).
-    let preferred = cfg
-        .cluster
-        .preferred_leader
-        .as_ref()
-        .and_then(|p| cfg.site_index(p));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut leaders = wait_for_leaders(cfg, Duration::from_secs(30)).await?;
-    while Some(leaders.iter().all(|l| Some(*l) == preferred)) != Some(true)
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        leaders = wait_for_leaders(cfg, Duration::from_secs(10)).await?;
-    }
+    let leaders = wait_for_preferred_leaders(cfg).await?;
     println!(
         "leaders per shard: {:?}; {seconds} s of writes and reads (read_mode=auto) from {per_region} clients per region, each through its region's proxy ...",
         leaders.iter().map(|&l| &cfg.sites[l].name).collect::<Vec<_>>()

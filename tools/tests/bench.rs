@@ -1,0 +1,238 @@
+//! `meridian bench` from the outside: the report's shape, every row against its physical
+//! bound (never faster than light, within a loose ceiling), the plots, the history it records
+//! checked for linearizability, bad arguments refused, and etcd side by side when installed.
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+fn bench(out: &Path, args: &[&str]) -> (bool, String) {
+    let r = Command::new(bin())
+        .arg("bench")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    (
+        r.status.success(),
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr)
+        ),
+    )
+}
+
+fn report(out: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+}
+
+fn check_history(h: &Path) {
+    let r = Command::new(bin()).arg("check").arg(h).output().unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "history not linearizable: {stdout}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(v["ops"].as_u64().unwrap() > 100, "{v}");
+}
+
+#[test]
+fn bench_on_the_inproc_wan_reports_every_region_against_its_bound() {
+    let out = temp_dir("bench-inproc");
+    let h = out.join("history.jsonl");
+    let h_arg = h.to_string_lossy().to_string();
+    let (ok, log) = bench(
+        &out,
+        &[
+            "--system",
+            "meridian",
+            "--wan",
+            "inproc",
+            "--seconds",
+            "3",
+            "--warmup",
+            "1",
+            "--clients",
+            "1",
+            "--read-share",
+            "0.5",
+            "--read-mode",
+            "auto,leader,quorum",
+            "--keys",
+            "zipf:0.99",
+            "--key-count",
+            "50",
+            "--history",
+            &h_arg,
+        ],
+    );
+    assert!(ok, "{log}");
+    let r = report(&out);
+    let rows = r["results"].as_array().unwrap();
+    let regions: std::collections::BTreeSet<&str> =
+        rows.iter().map(|x| x["region"].as_str().unwrap()).collect();
+    assert_eq!(regions.len(), 5, "{rows:?}");
+    for region in &regions {
+        for (op, path) in [
+            ("write", "leader"),
+            ("read", "auto"),
+            ("read", "leader"),
+            ("read", "quorum"),
+        ] {
+            let row = rows
+                .iter()
+                .find(|x| x["region"] == *region && x["op"] == op && x["path"] == path)
+                .unwrap_or_else(|| panic!("no {op}/{path} row for {region}: {rows:?}"));
+            assert_eq!(row["system"], "meridian");
+            let (p50, bound) = (
+                row["p50_ms"].as_f64().unwrap(),
+                row["bound_ms"].as_f64().unwrap(),
+            );
+            assert!(row["count"].as_u64().unwrap() > 0);
+            // The emulated WAN delays every message by rtt/2: faster than the bound is a bug.
+            assert!(
+                p50 >= bound * 0.98,
+                "{region} {op}/{path}: p50 {p50} < bound {bound}"
+            );
+            assert!(
+                p50 <= bound * 3.0 + 100.0,
+                "{region} {op}/{path}: p50 {p50} vs bound {bound}"
+            );
+            for q in ["p90_ms", "p99_ms", "p999_ms", "max_ms"] {
+                assert!(row[q].as_f64().unwrap() >= p50, "{q}");
+            }
+        }
+    }
+    // Leader reads from outside the leader's region pay the WAN; the path the proxy reported
+    // is kept per row.
+    let leader_reads = rows
+        .iter()
+        .filter(|x| x["path"] == "leader" && x["op"] == "read");
+    assert!(leader_reads
+        .clone()
+        .any(|x| x["bound_ms"].as_f64().unwrap() > 50.0));
+    assert!(leader_reads
+        .clone()
+        .all(|x| !x["served_by"].as_array().unwrap().is_empty()));
+    assert_eq!(r["workload"]["keys"], "Zipf(0.99)");
+    assert!(
+        r["generator"]["meridian"]["generator_cpu_us_per_op"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    // report.md holds the same rows; a plot per region with a curve per row and its bound.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert_eq!(md.matches("| meridian |").count(), rows.len(), "{md}");
+    for region in &regions {
+        let svg = std::fs::read_to_string(out.join(format!("cdf-{region}.svg"))).unwrap();
+        assert!(svg.contains("meridian read quorum"), "{region}");
+        assert!(
+            svg.matches("<polyline").count() >= 8,
+            "{region}: 4 curves + 4 bounds"
+        );
+    }
+    check_history(&h);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn bench_refuses_bad_arguments_before_starting_anything() {
+    let out = temp_dir("bench-bad");
+    for (args, says) in [
+        (
+            &["--system", "etcd", "--wan", "inproc"][..],
+            "in-process delay layer",
+        ),
+        (&["--keys", "zipf:1.5"][..], "zipf exponent"),
+        (&["--read-mode", "fastest"][..], "unknown --read-mode"),
+        (&["--read-share", "2"][..], "--read-share"),
+        (&["--open-loop", "0"][..], "positive rate"),
+        (
+            &["--throughput", "1", "--history", "/tmp/x"][..],
+            "--history",
+        ),
+    ] {
+        let (ok, log) = bench(&out, args);
+        assert!(!ok, "{args:?} accepted");
+        assert!(log.contains(says), "{args:?}: {log}");
+        assert!(
+            !out.join("meridian-cluster").exists(),
+            "{args:?} started a cluster"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Both systems in one run on loopback, same generator and workload: both row sets, both
+/// generators accounted, and the combined history (etcd's keys kept apart) linearizable.
+#[test]
+fn bench_runs_etcd_side_by_side_when_it_is_installed() {
+    let Ok(path) = std::env::var("PATH") else {
+        return;
+    };
+    let found = std::env::var_os("MERIDIAN_ETCD").is_some()
+        || std::env::split_paths(&path).any(|d| d.join("etcd").is_file());
+    if !found {
+        eprintln!(
+            "SKIPPED: no etcd binary (Debian: apt-get install etcd-server; .ci/run installs it)"
+        );
+        return;
+    }
+    let out = temp_dir("bench-etcd");
+    let h = out.join("history.jsonl");
+    let h_arg = h.to_string_lossy().to_string();
+    let (ok, log) = bench(
+        &out,
+        &[
+            "--system",
+            "both",
+            "--wan",
+            "none",
+            "--seconds",
+            "2",
+            "--warmup",
+            "1",
+            "--clients",
+            "1",
+            "--key-count",
+            "50",
+            "--history",
+            &h_arg,
+        ],
+    );
+    assert!(ok, "{log}");
+    let r = report(&out);
+    let rows = r["results"].as_array().unwrap();
+    for (sys, path) in [
+        ("meridian", "auto"),
+        ("etcd", "linearizable"),
+        ("etcd", "serializable"),
+    ] {
+        let n = rows
+            .iter()
+            .filter(|x| x["system"] == sys && x["path"] == path)
+            .count();
+        assert_eq!(n, 5, "{sys}/{path}: {rows:?}");
+    }
+    assert!(rows
+        .iter()
+        .all(|x| x["count"].as_u64().unwrap() > 0 && x["errors"] == 0));
+    for sys in ["meridian", "etcd"] {
+        assert!(
+            r["generator"][sys]["system_cpu_us_per_op"]
+                .as_f64()
+                .unwrap()
+                > 0.0,
+            "{sys}"
+        );
+    }
+    assert!(r["topology"]["etcd"]["leader"]
+        .as_str()
+        .unwrap()
+        .contains("us-east-1"));
+    check_history(&h);
+    let _ = std::fs::remove_dir_all(&out);
+}
