@@ -5,6 +5,7 @@ mod bench;
 mod cmd;
 mod https;
 mod telemetry;
+mod wan;
 
 use clap::{Parser, Subcommand};
 
@@ -43,6 +44,9 @@ enum Command {
     /// Start or stop a local cluster.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCmd),
+    /// Host-level WAN emulation: network namespaces joined by a delaying packet router (root).
+    #[command(subcommand)]
+    Wan(wan::WanCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +71,7 @@ fn main() -> std::process::ExitCode {
         Command::Certs(a) => cmd::certs::run(a),
         Command::Replica(a) => cmd::replica::run(a),
         Command::Cluster(c) => cmd::cluster::run(c),
+        Command::Wan(c) => wan::run(c),
         Command::Demo(a) => cmd::demo::run(a),
         Command::Proxy(a) => cmd::proxy::run(a),
         Command::Status(a) => cmd::status::run(a),

@@ -97,7 +97,7 @@ fn cell(v: &Value) -> String {
         Value::Null => "–".into(),
         Value::Number(n) => {
             let x = n.as_f64().unwrap_or(f64::NAN);
-            if x.fract() == 0.0 && x.abs() >= 10.0 {
+            if x.fract() == 0.0 {
                 format!("{x:.0}")
             } else {
                 format!("{x:.2}")
