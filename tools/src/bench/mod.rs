@@ -270,6 +270,7 @@ async fn start_meridian(a: &WorkloadArgs, dir: &Path, no_wan: bool) -> Result<Me
         proxy_no_batching: false,
         auth: false,
         parent_pid: Some(std::process::id() as i32),
+        wan_hosts: None,
     };
     let cluster = up(&up_args).await?;
     let cfg = cluster.config;

@@ -66,6 +66,10 @@ pub struct UpArgs {
     /// Replicas exit when this process does (used by `demo`).
     #[arg(long, hide = true)]
     pub parent_pid: Option<i32>,
+    /// Run every site and proxy on the host of its region in a `meridian wan` emulation
+    /// (DIR/wan.json): the router delays their packets, so the in-process delay layer is off.
+    #[arg(long)]
+    pub wan_hosts: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -159,6 +163,15 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
         m.index(r).with_context(|| format!("--regions: '{r}'"))?;
     }
     let hierarchical = regions.len() == 9;
+    let wan = a.wan_hosts.as_deref().map(crate::wan::load).transpose()?;
+    // On an emulated host every process has its host's address; ports are fixed per site.
+    let host_addr = |region: &str, port: u16| -> Result<std::net::SocketAddr> {
+        let w = wan.as_ref().expect("wan");
+        let h = w
+            .host_in(region)
+            .with_context(|| format!("the WAN emulation has no host in {region}"))?;
+        Ok(std::net::SocketAddr::from((h.address, port)))
+    };
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
     let dir = a.dir.canonicalize()?;
     let names: Vec<String> = regions.clone();
@@ -178,29 +191,39 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
     let proxies = proxy_regions
         .iter()
         .zip(&proxy_names)
-        .map(|(r, n)| {
+        .enumerate()
+        .map(|(j, (r, n))| {
+            let mut port = |k: u16| match wan {
+                Some(_) => host_addr(r, 8400 + 10 * j as u16 + k),
+                None => ports.next(),
+            };
             Ok(ProxyConfig {
                 name: n.clone(),
                 region: r.clone(),
-                http_addr: ports.next()?,
-                grpc_addr: Some(ports.next()?),
+                http_addr: port(0)?,
+                grpc_addr: Some(port(1)?),
                 max_outstanding: a.proxy_outstanding,
-                metrics_addr: Some(ports.next()?),
+                metrics_addr: Some(port(2)?),
             })
         })
         .collect::<Result<Vec<_>>>()?;
     let sites = names
         .iter()
         .zip(&regions)
-        .map(|(n, r)| {
+        .enumerate()
+        .map(|(i, (n, r))| {
+            let mut port = |k: u16| match wan {
+                Some(_) => host_addr(r, 7100 + 10 * i as u16 + k),
+                None => ports.next(),
+            };
             Ok(SiteConfig {
                 name: n.clone(),
                 region: r.clone(),
-                addr: ports.next()?.into(),
+                addr: port(0)?.into(),
                 listen: None,
                 data_dir: PathBuf::from(format!("data/{n}")),
                 continent: None,
-                metrics_addr: Some(ports.next()?),
+                metrics_addr: Some(port(1)?),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -229,7 +252,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
             cert_dir: "certs".into(),
         },
         wan: WanSection {
-            rtt_matrix: (!a.no_wan).then(|| "embedded".to_string()),
+            rtt_matrix: (!a.no_wan && wan.is_none()).then(|| "embedded".to_string()),
         },
         leases: match a.lease_holders.as_deref() {
             None | Some("") => LeasesSection {
@@ -332,8 +355,15 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
     let dir = cfg.base_dir.clone();
     std::fs::create_dir_all(dir.join("logs"))?;
     let mut pids: Vec<(String, u32)> = Vec::new();
+    let wan = a.wan_hosts.as_deref().map(crate::wan::load).transpose()?;
+    let ns = |region: &str| {
+        wan.as_ref()
+            .and_then(|w| w.host_in(region))
+            .map(|h| h.namespace.clone())
+    };
     for s in &cfg.sites {
-        let pid = spawn(&dir, &s.name, &["replica", "--site", &s.name], a.parent_pid)?;
+        let args = ["replica", "--site", &s.name];
+        let pid = spawn(&dir, &s.name, &args, a.parent_pid, ns(&s.region).as_deref())?;
         pids.push((s.name.clone(), pid));
     }
     for p in &cfg.proxies {
@@ -341,7 +371,7 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
         if a.proxy_no_batching {
             args.push("--no-batching");
         }
-        let pid = spawn(&dir, &p.name, &args, a.parent_pid)?;
+        let pid = spawn(&dir, &p.name, &args, a.parent_pid, ns(&p.region).as_deref())?;
         pids.push((p.name.clone(), pid));
     }
     let pid_text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
@@ -386,9 +416,25 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
 
 /// Starts `meridian <args> --config DIR/cluster.toml` in its own process group, logging to
 /// DIR/logs/<name>.log.
-fn spawn(dir: &Path, name: &str, args: &[&str], parent: Option<i32>) -> Result<u32> {
+/// Starts `meridian ARGS` (inside network namespace `netns` when given: `ip netns exec` execs
+/// in place, so the pid is the process's own).
+fn spawn(
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    parent: Option<i32>,
+    netns: Option<&str>,
+) -> Result<u32> {
     let log = std::fs::File::create(dir.join("logs").join(format!("{name}.log")))?;
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    let exe = std::env::current_exe()?;
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    };
     cmd.args(args).arg("--config").arg(dir.join("cluster.toml"));
     if let Some(p) = parent {
         cmd.arg("--parent-pid").arg(p.to_string());

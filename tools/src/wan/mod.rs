@@ -33,8 +33,18 @@ pub struct WanFile {
     pub rtt_source: String,
     /// Round trips between the hosts, ms (the router delays each direction by half).
     pub rtt_ms: Vec<Vec<f64>>,
+    /// This (the root) namespace's own address on the emulated network: no delay to any host.
+    pub gateway: Ipv4Addr,
+    pub gateway_device: String,
     pub router_pid: u32,
     pub control: PathBuf,
+}
+
+impl WanFile {
+    /// The host of `region` (the first, when several are in it).
+    pub fn host_in(&self, region: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.region == region)
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -66,15 +76,15 @@ pub struct DirArg {
 #[derive(clap::Args, Clone)]
 pub struct UpArgs {
     #[arg(long)]
-    dir: PathBuf,
+    pub dir: PathBuf,
     #[arg(long)]
-    hosts: usize,
+    pub hosts: usize,
     /// RTT matrix CSV (format of shared/data/aws-rtt-p50.csv; default: the embedded one).
     #[arg(long)]
-    rtt: Option<PathBuf>,
+    pub rtt: Option<PathBuf>,
     /// The hosts' regions in order (default: the five or nine shipped regions, repeated).
     #[arg(long, value_delimiter = ',')]
-    regions: Vec<String>,
+    pub regions: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -175,8 +185,8 @@ fn tag(dir: &Path) -> String {
 
 /// The hosts of an emulation under `dir` (names, namespaces, addresses, regions).
 pub fn plan(dir: &Path, a: &UpArgs, m: &RttMatrix) -> Result<WanFile> {
-    if a.hosts == 0 || a.hosts > 250 {
-        bail!("--hosts must lie in 1..=250");
+    if a.hosts == 0 || a.hosts > 200 {
+        bail!("--hosts must lie in 1..=200");
     }
     let regions: Vec<String> = if a.regions.is_empty() {
         let base: &[&str] = if a.hosts > 5 {
@@ -229,6 +239,8 @@ pub fn plan(dir: &Path, a: &UpArgs, m: &RttMatrix) -> Result<WanFile> {
             .iter()
             .map(|&x| idx.iter().map(|&y| m.rtt(x, y)).collect())
             .collect(),
+        gateway: Ipv4Addr::new(10, octet, 0, 254),
+        gateway_device: format!("mwg{t}"),
         router_pid: 0,
         control: PathBuf::new(),
     })

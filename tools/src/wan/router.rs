@@ -79,13 +79,14 @@ struct Shared {
     stats: Mutex<Stats>,
 }
 
-/// Which host an IPv4 destination address is (None: not one of ours, or not IPv4).
-pub fn destination(packet: &[u8], hosts: &[Host]) -> Option<usize> {
+/// Which endpoint (a host, or the gateway after them) an IPv4 packet is for (None: not one of
+/// ours, or not IPv4).
+pub fn destination(packet: &[u8], addrs: &[std::net::Ipv4Addr]) -> Option<usize> {
     if packet.len() < 20 || packet[0] >> 4 != 4 {
         return None;
     }
     let dst = std::net::Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-    hosts.iter().position(|h| h.address == dst)
+    addrs.iter().position(|&a| a == dst)
 }
 
 /// Applies one control command; returns the JSON reply.
@@ -95,7 +96,7 @@ pub fn control(cmd: &str, hosts: &[Host], faults: &mut Faults) -> serde_json::Va
     let r: Result<()> = (|| {
         match words.as_slice() {
             ["heal"] => {
-                let n = hosts.len();
+                let n = faults.loss.len();
                 *faults = Faults::new(n);
             }
             ["loss", a, b, pct] => {
@@ -152,20 +153,35 @@ pub fn run(dir: &Path, wan: WanFile, oneway_ms: Vec<Vec<f64>>) -> Result<()> {
     stop.thread_block()?;
     let _ = nix::sys::prctl::set_timerslack(1_000);
     let hosts = wan.hosts.clone();
-    let n = hosts.len();
+    let _ = std::process::Command::new("ip").args(["link", "del", &wan.gateway_device]).output();
+    // Endpoints: the hosts, then the gateway (a TUN left in this namespace, so tools here —
+    // the benchmark's clients, `meridian status` — reach every host without delay).
+    let addrs: Vec<std::net::Ipv4Addr> = hosts
+        .iter()
+        .map(|h| h.address)
+        .chain([wan.gateway])
+        .collect();
+    let n = addrs.len();
     let mut devices = Vec::new();
+    let open = |name: &str| -> Result<tun::Device> {
+        let mut cfg = tun::Configuration::default();
+        cfg.tun_name(name).layer(tun::Layer::L3).mtu(1500);
+        cfg.platform_config(|p| {
+            p.ensure_root_privileges(true);
+        });
+        tun::create(&cfg).with_context(|| format!("creating TUN {name}"))
+    };
     let setup = (|| -> Result<()> {
         for h in &hosts {
             super::netns::add(&h.namespace)?;
-            let mut cfg = tun::Configuration::default();
-            cfg.tun_name(&h.device).layer(tun::Layer::L3).mtu(1500);
-            cfg.platform_config(|p| {
-                p.ensure_root_privileges(true);
-            });
-            let dev = tun::create(&cfg).with_context(|| format!("creating TUN {}", h.device))?;
+            let dev = open(&h.device)?;
             super::netns::attach(&h.device, &h.namespace, &h.address.to_string(), 16)?;
             devices.push(Arc::new(dev));
         }
+        let gw = open(&wan.gateway_device)?;
+        super::netns::ip(&["addr", "add", &format!("{}/16", wan.gateway), "dev", &wan.gateway_device])?;
+        super::netns::ip(&["link", "set", &wan.gateway_device, "up"])?;
+        devices.push(Arc::new(gw));
         Ok(())
     })();
     if let Err(e) = setup {
@@ -185,17 +201,20 @@ pub fn run(dir: &Path, wan: WanFile, oneway_ms: Vec<Vec<f64>>) -> Result<()> {
             lateness: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)?,
         }),
     });
-    let delays: Vec<Vec<Duration>> = oneway_ms
-        .iter()
-        .map(|r| {
-            r.iter()
-                .map(|&ms| Duration::from_secs_f64(ms / 1e3))
+    // The gateway is next to every host: no delay to or from it.
+    let delays: Vec<Vec<Duration>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| {
+                    let ms = oneway_ms.get(i).and_then(|r| r.get(j)).copied();
+                    Duration::from_secs_f64(ms.unwrap_or(0.0) / 1e3)
+                })
                 .collect()
         })
         .collect();
     for (i, dev) in devices.iter().enumerate() {
-        let (dev, shared, hosts, delays) =
-            (dev.clone(), shared.clone(), hosts.clone(), delays.clone());
+        let (dev, shared, addrs, delays) =
+            (dev.clone(), shared.clone(), addrs.clone(), delays.clone());
         std::thread::Builder::new()
             .name(format!("wan-rx-{i}"))
             .spawn(move || {
@@ -209,7 +228,7 @@ pub fn run(dir: &Path, wan: WanFile, oneway_ms: Vec<Vec<f64>>) -> Result<()> {
                         }
                     };
                     let now = Instant::now();
-                    let Some(to) = destination(&buf[..len], &hosts) else {
+                    let Some(to) = destination(&buf[..len], &addrs) else {
                         shared.stats.lock().expect("stats").unroutable += 1;
                         continue;
                     };
@@ -343,7 +362,7 @@ mod tests {
 
     #[test]
     fn routes_by_ipv4_destination_and_ignores_the_rest() {
-        let h = hosts(3);
+        let h: Vec<Ipv4Addr> = hosts(3).iter().map(|h| h.address).collect();
         let mut p = vec![0u8; 40];
         p[0] = 0x45;
         p[16..20].copy_from_slice(&[10, 200, 0, 2]);
