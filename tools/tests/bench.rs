@@ -236,3 +236,81 @@ fn bench_runs_etcd_side_by_side_when_it_is_installed() {
     check_history(&h);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Both systems on the same host-level WAN (namespaces + packet router, root): every row at
+/// or above its physical bound and within a loose ceiling, on either system; Meridian's leader
+/// reads from outside the leader's region cost one WAN round trip where etcd's linearizable
+/// get (ReadIndex through the leader, then a heartbeat round) costs two; nothing left behind.
+#[test]
+fn bench_on_the_host_wan_runs_both_systems_against_their_bounds() {
+    let root = nix::unistd::geteuid().is_root() && Path::new("/dev/net/tun").exists();
+    if !root {
+        eprintln!("SKIPPED: --wan host needs root and /dev/net/tun");
+        return;
+    }
+    let etcd = std::env::var_os("MERIDIAN_ETCD").is_some()
+        || std::env::split_paths(&std::env::var("PATH").unwrap_or_default())
+            .any(|d| d.join("etcd").is_file());
+    let out = temp_dir("bench-host");
+    let system = if etcd { "both" } else { "meridian" };
+    if !etcd {
+        eprintln!("etcd is not installed: Meridian only (Debian: apt-get install etcd-server)");
+    }
+    let (ok, log) = bench(
+        &out,
+        &[
+            "--system",
+            system,
+            "--wan",
+            "host",
+            "--seconds",
+            "3",
+            "--warmup",
+            "1",
+            "--clients",
+            "1",
+            "--read-mode",
+            "leader",
+            "--key-count",
+            "50",
+        ],
+    );
+    assert!(ok, "{log}");
+    let r = report(&out);
+    let rows = r["results"].as_array().unwrap();
+    assert!(rows.len() >= if etcd { 25 } else { 10 }, "{rows:?}");
+    for row in rows {
+        let (p50, bound) = (
+            row["p50_ms"].as_f64().unwrap(),
+            row["bound_ms"].as_f64().unwrap(),
+        );
+        assert!(p50 >= bound * 0.98, "faster than the WAN allows: {row}");
+        assert!(p50 <= bound * 3.0 + 100.0, "{row}");
+    }
+    if etcd {
+        let p50 = |sys: &str, op: &str, path: &str| {
+            rows.iter()
+                .find(|x| {
+                    x["system"] == sys
+                        && x["region"] == "eu-west-1"
+                        && x["op"] == op
+                        && x["path"] == path
+                })
+                .unwrap_or_else(|| panic!("{sys} {op} {path}"))["p50_ms"]
+                .as_f64()
+                .unwrap()
+        };
+        // One round trip to the leader (~70 ms) against ReadIndex's two (~140 ms).
+        assert!(p50("meridian", "read", "leader") * 1.5 < p50("etcd", "read", "linearizable"));
+    }
+    assert!(
+        r["wan_router"]["forwarded"].as_u64().unwrap() > 1000,
+        "{}",
+        r["wan_router"]
+    );
+    assert!(
+        !out.join("wan").join("wan.json").exists(),
+        "the emulation was taken down"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -43,22 +43,47 @@ fn free_port(ip: &str) -> Result<u16> {
 }
 
 impl EtcdCluster {
-    /// Starts one member per region under `dir`, all on loopback. `heartbeat_ms` should be
-    /// about the largest RTT between members (etcd's tuning guide), the election timeout is ten
-    /// heartbeats.
-    pub fn start(dir: &Path, regions: &[String], heartbeat_ms: u64) -> Result<EtcdCluster> {
+    /// Starts one member per region under `dir`: on loopback, or (`wan`) each on the emulated
+    /// host of its region, inside that host's namespace. `heartbeat_ms` should be about the
+    /// round trip between members (etcd's tuning guide); the election timeout is ten heartbeats.
+    pub fn start(
+        dir: &Path,
+        regions: &[String],
+        heartbeat_ms: u64,
+        wan: Option<&crate::wan::WanFile>,
+    ) -> Result<EtcdCluster> {
         let bin = binary()?;
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
+        let mut namespaces = Vec::new();
         let members: Vec<Member> = regions
             .iter()
             .enumerate()
             .map(|(i, r)| {
+                let (client_url, peer_url) = match wan {
+                    Some(w) => {
+                        let h = w
+                            .host_in(r)
+                            .with_context(|| format!("the WAN emulation has no host in {r}"))?;
+                        namespaces.push(Some(h.namespace.clone()));
+                        (
+                            format!("http://{}:2379", h.address),
+                            format!("http://{}:2380", h.address),
+                        )
+                    }
+                    None => {
+                        namespaces.push(None);
+                        (
+                            format!("http://127.0.0.1:{}", free_port("127.0.0.1")?),
+                            format!("http://127.0.0.1:{}", free_port("127.0.0.1")?),
+                        )
+                    }
+                };
                 Ok(Member {
                     name: format!("etcd-{i}-{r}"),
                     region: r.clone(),
-                    client_url: format!("http://127.0.0.1:{}", free_port("127.0.0.1")?),
-                    peer_url: format!("http://127.0.0.1:{}", free_port("127.0.0.1")?),
+                    client_url,
+                    peer_url,
                 })
             })
             .collect::<Result<_>>()?;
@@ -67,9 +92,17 @@ impl EtcdCluster {
             .map(|m| format!("{}={}", m.name, m.peer_url))
             .collect();
         let mut children = Vec::new();
-        for m in &members {
+        for (m, ns) in members.iter().zip(&namespaces) {
             let log = std::fs::File::create(dir.join(format!("{}.log", m.name)))?;
-            let child = Command::new(&bin)
+            let mut cmd = match ns {
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns]).arg(&bin);
+                    c
+                }
+                None => Command::new(&bin),
+            };
+            let child = cmd
                 .args(["--name", &m.name])
                 .arg("--data-dir")
                 .arg(dir.join(&m.name))

@@ -135,11 +135,10 @@ fn validate(a: &WorkloadArgs) -> Result<()> {
              namespaces and a packet router, root) or --wan none (loopback) for etcd"
         );
     }
-    if a.wan == Wan::Host {
-        bail!(
-            "--wan host is not built yet (`meridian wan`); use --wan inproc (Meridian) or --wan \
-             none (both systems on loopback)"
-        );
+    if a.wan == Wan::Host && a.throughput.is_none() {
+        if let Some(why) = crate::wan::netns::unavailable() {
+            bail!("--wan host: {why}");
+        }
     }
     if a.history.is_some() && a.throughput.is_some() {
         bail!("--history records one cluster's operations; --throughput starts a fresh cluster per row");
@@ -270,7 +269,7 @@ async fn start_meridian(a: &WorkloadArgs, dir: &Path, no_wan: bool) -> Result<Me
         proxy_no_batching: false,
         auth: false,
         parent_pid: Some(std::process::id() as i32),
-        wan_hosts: None,
+        wan_hosts: wan_of(a)?.map(|_| wan_dir(a)),
     };
     let cluster = up(&up_args).await?;
     let cfg = cluster.config;
@@ -315,8 +314,8 @@ async fn run_meridian(
     origin: Instant,
 ) -> Result<SystemRun> {
     let dir = a.out.join("meridian-cluster");
-    let no_wan = a.wan == Wan::None || a.throughput.is_some();
-    let setup = start_meridian(a, &dir, no_wan).await?;
+    let no_wan = loopback(a);
+    let setup = start_meridian(a, &dir, a.wan != Wan::Inproc || a.throughput.is_some()).await?;
     let r = async {
         let regions = regions_of(&setup.cfg);
         let mut loaders = meridian_clients(&setup.cfg, &regions, &placement(&regions, Some(1), 0)).await?;
@@ -361,7 +360,11 @@ async fn run_meridian(
             "quorum": setup.cfg.cluster.quorum,
             "leader_per_shard": setup.leaders.iter().map(|&l| &setup.cfg.sites[l].name).collect::<Vec<_>>(),
             "lease_holders_per_shard": holders.iter().map(|h| h.iter().map(|&i| &setup.cfg.sites[i].name).collect::<Vec<_>>()).collect::<Vec<_>>(),
-            "wan": if no_wan { "none (loopback)" } else { "in-process delay layer, rtt/2 each way, from the embedded AWS matrix" },
+            "wan": match (no_wan, a.wan) {
+                (true, _) => "none (loopback)",
+                (false, Wan::Host) => "host-level: a network namespace per region, a packet router holding each packet rtt/2 (meridian wan)",
+                _ => "in-process delay layer, rtt/2 each way, from the embedded AWS matrix",
+            },
         });
         Ok::<_, anyhow::Error>(SystemRun {
             recorded: out.recorded,
@@ -398,7 +401,15 @@ async fn run_etcd(
         .iter()
         .position(|r| *r == leader_region)
         .context("leader region")?;
-    let mut e = etcd::EtcdCluster::start(&a.out.join("etcd-cluster"), &regions, 100)?;
+    let wan = wan_of(a)?;
+    // etcd's tuning guide: heartbeat about the members' round trip, election ten heartbeats.
+    let heartbeat = if wan.is_some() { 250 } else { 100 };
+    let mut e = etcd::EtcdCluster::start(
+        &a.out.join("etcd-cluster"),
+        &regions,
+        heartbeat,
+        wan.as_ref(),
+    )?;
     e.wait_ready(Duration::from_secs(30)).await?;
     e.move_leader(leader, Duration::from_secs(20)).await?;
     let r = async {
@@ -440,7 +451,7 @@ async fn run_etcd(
         let now_leader = e.leader().await.ok();
         history.extend(out.history.iter().cloned());
         let g = geometry(&m, &regions)?;
-        let no_wan = a.wan == Wan::None || a.throughput.is_some();
+        let no_wan = loopback(a);
         let mut rows = Vec::new();
         for (k, s) in &out.recorded {
             let c = m.index(&k.region)?;
@@ -489,6 +500,24 @@ fn etcd_version() -> Option<String> {
         .map(str::to_string)
 }
 
+/// Whether the run has no emulated delay (bounds are then zero).
+fn loopback(a: &WorkloadArgs) -> bool {
+    a.wan == Wan::None || a.throughput.is_some()
+}
+
+/// The host-level emulation of a `--wan host` run: five hosts, one per region.
+fn wan_dir(a: &WorkloadArgs) -> PathBuf {
+    a.out.join("wan")
+}
+
+fn wan_of(a: &WorkloadArgs) -> Result<Option<crate::wan::WanFile>> {
+    if a.wan == Wan::Host && a.throughput.is_none() {
+        Ok(Some(crate::wan::load(&wan_dir(a))?))
+    } else {
+        Ok(None)
+    }
+}
+
 fn cores() -> f64 {
     std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
 }
@@ -522,6 +551,33 @@ fn generator_json(s: &SystemRun, margin: f64) -> Value {
 
 async fn bench(a: &WorkloadArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    if a.wan == Wan::Host && a.throughput.is_none() {
+        let regions: Vec<String> = meridian_testkit::sim::config::FIVE_REGIONS
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        // An emulation left by an interrupted run (its router outlives us) goes first.
+        let _ = crate::wan::down(&wan_dir(a));
+        let w = crate::wan::up(&crate::wan::UpArgs {
+            dir: wan_dir(a),
+            hosts: regions.len(),
+            rtt: None,
+            regions,
+        })?;
+        eprintln!(
+            "host-level WAN: {} hosts ({}), router pid {}",
+            w.hosts.len(),
+            w.subnet,
+            w.router_pid
+        );
+        let r = measure_all(a).await;
+        crate::wan::down(&wan_dir(a))?;
+        return r;
+    }
+    measure_all(a).await
+}
+
+async fn measure_all(a: &WorkloadArgs) -> Result<()> {
     let origin = Instant::now();
     let mut history = Vec::new();
     let systems: Vec<&str> = match a.system {
@@ -600,6 +656,11 @@ async fn bench(a: &WorkloadArgs) -> Result<()> {
         "generator": generator,
         "machine": {"cores": cores()},
     });
+    let mut header = header;
+    if wan_of(a)?.is_some() {
+        // The router's own lateness: how far past its due time it released packets.
+        header["wan_router"] = crate::wan::ctl(&wan_dir(a), "stats").unwrap_or_default();
+    }
     report::write(&a.out, &header, &rows, &recorded, &throughput)?;
     if let Some(h) = &a.history {
         std::fs::write(h, history.join("\n") + "\n")

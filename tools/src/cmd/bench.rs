@@ -54,7 +54,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             proxy_no_batching: false,
             auth: false,
             parent_pid: Some(std::process::id() as i32),
-        wan_hosts: None,
+            wan_hosts: None,
         };
         let cluster = up(&up_args).await?;
         let r = tokio::select! {
@@ -171,7 +171,7 @@ async fn proxy_bench(a: &BenchArgs, cdir: &std::path::Path) -> Result<ExitCode> 
             proxy_no_batching: !batching,
             auth: false,
             parent_pid: Some(std::process::id() as i32),
-        wan_hosts: None,
+            wan_hosts: None,
         };
         let cluster = up(&up_args).await?;
         let r = proxy_load(&cluster.config, a).await;

@@ -153,7 +153,9 @@ pub fn run(dir: &Path, wan: WanFile, oneway_ms: Vec<Vec<f64>>) -> Result<()> {
     stop.thread_block()?;
     let _ = nix::sys::prctl::set_timerslack(1_000);
     let hosts = wan.hosts.clone();
-    let _ = std::process::Command::new("ip").args(["link", "del", &wan.gateway_device]).output();
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", &wan.gateway_device])
+        .output();
     // Endpoints: the hosts, then the gateway (a TUN left in this namespace, so tools here —
     // the benchmark's clients, `meridian status` — reach every host without delay).
     let addrs: Vec<std::net::Ipv4Addr> = hosts
@@ -179,7 +181,13 @@ pub fn run(dir: &Path, wan: WanFile, oneway_ms: Vec<Vec<f64>>) -> Result<()> {
             devices.push(Arc::new(dev));
         }
         let gw = open(&wan.gateway_device)?;
-        super::netns::ip(&["addr", "add", &format!("{}/16", wan.gateway), "dev", &wan.gateway_device])?;
+        super::netns::ip(&[
+            "addr",
+            "add",
+            &format!("{}/16", wan.gateway),
+            "dev",
+            &wan.gateway_device,
+        ])?;
         super::netns::ip(&["link", "set", &wan.gateway_device, "up"])?;
         devices.push(Arc::new(gw));
         Ok(())
