@@ -314,3 +314,56 @@ fn bench_on_the_host_wan_runs_both_systems_against_their_bounds() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Open loop: the generator issues exactly the scheduled operations (rate × window, however
+/// fast the system answers), and service times never exceed the corrected latencies.
+#[test]
+fn bench_open_loop_issues_the_schedule() {
+    let out = temp_dir("bench-open");
+    let (ok, log) = bench(
+        &out,
+        &[
+            "--system",
+            "meridian",
+            "--wan",
+            "none",
+            "--seconds",
+            "2",
+            "--warmup",
+            "1",
+            "--clients",
+            "1",
+            "--open-loop",
+            "250",
+            "--read-share",
+            "0.5",
+            "--keys",
+            "local:0.9",
+            "--key-count",
+            "100",
+        ],
+    );
+    assert!(ok, "{log}");
+    let r = report(&out);
+    let rows = r["results"].as_array().unwrap();
+    let done: u64 = rows
+        .iter()
+        .map(|x| x["count"].as_u64().unwrap() + x["errors"].as_u64().unwrap())
+        .sum();
+    // 250/s over 5 clients (one per region), 2 s measured: 500 operations due.
+    assert!(
+        (490..=505).contains(&done),
+        "{done} operations for 500 due: {rows:?}"
+    );
+    for row in rows {
+        assert!(
+            row["service_p50_ms"].as_f64().unwrap() <= row["p50_ms"].as_f64().unwrap() + 0.01,
+            "{row}"
+        );
+    }
+    assert!(r["workload"]["loop"]
+        .as_str()
+        .unwrap()
+        .starts_with("open at 250"));
+    let _ = std::fs::remove_dir_all(&out);
+}

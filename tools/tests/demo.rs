@@ -41,6 +41,15 @@ fn demo_reports_every_region_within_its_bound_and_leaves_nothing_behind() {
         5,
         "{stdout}"
     );
+    // The benchmark's report beside it: the same rows in report.md, a CDF per region.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert_eq!(md.matches("| meridian |").count(), rows.len(), "{md}");
+    for row in rows {
+        let svg = out.join(format!("cdf-{}.svg", row["region"].as_str().unwrap()));
+        assert!(std::fs::read_to_string(&svg)
+            .unwrap()
+            .contains("meridian write leader"));
+    }
     assert_eq!(
         rows.iter()
             .filter(|r| r["op"] == "read" && r["path"] == "auto")

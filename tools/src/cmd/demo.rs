@@ -413,8 +413,30 @@ fn report(
                      "reads": "GET ?read_mode=auto of a key the same client wrote four operations earlier"},
         "results": rows,
     });
+    // The benchmark's report writer: report.json, report.md and a latency CDF per region.
+    let mut recorded = crate::bench::hist::Recorded::new();
+    for x in samples {
+        let (op, path) = match x.op {
+            "write" => ("write", "leader"),
+            "read-leader" => ("read", "leader"),
+            _ => ("read", "auto"),
+        };
+        let key = crate::bench::hist::RowKey {
+            system: "meridian".into(),
+            region: cfg.sites[x.region].region.clone(),
+            op: op.into(),
+            path: path.into(),
+        };
+        recorded.entry(key).or_default().record(
+            std::time::Duration::from_secs_f64(x.ms / 1e3),
+            &x.path,
+            x.shard as u32,
+        );
+    }
+    let mut header = report.clone();
+    header.as_object_mut().expect("object").remove("results");
+    crate::bench::report::write(&a.out, &header, &rows, &recorded, &[])?;
     let path = a.out.join("report.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     println!();
     println!("report: {}", path.display());
     println!(
