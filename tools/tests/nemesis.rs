@@ -28,6 +28,12 @@ enum Fault {
     KillProxy,
     PauseLeader(u64),
     PauseFollowers(u64),
+    /// Packet faults through the host-level WAN's router (`meridian wan ctl`): cut the
+    /// leader's host off from every other host for ms; cut a random minority off; drop a share
+    /// (percent) of the packets on every link of the leader for ms.
+    PartitionLeader(u64),
+    PartitionMinority(u64),
+    LossyLeader(u64, u64),
 }
 
 struct Rng(u64);
@@ -199,28 +205,81 @@ async fn client(
     h
 }
 
+/// The packet-level schedule: two or three faults, at least one of them on the network.
+fn packet_schedule(seed: u64) -> Vec<Fault> {
+    let mut r = Rng(seed.wrapping_mul(0x9e3779b97f4a7c15) | 1);
+    let n = 2 + r.below(2);
+    let mut f: Vec<Fault> = (0..n)
+        .map(|_| match r.below(5) {
+            0 => Fault::PartitionLeader(2000 + r.below(4000)),
+            1 => Fault::PartitionMinority(2000 + r.below(4000)),
+            2 => Fault::LossyLeader(20 + r.below(50), 2000 + r.below(4000)),
+            3 => Fault::KillLeader,
+            _ => Fault::PauseFollowers(500 + r.below(2000)),
+        })
+        .collect();
+    if !f.iter().any(|x| {
+        matches!(
+            x,
+            Fault::PartitionLeader(_) | Fault::PartitionMinority(_) | Fault::LossyLeader(..)
+        )
+    }) {
+        f[0] = Fault::PartitionLeader(3000);
+    }
+    f
+}
+
+fn wan_ctl(dir: &std::path::Path, cmd: &str) {
+    let out = Command::new(bin())
+        .args(["wan", "ctl", "--dir"])
+        .arg(dir)
+        .args(cmd.split_whitespace())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wan ctl {cmd}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 fn run(seed: u64) {
-    if let Err(e) = run_with(seed, schedule(seed), &[]) {
+    if let Err(e) = run_with(seed, schedule(seed), &[], None) {
         panic!("{e}");
     }
 }
 
-/// One run; `Err` says what failed (the history stays in the cluster directory).
-fn run_with(seed: u64, faults: Vec<Fault>, env: &[(&str, &str)]) -> Result<String, String> {
-    let nine = seed % 3 == 2;
+/// One run; `Err` says what failed (the history stays in the cluster directory). With
+/// `host_wan` (a running `meridian wan` emulation of the five shipped regions) the cluster runs
+/// on it — five sites, packets delayed by the router — and packet faults apply.
+fn run_with(
+    seed: u64,
+    faults: Vec<Fault>,
+    env: &[(&str, &str)],
+    host_wan: Option<&std::path::Path>,
+) -> Result<String, String> {
+    let nine = seed % 3 == 2 && host_wan.is_none();
     let wan = seed.is_multiple_of(2);
     let mut args = vec![];
     if nine {
         args.extend(["--sites", "9"]);
     }
-    if !wan {
+    let wan_arg = host_wan.map(|d| d.to_string_lossy().to_string());
+    if let Some(d) = &wan_arg {
+        args.extend(["--wan-hosts", d.as_str()]);
+    } else if !wan {
         args.push("--no-wan");
     }
     let name = format!("nemesis-{seed}");
     let mut c = TestCluster::up_env(&name, &args, env);
     let what = format!(
-        "seed {seed}: {} sites, wan {wan}, faults {faults:?}",
-        c.cfg.sites.len()
+        "seed {seed}: {} sites, wan {}, faults {faults:?}",
+        c.cfg.sites.len(),
+        if host_wan.is_some() {
+            "host".to_string()
+        } else {
+            wan.to_string()
+        }
     );
     eprintln!("nemesis {what}");
     let e: serde_json::Value =
@@ -304,6 +363,39 @@ fn run_with(seed: u64, faults: Vec<Fault>, env: &[(&str, &str)]) -> Result<Strin
                     signal(&c, &l, nix::sys::signal::Signal::SIGSTOP);
                     std::thread::sleep(Duration::from_millis(ms));
                     signal(&c, &l, nix::sys::signal::Signal::SIGCONT);
+                }
+            }
+            Fault::PartitionLeader(ms) | Fault::PartitionMinority(ms) => {
+                let w = host_wan.expect("packet faults need the host WAN");
+                let cut: Vec<String> = match *f {
+                    Fault::PartitionLeader(_) => leader_of_shard0(&c).into_iter().collect(),
+                    _ => {
+                        let mut pick = sites.clone();
+                        (0..minority)
+                            .map(|_| pick.remove(rng.below(pick.len() as u64) as usize))
+                            .collect()
+                    }
+                };
+                if !cut.is_empty() {
+                    // Sites are named after their regions, and so are the hosts.
+                    let rest: Vec<&String> = sites.iter().filter(|s| !cut.contains(s)).collect();
+                    let rest: Vec<&str> = rest.iter().map(|s| s.as_str()).collect();
+                    wan_ctl(
+                        w,
+                        &format!("partition {}|{}", cut.join(","), rest.join(",")),
+                    );
+                    std::thread::sleep(Duration::from_millis(ms));
+                    wan_ctl(w, "heal");
+                }
+            }
+            Fault::LossyLeader(pct, ms) => {
+                let w = host_wan.expect("packet faults need the host WAN");
+                if let Some(l) = leader_of_shard0(&c) {
+                    for s in sites.iter().filter(|s| **s != l) {
+                        wan_ctl(w, &format!("loss {l} {s} {pct}"));
+                    }
+                    std::thread::sleep(Duration::from_millis(ms));
+                    wan_ctl(w, "heal");
                 }
             }
             Fault::PauseFollowers(ms) => {
@@ -437,7 +529,49 @@ fn nemesis_catches_replicas_that_acknowledge_before_durable() {
         1,
         vec![Fault::KillAll],
         &[("MERIDIAN_PLANTED_BUG", "ack-before-durable")],
+        None,
     );
     let e = r.expect_err("the planted bug went unnoticed");
     assert!(e.contains("not linearizable"), "{e}");
+}
+
+/// Takes a `meridian wan` emulation down however the test ends.
+struct Emulation(std::path::PathBuf);
+impl Drop for Emulation {
+    fn drop(&mut self) {
+        let _ = Command::new(bin())
+            .args(["wan", "down", "--dir"])
+            .arg(&self.0)
+            .output();
+    }
+}
+
+/// Packet-level faults on real processes: five sites and their proxies on a host-level WAN
+/// emulation (one network namespace per region, every packet held rtt/2 by the router); the
+/// schedule partitions the leader away, cuts off a minority, and drops 20-70 % of the leader's
+/// packets, between kills and pauses. Root only (network namespaces, TUN): SKIPPED otherwise.
+#[test]
+fn nemesis_packet_faults_on_the_host_wan() {
+    if !nix::unistd::geteuid().is_root() || !std::path::Path::new("/dev/net/tun").exists() {
+        eprintln!("SKIPPED: packet faults need root and /dev/net/tun (meridian wan)");
+        return;
+    }
+    for i in 0..runs(2) {
+        let seed = 1000 + i;
+        let dir = temp_dir(&format!("nemesis-wan-{seed}"));
+        let out = Command::new(bin())
+            .args(["wan", "up", "--hosts", "5", "--dir"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _guard = Emulation(dir.clone());
+        if let Err(e) = run_with(seed, packet_schedule(seed), &[], Some(&dir)) {
+            panic!("{e}");
+        }
+    }
 }

@@ -354,6 +354,13 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
     let cfg = write_config(a)?;
     let dir = cfg.base_dir.clone();
     std::fs::create_dir_all(dir.join("logs"))?;
+    if let Some(w) = &a.wan_hosts {
+        // Where the emulation is, for whoever restarts a process of this cluster later.
+        std::fs::write(
+            dir.join("wan-hosts"),
+            w.canonicalize()?.to_string_lossy().as_bytes(),
+        )?;
+    }
     let mut pids: Vec<(String, u32)> = Vec::new();
     let wan = a.wan_hosts.as_deref().map(crate::wan::load).transpose()?;
     let ns = |region: &str| {

@@ -115,13 +115,56 @@ impl TestCluster {
     }
 
     /// Starts a replica process of `site` again (from its data directory); recorded in pids.
+    /// `meridian` as the cluster runs it: inside the namespace of `region`'s emulated host
+    /// when the cluster sits on a `meridian wan` emulation (`cluster up --wan-hosts`).
+    fn meridian_in(&self, region: &str) -> Command {
+        let wan = self.cfg.base_dir.join("wan-hosts");
+        let ns = std::fs::read_to_string(&wan).ok().and_then(|dir| {
+            let w: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(Path::new(dir.trim()).join("wan.json")).ok()?,
+            )
+            .ok()?;
+            w["hosts"]
+                .as_array()?
+                .iter()
+                .find(|h| h["region"] == region)?["namespace"]
+                .as_str()
+                .map(str::to_string)
+        });
+        match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns, bin()]);
+                c
+            }
+            None => Command::new(bin()),
+        }
+    }
+
+    fn region_of(&self, name: &str) -> String {
+        self.cfg
+            .sites
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.region.clone())
+            .or_else(|| {
+                self.cfg
+                    .proxies
+                    .iter()
+                    .find(|p| p.name == name)
+                    .map(|p| p.region.clone())
+            })
+            .unwrap_or_default()
+    }
+
     pub fn restart(&mut self, site: &str) {
         let log = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(self.dir.join("logs").join(format!("{site}.log")))
             .unwrap();
-        let child = Command::new(bin())
+        let child = self
+            .meridian_in(&self.region_of(site))
             .args(["replica", "--config"])
             .arg(self.dir.join("cluster.toml"))
             .args(["--site", site])
@@ -143,7 +186,8 @@ impl TestCluster {
             .create(true)
             .open(self.dir.join("logs").join(format!("{name}.log")))
             .unwrap();
-        let child = Command::new(bin())
+        let child = self
+            .meridian_in(&self.region_of(name))
             .args(["proxy", "--config"])
             .arg(self.dir.join("cluster.toml"))
             .args(["--name", name])
