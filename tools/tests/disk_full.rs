@@ -136,9 +136,15 @@ fn a_replica_whose_disk_fills_stops_and_recovers_when_space_returns() {
     loop {
         let ok = status(&c).is_some_and(|s| {
             let sites = s["sites"].as_array().cloned().unwrap_or_default();
-            let commits: Vec<u64> = sites
+            let commits: Vec<(u64, String)> = sites
                 .iter()
-                .map(|x| x["shards"][0]["applied_index"].as_u64().unwrap_or(0))
+                .map(|x| {
+                    let sh = &x["shards"][0];
+                    (
+                        sh["applied_index"].as_u64().unwrap_or(0),
+                        sh["state_digest"].as_str().unwrap_or("").to_string(),
+                    )
+                })
                 .collect();
             sites.len() == 5
                 && sites.iter().all(|x| x["reachable"] == true)

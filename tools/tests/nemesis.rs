@@ -5,7 +5,7 @@
 //! replica at once, of a proxy; SIGSTOP/SIGCONT pauses of the leader or of followers — then
 //! everything is healed and every key is read back. Each run passes when the history is
 //! linearizable (so no acknowledged write was lost: the final reads would show it) and every
-//! replica converged (same commit index, applied index and revision per shard).
+//! replica converged (same commit index, applied index, revision and state digest per shard).
 //!
 //! `MERIDIAN_NEMESIS_RUNS=N` runs N seeds per test instead of the CI slice.
 mod common;
@@ -99,7 +99,7 @@ fn converged(c: &TestCluster, limit: Duration) -> Result<(), String> {
             let all_up = sites.iter().all(|s| s["reachable"] == true);
             let mut same = all_up;
             for shard in 0..c.cfg.cluster.shards as usize {
-                let states: Vec<(u64, u64, u64)> = sites
+                let states: Vec<(u64, u64, u64, String)> = sites
                     .iter()
                     .map(|s| {
                         let sh = &s["shards"][shard];
@@ -107,6 +107,8 @@ fn converged(c: &TestCluster, limit: Duration) -> Result<(), String> {
                             sh["commit_index"].as_u64().unwrap_or(0),
                             sh["applied_index"].as_u64().unwrap_or(0),
                             sh["revision"].as_u64().unwrap_or(0),
+                            // The state itself, not only how far each site got.
+                            sh["state_digest"].as_str().unwrap_or("").to_string(),
                         )
                     })
                     .collect();

@@ -179,6 +179,8 @@ pub struct StatusInfo {
     pub applied: u64,
     pub holds_lease: bool,
     pub revision: u64,
+    /// `KvStore::digest` after `applied`.
+    pub state_digest: u64,
     pub holds_quorum_lease: bool,
     pub lease_holders: Vec<u8>,
     /// The leader's decayed demand per origin site (reads, writes); empty at followers.
@@ -370,6 +372,7 @@ impl ShardDriver {
             applied: self.core.applied_index().0,
             holds_lease: self.core.holds_lease(now),
             revision: self.kv.revision(),
+            state_digest: self.kv.digest(),
             holds_quorum_lease: self.core.holds_quorum_lease(now),
             lease_holders: self.kv.lease_holders().to_vec(),
             demand_reads: self.demand_vec(|d| d.1),

@@ -307,6 +307,7 @@ impl Replica for ReplicaService {
                 applied_index: st.applied,
                 holds_lease: st.holds_lease,
                 revision: st.revision,
+                state_digest: st.state_digest,
                 wal_bytes: full.wal_bytes,
                 fsync_us_last: full.fsync_us_last,
                 holds_quorum_lease: st.holds_quorum_lease,

@@ -14,7 +14,7 @@ use serde::Serialize;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Alert {
     /// `unreachable`, `quorum_margin`, `no_leader`, `lease`, `leader_placement`, `rtt_drift`,
-    /// `wal`.
+    /// `wal`, `lease_churn`, `state_divergence`.
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<u32>,
@@ -99,6 +99,24 @@ pub struct Inputs<'a> {
 pub const CHURN_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
 pub const CHURN_MAX: usize = 3;
 
+/// Groups of sites (index, digest) that applied the same log prefix of a shard yet report
+/// different state digests (a digest of 0 is a site too old to report one).
+pub fn divergent(rows: &[(usize, &pb::ShardStatus)]) -> Vec<(u64, Vec<(usize, u64)>)> {
+    let mut by_applied: std::collections::BTreeMap<u64, Vec<(usize, u64)>> = Default::default();
+    for (i, s) in rows {
+        if s.state_digest != 0 {
+            by_applied
+                .entry(s.applied_index)
+                .or_default()
+                .push((*i, s.state_digest));
+        }
+    }
+    by_applied
+        .into_iter()
+        .filter(|(_, v)| v.iter().any(|(_, d)| *d != v[0].1))
+        .collect()
+}
+
 pub fn alerts(x: &Inputs) -> Vec<Alert> {
     let cfg = x.cfg;
     let n = cfg.sites.len();
@@ -148,6 +166,21 @@ pub fn alerts(x: &Inputs) -> Vec<Alert> {
             .enumerate()
             .filter_map(|(i, r)| Some((i, r.as_ref()?.shards.iter().find(|s| s.shard == shard)?)))
             .collect();
+        // Sites that applied the same prefix of the log must hold the same state.
+        for (applied, sites) in divergent(&rows) {
+            out.push(Alert {
+                kind: "state_divergence",
+                shard: Some(shard),
+                message: format!(
+                    "shard {shard}: sites at applied index {applied} hold different states: {}",
+                    sites
+                        .iter()
+                        .map(|(i, d)| format!("{} {d:016x}", cfg.sites[*i].name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
         let leader = rows.iter().find(|(_, s)| s.is_leader);
         let Some(&(l, ls)) = leader else {
             if up.len() > n / 2 {
@@ -366,6 +399,27 @@ mod tests {
         assert_eq!(quorum_margin(&h, set(&[0, 1, 2, 3, 4, 5, 6, 7, 8])), 3);
         // Groups {0,1,2} whole, {3,4} of the second, {6} of the third: losing 3 or 4 breaks it.
         assert_eq!(quorum_margin(&h, set(&[0, 1, 2, 3, 4, 6])), 0);
+    }
+
+    #[test]
+    fn divergence_is_sites_at_one_applied_index_with_different_digests() {
+        let sh = |applied: u64, digest: u64| pb::ShardStatus {
+            applied_index: applied,
+            state_digest: digest,
+            ..Default::default()
+        };
+        let (a, b, c, d) = (sh(10, 7), sh(10, 7), sh(9, 5), sh(10, 8));
+        assert!(
+            divergent(&[(0, &a), (1, &b), (2, &c)]).is_empty(),
+            "behind is not divergent"
+        );
+        let found = divergent(&[(0, &a), (1, &b), (2, &c), (3, &d)]);
+        assert_eq!(found, vec![(10, vec![(0, 7), (1, 7), (3, 8)])]);
+        let old = sh(10, 0);
+        assert!(
+            divergent(&[(0, &a), (1, &old)]).is_empty(),
+            "no digest reported"
+        );
     }
 
     #[test]
