@@ -11,12 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn status(c: &TestCluster) -> Option<serde_json::Value> {
-    let out = Command::new(bin())
-        .args(["status", "--json", "--dir"])
-        .arg(&c.dir)
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
+    status_json(c)
 }
 
 fn sh(args: &[&str]) {

@@ -67,12 +67,7 @@ fn schedule(seed: u64) -> Vec<Fault> {
 }
 
 fn status(c: &TestCluster) -> Option<serde_json::Value> {
-    let out = Command::new(bin())
-        .args(["status", "--json", "--dir"])
-        .arg(&c.dir)
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
+    status_json(c)
 }
 
 fn leader_of_shard0(c: &TestCluster) -> Option<String> {

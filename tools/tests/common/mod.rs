@@ -325,6 +325,16 @@ impl Writer {
     }
 }
 
+/// `meridian status --json` of the cluster, if it answered.
+pub fn status_json(c: &TestCluster) -> Option<serde_json::Value> {
+    let out = Command::new(bin())
+        .args(["status", "--json", "--dir"])
+        .arg(&c.dir)
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
 pub fn put(client: u64, seq: u64, key: &str, value: &str) -> KvCommand {
     KvCommand {
         client,
