@@ -38,8 +38,22 @@ pub fn binary() -> Result<PathBuf> {
         })
 }
 
-fn free_port(ip: &str) -> Result<u16> {
-    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+/// A free port below the kernel's ephemeral range (32768 and up by default), held until the
+/// members start: a port from `bind(0)` is an ephemeral one that any outgoing connection of a
+/// concurrent process may take in the meantime.
+fn free_port(ip: &str, held: &mut Vec<std::net::TcpListener>) -> Result<u16> {
+    let mut x = (std::process::id() as u64) << 20 ^ held.len() as u64 ^ 0x9e37_79b9;
+    for _ in 0..1000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = 20_000 + ((x >> 33) % 12_000) as u16;
+        if let Ok(l) = std::net::TcpListener::bind((ip, port)) {
+            held.push(l);
+            return Ok(port);
+        }
+    }
+    bail!("no free port for etcd in 20000..32000")
 }
 
 impl EtcdCluster {
@@ -56,6 +70,7 @@ impl EtcdCluster {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
         let mut namespaces = Vec::new();
+        let mut held = Vec::new();
         let members: Vec<Member> = regions
             .iter()
             .enumerate()
@@ -74,8 +89,8 @@ impl EtcdCluster {
                     None => {
                         namespaces.push(None);
                         (
-                            format!("http://127.0.0.1:{}", free_port("127.0.0.1")?),
-                            format!("http://127.0.0.1:{}", free_port("127.0.0.1")?),
+                            format!("http://127.0.0.1:{}", free_port("127.0.0.1", &mut held)?),
+                            format!("http://127.0.0.1:{}", free_port("127.0.0.1", &mut held)?),
                         )
                     }
                 };
@@ -91,6 +106,7 @@ impl EtcdCluster {
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer_url))
             .collect();
+        drop(held);
         let mut children = Vec::new();
         for (m, ns) in members.iter().zip(&namespaces) {
             let log = std::fs::File::create(dir.join(format!("{}.log", m.name)))?;

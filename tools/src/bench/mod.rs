@@ -404,13 +404,26 @@ async fn run_etcd(
     let wan = wan_of(a)?;
     // etcd's tuning guide: heartbeat about the members' round trip, election ten heartbeats.
     let heartbeat = if wan.is_some() { 250 } else { 100 };
-    let mut e = etcd::EtcdCluster::start(
-        &a.out.join("etcd-cluster"),
-        &regions,
-        heartbeat,
-        wan.as_ref(),
-    )?;
-    e.wait_ready(Duration::from_secs(30)).await?;
+    // A member that lost its port to another process between our check and its bind exits
+    // at once: start the cluster again (new ports), twice at most.
+    let mut attempt = 0;
+    let mut e = loop {
+        attempt += 1;
+        let mut e = etcd::EtcdCluster::start(
+            &a.out.join("etcd-cluster"),
+            &regions,
+            heartbeat,
+            wan.as_ref(),
+        )?;
+        match e.wait_ready(Duration::from_secs(30)).await {
+            Ok(_) => break e,
+            Err(err) if attempt < 3 && format!("{err:#}").contains("exited") => {
+                tracing::warn!("etcd did not start ({err:#}); again");
+                e.stop();
+            }
+            Err(err) => return Err(err),
+        }
+    };
     e.move_leader(leader, Duration::from_secs(20)).await?;
     let r = async {
         let mut targets = Vec::new();
