@@ -14,6 +14,9 @@ pub struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicU64,
+    /// Requests answered, and when the last one was.
+    done: AtomicU64,
+    last_done_ms: AtomicU64,
 }
 
 impl Activity {
@@ -22,6 +25,8 @@ impl Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            last_done_ms: AtomicU64::new(0),
         })
     }
 
@@ -39,6 +44,17 @@ impl Activity {
         self.epoch.elapsed().saturating_sub(last)
     }
 
+    /// How many requests have been answered on the connection.
+    pub fn answered(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// When the last request was answered (None: none yet).
+    pub fn last_answered(&self) -> Option<Instant> {
+        (self.answered() > 0)
+            .then(|| self.epoch + Duration::from_millis(self.last_done_ms.load(Ordering::Relaxed)))
+    }
+
     /// Marks a request in flight until the guard drops.
     pub fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -52,6 +68,10 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.touch();
+        self.0
+            .last_done_ms
+            .store(self.0.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.0.done.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -65,6 +85,10 @@ impl<S> Watched<S> {
     pub fn new(inner: S, activity: Arc<Activity>) -> Watched<S> {
         activity.touch();
         Watched { inner, activity }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
     }
 }
 

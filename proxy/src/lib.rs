@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod batcher;
 pub mod chooser;
+pub mod client_conn;
 pub mod conn_limits;
 mod drive;
 pub mod fuzzing;

@@ -56,6 +56,7 @@ pub struct ProxyMetrics {
     pub accept_errors: Counter,
     pub connections_closed: Family<ReasonLabel, Counter>,
     pub connections_open: Gauge,
+    pub parked_connections: Gauge,
     registry: Registry,
 }
 
@@ -108,6 +109,7 @@ impl ProxyMetrics {
             accept_errors: Counter::default(),
             connections_closed: Family::default(),
             connections_open: Gauge::default(),
+            parked_connections: Gauge::default(),
             registry: Registry::default(),
         };
         for reason in CLOSE_REASONS {
@@ -194,6 +196,11 @@ impl ProxyMetrics {
             "connections_open",
             "Client connections open now",
             m.connections_open.clone(),
+        );
+        r.register(
+            "connections_parked",
+            "Idle HTTP/1.1 client connections parked now (TLS stream kept, HTTP state freed)",
+            m.parked_connections.clone(),
         );
         ProxyMetrics { registry: r, ..m }
     }

@@ -261,7 +261,8 @@ pub async fn run(
                     proxy.metrics.connections_open.inc();
                     let _open = scopeguard(&proxy);
                     let handshake = Duration::from_millis(limits.handshake_timeout_ms);
-                    let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                    // Boxed: the task stays small once the handshake is over.
+                    let tls = match Box::pin(tokio::time::timeout(handshake, acceptor.accept(tcp))).await {
                         Ok(Ok(t)) => t,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "client TLS handshake failed");
@@ -273,7 +274,7 @@ pub async fn run(
                             return;
                         }
                     };
-                    let client: Option<Arc<str>> = tls
+                    let cert_client: Option<Arc<str>> = tls
                         .get_ref()
                         .1
                         .peer_certificates()
@@ -282,49 +283,8 @@ pub async fn run(
                             meridian_replica::tls::Identity::Client(n) => Some(Arc::from(n)),
                             _ => None,
                         });
-                    let activity = crate::conn_limits::Activity::new();
-                    let io = hyper_util::rt::TokioIo::new(crate::conn_limits::Watched::new(tls, activity.clone()));
-                    let svc = {
-                        let (proxy, activity) = (proxy.clone(), activity.clone());
-                        hyper::service::service_fn(move |req| {
-                            let proxy = proxy.clone();
-                            let client = client.clone();
-                            let busy = activity.request();
-                            async move {
-                                let r = crate::http::handle(proxy, req, client.as_deref()).await;
-                                drop(busy);
-                                Ok::<_, std::convert::Infallible>(r)
-                            }
-                        })
-                    };
-                    let mut b = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                    b.http1()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms));
-                    b.http2()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .max_concurrent_streams(limits.max_streams_per_connection);
-                    let conn = b.serve_connection(io, svc);
-                    tokio::pin!(conn);
-                    let idle = Duration::from_millis(limits.idle_timeout_ms);
-                    tokio::select! {
-                        r = conn.as_mut() => {
-                            if let Err(e) = r {
-                                let timed_out = e
-                                    .downcast_ref::<hyper::Error>()
-                                    .is_some_and(|e| e.is_timeout());
-                                if timed_out {
-                                    proxy.metrics.closed("header_timeout");
-                                    tracing::debug!(%peer, "request headers timed out");
-                                }
-                            }
-                        }
-                        _ = crate::conn_limits::idle(&activity, idle) => {
-                            proxy.metrics.closed("idle_timeout");
-                            conn.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                        }
-                    }
+                    let client = crate::client_conn::Client { proxy: proxy.clone(), cert_client, limits, peer };
+                    crate::client_conn::serve(tls, client).await;
                 });
             }
         }

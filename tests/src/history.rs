@@ -8,6 +8,9 @@ pub enum OpKind {
     Get,
     Delete,
     Cas,
+    /// Appends `value` (`,element`) to a list key; reads of that key (`get`) return the list.
+    /// A key with appends is judged by the list-append checker, not as a register.
+    Append,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

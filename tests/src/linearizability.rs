@@ -1,6 +1,7 @@
 //! Linearizability checking of key-value histories: Wing & Gong's search with Lowe's
 //! memoisation (as in porcupine), run per key (linearizability is compositional, Herlihy & Wing
-//! 1990). Each key is a register: put, get, delete, compare-and-set.
+//! 1990). Each key is a register: put, get, delete, compare-and-set; a key with appends is a
+//! list, judged by the list-append checker (`sim::invariants::list_append`).
 //!
 //! An operation with outcome `unknown` never returned: it may take effect at any point after
 //! its invocation or not at all. It gets an infinite return time and accepts any result, so the
@@ -13,6 +14,8 @@ pub struct KeyVerdict {
     pub key: String,
     pub ops: usize,
     pub linearizable: bool,
+    /// For a list key (one with appends): what the list-append checker found.
+    pub anomalies: Vec<String>,
 }
 
 /// Checks every key; returns the verdict per key (in key order).
@@ -27,10 +30,19 @@ pub fn check(history: &[HistoryOp]) -> Vec<KeyVerdict> {
     }
     by_key
         .into_iter()
-        .map(|(key, ops)| KeyVerdict {
-            key: key.to_string(),
-            ops: ops.len(),
-            linearizable: check_key(&ops),
+        .map(|(key, ops)| {
+            let (linearizable, anomalies) = if ops.iter().any(|o| o.op == OpKind::Append) {
+                let a = crate::sim::invariants::list_append::check_ops(&ops);
+                (a.is_empty(), a)
+            } else {
+                (check_key(&ops), Vec::new())
+            };
+            KeyVerdict {
+                key: key.to_string(),
+                ops: ops.len(),
+                linearizable,
+                anomalies,
+            }
         })
         .collect()
 }
@@ -102,6 +114,7 @@ fn check_key(ops: &[&HistoryOp]) -> bool {
                     new: intern(&o.value),
                     ok: o.outcome == Outcome::Ok,
                 },
+                OpKind::Append => unreachable!("list keys go to the list-append checker"),
             };
             RegOp { kind, unknown }
         })

@@ -9,6 +9,11 @@ mod wan;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc: freed memory goes back to the system (glibc's per-thread arenas kept the pages of
+/// parked client connections resident: 27 KiB per idle connection against ~11 with jemalloc).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "meridian",

@@ -34,6 +34,12 @@ enum Fault {
     PartitionLeader(u64),
     PartitionMinority(u64),
     LossyLeader(u64, u64),
+    /// A bridge for ms: the sites split in two halves cut from each other (the leader in one),
+    /// one site left reaching both.
+    Bridge(u64),
+    /// One direction only for ms: the leader's outgoing packets dropped (`true`) or its
+    /// incoming ones.
+    OneWay(bool, u64),
 }
 
 struct Rng(u64);
@@ -121,7 +127,13 @@ fn converged(c: &TestCluster, limit: Duration) -> Result<(), String> {
     Err(format!("replicas did not converge: {last}"))
 }
 
-/// One client: puts and gets on a few keys through one proxy until `stop`, recording each.
+/// Register keys (puts and linearizable gets) and list keys (appends of unique elements in
+/// one-operation transactions, and reads of the whole list).
+const REGISTERS: u64 = 6;
+const LISTS: u64 = 4;
+
+/// One client through one proxy until `stop`, recording each operation: it takes turns with
+/// a put, a get, an append and a list read.
 async fn client(
     url: String,
     tls: Arc<rustls::ClientConfig>,
@@ -141,24 +153,33 @@ async fn client(
                 continue;
             }
         }
-        let key = format!("nem-{}", (process * 7 + i) % 6);
+        let list = i % 4 >= 2;
         let write = i.is_multiple_of(2);
-        let v = format!("p{process}-{i}");
+        let key = if list {
+            format!("nem-list-{}", (process * 3 + i / 4) % LISTS)
+        } else {
+            format!("nem-{}", (process * 7 + i) % REGISTERS)
+        };
+        let v = if list {
+            format!(",p{process}-{i}")
+        } else {
+            format!("p{process}-{i}")
+        };
+        let (method, path, body) = match (write, list) {
+            (true, false) => ("PUT", format!("/v1/kv/{key}"), v.clone().into_bytes()),
+            (true, true) => (
+                "POST",
+                "/v1/txn".to_string(),
+                serde_json::json!({"success": [{"append": {"key": key, "value": v}}]})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            (false, _) => ("GET", format!("/v1/kv/{key}"), vec![]),
+        };
         let c = conn.as_mut().unwrap();
         let invoke = start.elapsed().as_nanos() as u64;
-        let resp = if write {
-            tokio::time::timeout(
-                Duration::from_secs(8),
-                c.request("PUT", &format!("/v1/kv/{key}"), v.clone().into_bytes()),
-            )
-            .await
-        } else {
-            tokio::time::timeout(
-                Duration::from_secs(8),
-                c.request("GET", &format!("/v1/kv/{key}"), vec![]),
-            )
-            .await
-        };
+        let resp =
+            tokio::time::timeout(Duration::from_secs(8), c.request(method, &path, body)).await;
         let complete = start.elapsed().as_nanos() as u64;
         let resp = match resp {
             Ok(Ok(r)) => Some(r),
@@ -167,13 +188,14 @@ async fn client(
                 None
             }
         };
+        let wop = if list { OpKind::Append } else { OpKind::Put };
         let (op, value, outcome, read) = match (&resp, write) {
-            (Some(r), true) if r.status == 200 => (OpKind::Put, Some(v), HOutcome::Ok, None),
+            (Some(r), true) if r.status == 200 => (wop, Some(v), HOutcome::Ok, None),
             // Refused before it reached the log (overload, bad request): no effect.
             (Some(r), true) if r.status == 503 || r.status == 400 => {
-                (OpKind::Put, Some(v), HOutcome::Fail, None)
+                (wop, Some(v), HOutcome::Fail, None)
             }
-            (_, true) => (OpKind::Put, Some(v), HOutcome::Unknown, None),
+            (_, true) => (wop, Some(v), HOutcome::Unknown, None),
             (Some(r), false) if r.status == 200 || r.status == 404 => (
                 OpKind::Get,
                 None,
@@ -207,23 +229,35 @@ fn packet_schedule(seed: u64) -> Vec<Fault> {
     let mut r = Rng(seed.wrapping_mul(0x9e3779b97f4a7c15) | 1);
     let n = 2 + r.below(2);
     let mut f: Vec<Fault> = (0..n)
-        .map(|_| match r.below(5) {
+        .map(|_| match r.below(7) {
             0 => Fault::PartitionLeader(2000 + r.below(4000)),
             1 => Fault::PartitionMinority(2000 + r.below(4000)),
             2 => Fault::LossyLeader(20 + r.below(50), 2000 + r.below(4000)),
-            3 => Fault::KillLeader,
+            3 => Fault::Bridge(2000 + r.below(4000)),
+            4 => Fault::OneWay(r.below(2) == 0, 2000 + r.below(4000)),
+            5 => Fault::KillLeader,
             _ => Fault::PauseFollowers(500 + r.below(2000)),
         })
         .collect();
-    if !f.iter().any(|x| {
-        matches!(
-            x,
-            Fault::PartitionLeader(_) | Fault::PartitionMinority(_) | Fault::LossyLeader(..)
-        )
-    }) {
+    if !f
+        .iter()
+        .any(|x| !matches!(x, Fault::KillLeader | Fault::PauseFollowers(_)))
+    {
         f[0] = Fault::PartitionLeader(3000);
     }
     f
+}
+
+/// `MERIDIAN_TEST_CLOCK` for a run: each site's rate within 1 ± 0.004 and offset up to 5 s.
+fn skews(seed: u64, sites: usize) -> String {
+    let mut r = Rng(seed ^ 0xc10c);
+    (0..sites)
+        .map(|i| {
+            let rate = 1.0 + (r.below(8001) as f64 - 4000.0) / 1e6;
+            format!("{i}:rate={rate:.6},offset_ms={}", r.below(5001))
+        })
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 fn wan_ctl(dir: &std::path::Path, cmd: &str) {
@@ -241,19 +275,22 @@ fn wan_ctl(dir: &std::path::Path, cmd: &str) {
 }
 
 fn run(seed: u64) {
-    if let Err(e) = run_with(seed, schedule(seed), &[], None) {
+    if let Err(e) = run_with(seed, schedule(seed), &[], None, None) {
         panic!("{e}");
     }
 }
 
 /// One run; `Err` says what failed (the history stays in the cluster directory). With
 /// `host_wan` (a running `meridian wan` emulation of the five shipped regions) the cluster runs
-/// on it — five sites, packets delayed by the router — and packet faults apply.
+/// on it — five sites, packets delayed by the router — and packet faults apply. With
+/// `leader_clock` (`rate=..,offset_ms=..`) the preferred leader is restarted with that clock
+/// (every other replica's unskewed) and leads again before the schedule starts.
 fn run_with(
     seed: u64,
     faults: Vec<Fault>,
     env: &[(&str, &str)],
     host_wan: Option<&std::path::Path>,
+    leader_clock: Option<&str>,
 ) -> Result<String, String> {
     let nine = seed % 3 == 2 && host_wan.is_none();
     let wan = seed.is_multiple_of(2);
@@ -268,9 +305,47 @@ fn run_with(
         args.push("--no-wan");
     }
     let name = format!("nemesis-{seed}");
-    let mut c = TestCluster::up_env(&name, &args, env);
+    // Every replica's consensus clock is skewed: a rate within 1 ± 0.004 (so any two stay
+    // within the configured drift bound of 1 %) and an offset of up to 5 s, unless the test
+    // sets its own.
+    let sites_n = if nine { 9 } else { 5 };
+    let skew = skews(seed, sites_n);
+    let mut env: Vec<(&str, &str)> = env.to_vec();
+    if leader_clock.is_none() && !env.iter().any(|(k, _)| *k == "MERIDIAN_TEST_CLOCK") {
+        env.push(("MERIDIAN_TEST_CLOCK", skew.as_str()));
+    }
+    let mut c = TestCluster::up_env(&name, &args, &env);
+    let mut clock_spec = env
+        .iter()
+        .find(|(k, _)| *k == "MERIDIAN_TEST_CLOCK")
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default();
+    if let Some(settings) = leader_clock {
+        let leader = c
+            .cfg
+            .cluster
+            .preferred_leader
+            .clone()
+            .expect("a preferred leader");
+        clock_spec = format!("{leader}:{settings}");
+        c.env.retain(|(k, _)| k != "MERIDIAN_TEST_CLOCK");
+        c.env
+            .push(("MERIDIAN_TEST_CLOCK".into(), clock_spec.clone()));
+        c.kill9(&leader);
+        c.restart(&leader);
+        let end = Instant::now() + Duration::from_secs(40);
+        while leader_of_shard0(&c).as_ref() != Some(&leader) {
+            if Instant::now() > end {
+                return Err(format!(
+                    "seed {seed}: {leader} did not lead again after its restart"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let clock = clock_spec;
     let what = format!(
-        "seed {seed}: {} sites, wan {}, faults {faults:?}",
+        "seed {seed}: {} sites, wan {}, clocks {clock:?}, faults {faults:?}",
         c.cfg.sites.len(),
         if host_wan.is_some() {
             "host".to_string()
@@ -289,8 +364,25 @@ fn run_with(
             .iter()
             .map(|(r, p)| (r.clone(), p["http"].as_str().unwrap().to_string()))
             .collect();
+        // The preferred leader's region (its clients are cut off with the leader) and two
+        // others.
+        let lead = c
+            .cfg
+            .cluster
+            .preferred_leader
+            .as_ref()
+            .and_then(|p| c.cfg.sites.iter().find(|s| &s.name == p))
+            .map(|s| s.region.clone());
+        let first = all
+            .iter()
+            .position(|(r, _)| Some(r) == lead.as_ref())
+            .unwrap_or(0);
         let n = all.len();
-        vec![all[0].clone(), all[n / 2].clone(), all[n - 1].clone()]
+        vec![
+            all[first].clone(),
+            all[(first + n / 2) % n].clone(),
+            all[(first + n - 1) % n].clone(),
+        ]
     };
     let tls = tls_config(&c.cfg.resolve(&c.cfg.tls.ca));
     let sites = c.site_names();
@@ -395,6 +487,42 @@ fn run_with(
                     wan_ctl(w, "heal");
                 }
             }
+            Fault::Bridge(ms) => {
+                let w = host_wan.expect("packet faults need the host WAN");
+                if let Some(l) = leader_of_shard0(&c) {
+                    let mut others: Vec<String> =
+                        sites.iter().filter(|s| **s != l).cloned().collect();
+                    let bridge = others.remove(rng.below(others.len() as u64) as usize);
+                    let half = others.len() / 2;
+                    let mut side = vec![l.clone()];
+                    side.extend(others.drain(..half.saturating_sub(1).max(1)));
+                    eprintln!("bridge {bridge} between {side:?} and {others:?}");
+                    wan_ctl(
+                        w,
+                        &format!("partition {}|{}", side.join(","), others.join(",")),
+                    );
+                    std::thread::sleep(Duration::from_millis(ms));
+                    wan_ctl(w, "heal");
+                }
+            }
+            Fault::OneWay(outgoing, ms) => {
+                let w = host_wan.expect("packet faults need the host WAN");
+                if let Some(l) = leader_of_shard0(&c) {
+                    let rest: Vec<&str> = sites
+                        .iter()
+                        .filter(|s| **s != l)
+                        .map(|s| s.as_str())
+                        .collect();
+                    let rest = rest.join(",");
+                    if outgoing {
+                        wan_ctl(w, &format!("block {l} {rest}"));
+                    } else {
+                        wan_ctl(w, &format!("block {rest} {l}"));
+                    }
+                    std::thread::sleep(Duration::from_millis(ms));
+                    wan_ctl(w, "heal");
+                }
+            }
             Fault::PauseFollowers(ms) => {
                 let leader = leader_of_shard0(&c);
                 let followers: Vec<&String> = sites
@@ -423,8 +551,10 @@ fn run_with(
     let finals = rt.block_on(async {
         let mut out: Vec<HistoryOp> = Vec::new();
         let end = Instant::now() + Duration::from_secs(30);
-        for k in 0..6 {
-            let key = format!("nem-{k}");
+        let keys = (0..REGISTERS)
+            .map(|k| format!("nem-{k}"))
+            .chain((0..LISTS).map(|k| format!("nem-list-{k}")));
+        for key in keys {
             loop {
                 let invoke = start.elapsed().as_nanos() as u64;
                 let r = match Conn::open(&proxies[0].1, tls.clone()).await {
@@ -462,12 +592,17 @@ fn run_with(
     history.extend(finals);
     let file = c.dir.join("history.jsonl");
     std::fs::write(&file, meridian_testkit::history::to_jsonl(&history)).unwrap();
-    let acked = history
-        .iter()
-        .filter(|o| o.op == OpKind::Put && o.outcome == HOutcome::Ok)
-        .count();
-    if acked < 10 {
-        return Err(format!("{what}: only {acked} acknowledged writes"));
+    let acked = |kind: OpKind| {
+        history
+            .iter()
+            .filter(|o| o.op == kind && o.outcome == HOutcome::Ok)
+            .count()
+    };
+    let (acked, appended) = (acked(OpKind::Put), acked(OpKind::Append));
+    if acked < 10 || appended < 10 {
+        return Err(format!(
+            "{what}: only {acked} acknowledged puts and {appended} appends"
+        ));
     }
     let bad: Vec<_> = meridian_testkit::linearizability::check(&history)
         .into_iter()
@@ -481,7 +616,7 @@ fn run_with(
     }
     converged(&c, Duration::from_secs(30)).map_err(|e| format!("{what}: {e}"))?;
     let done = format!(
-        "nemesis {what}: {} ops, {acked} acknowledged writes, linearizable, converged",
+        "nemesis {what}: {} ops, {acked} acknowledged puts, {appended} appends, linearizable, converged",
         history.len()
     );
     eprintln!("{done}");
@@ -527,6 +662,7 @@ fn nemesis_catches_replicas_that_acknowledge_before_durable() {
         vec![Fault::KillAll],
         &[("MERIDIAN_PLANTED_BUG", "ack-before-durable")],
         None,
+        None,
     );
     let e = r.expect_err("the planted bug went unnoticed");
     assert!(e.contains("not linearizable"), "{e}");
@@ -543,31 +679,71 @@ impl Drop for Emulation {
     }
 }
 
+/// The clock skew has teeth: a 9 s partition of the leader (with its region's proxy, which
+/// still reaches it) is survived when the leader's clock runs 0.7 % slow — inside the drift
+/// bound — and found out when it runs 10x slow: the deposed leader then believes its lease for
+/// ten times longer than its followers honour it and serves stale lease reads to its own
+/// region. Root only (host WAN): SKIPPED otherwise.
+#[test]
+fn nemesis_catches_a_leader_clock_outside_the_drift_bound() {
+    if !host_wan_available() {
+        eprintln!("SKIPPED: the leader partition needs root and /dev/net/tun (meridian wan)");
+        return;
+    }
+    for (rate, must_fail) in [("0.993", false), ("0.1", true)] {
+        let dir = temp_dir(&format!("nemesis-clock-{}", rate.replace('.', "")));
+        let _guard = wan_up(&dir);
+        let clock = format!("rate={rate}");
+        let r = run_with(
+            1100,
+            vec![Fault::PartitionLeader(9000)],
+            &[],
+            Some(&dir),
+            Some(&clock),
+        );
+        match (r, must_fail) {
+            (Ok(_), false) => {}
+            (Err(e), true) => assert!(e.contains("not linearizable"), "rate {rate}: {e}"),
+            (Ok(done), true) => panic!("a 10x slow leader clock went unnoticed: {done}"),
+            (Err(e), false) => panic!("rate {rate} is inside the drift bound: {e}"),
+        }
+    }
+}
+
+fn host_wan_available() -> bool {
+    nix::unistd::geteuid().is_root() && std::path::Path::new("/dev/net/tun").exists()
+}
+
+/// `meridian wan up` of five hosts in `dir`, taken down when the guard drops.
+fn wan_up(dir: &std::path::Path) -> Emulation {
+    let out = Command::new(bin())
+        .args(["wan", "up", "--hosts", "5", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Emulation(dir.to_path_buf())
+}
+
 /// Packet-level faults on real processes: five sites and their proxies on a host-level WAN
 /// emulation (one network namespace per region, every packet held rtt/2 by the router); the
 /// schedule partitions the leader away, cuts off a minority, and drops 20-70 % of the leader's
 /// packets, between kills and pauses. Root only (network namespaces, TUN): SKIPPED otherwise.
 #[test]
 fn nemesis_packet_faults_on_the_host_wan() {
-    if !nix::unistd::geteuid().is_root() || !std::path::Path::new("/dev/net/tun").exists() {
+    if !host_wan_available() {
         eprintln!("SKIPPED: packet faults need root and /dev/net/tun (meridian wan)");
         return;
     }
-    for i in 0..runs(2) {
-        let seed = 1000 + i;
+    for i in 0..runs(3) {
+        let seed = 1000 + 2 * i;
         let dir = temp_dir(&format!("nemesis-wan-{seed}"));
-        let out = Command::new(bin())
-            .args(["wan", "up", "--hosts", "5", "--dir"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let _guard = Emulation(dir.clone());
-        if let Err(e) = run_with(seed, packet_schedule(seed), &[], Some(&dir)) {
+        let _guard = wan_up(&dir);
+        if let Err(e) = run_with(seed, packet_schedule(seed), &[], Some(&dir), None) {
             panic!("{e}");
         }
     }

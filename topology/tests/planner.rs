@@ -180,7 +180,7 @@ fn local_search_finds_the_exhaustive_optimum_on_random_instances() {
     for seed in 0..24u64 {
         let m = random_matrix(11, seed);
         let demand: Vec<Demand> = (0..11)
-            .filter(|i| (seed + *i as u64) % 3 != 0)
+            .filter(|i| !(seed + *i as u64).is_multiple_of(3))
             .map(|i| Demand {
                 region: i,
                 weight: 1.0 + ((seed * 7 + i as u64) % 5) as f64,

@@ -46,7 +46,7 @@ fn proposals_are_batched_committed_and_applied_in_order_everywhere() {
 #[test]
 fn followers_refuse_proposals_with_a_hint() {
     let (mut g, l) = elected(3);
-    let f = SiteId(((l.0 + 1) % 3) as u8);
+    let f = SiteId((l.0 + 1) % 3);
     let p = crate::Proposal {
         token: 9,
         command: cmd(1),
@@ -222,7 +222,7 @@ fn lease_reads_served_by_leader_only() {
     g.advance(Duration::from_millis(300), TICK);
     let out = g.cores[l.0 as usize].step(g.now, Input::Read { id: 1 });
     assert_eq!(out, vec![Output::ReadReady { id: 1 }]);
-    let f = SiteId(((l.0 + 1) % 5) as u8);
+    let f = SiteId((l.0 + 1) % 5);
     let out = g.cores[f.0 as usize].step(g.now, Input::Read { id: 2 });
     assert!(matches!(out[0], Output::ReadRejected { id: 2, .. }));
 }
@@ -267,7 +267,7 @@ fn preferred_leader_takes_leadership_back() {
 #[test]
 fn snapshot_is_installed_on_a_replica_that_missed_compacted_entries() {
     let (mut g, l) = elected(3);
-    let f = SiteId(((l.0 + 1) % 3) as u8);
+    let f = SiteId((l.0 + 1) % 3);
     g.down[f.0 as usize] = true;
     for i in 0..200 {
         g.propose(l, vec![cmd(i)]);

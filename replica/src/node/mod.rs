@@ -1,6 +1,7 @@
 //! The replica process: every shard group of one site, its WAL threads, the peer links, and the
 //! gRPC server (peer and client services) behind mutual TLS.
 mod churn;
+mod clock;
 mod links;
 mod listener;
 mod peer;
@@ -116,7 +117,8 @@ pub async fn run(
         .collect();
     let links = PeerLinks::start(me, delays);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let epoch = tokio::time::Instant::now();
+    let skew = clock::from_env(me, site).map_err(ReplicaError::Config)?;
+    let clock = clock::Clock::start(skew);
     let auto_leases = cfg.auto_leases().map_err(ReplicaError::Config)?;
     let metrics = ReplicaMetrics::new();
     if let Some(maddr) = cfg.sites[me].metrics_addr {
@@ -141,7 +143,7 @@ pub async fn run(
         }
         let core_cfg = cfg.core_config(me, k, 0x4D45_5249 ^ me as u64);
         let drift_bound = core_cfg.drift_bound;
-        let (core, restore) = Core::recover(core_cfg, epoch.elapsed(), records);
+        let (core, restore) = Core::recover(core_cfg, clock.now(), records);
         let (peer_tx, peer_rx) = mpsc::unbounded_channel();
         let notify = peer_tx.clone();
         let (wal, handle) = wal_writer::spawn(format!("wal-{site}-{k}"), log, move |d| {
@@ -158,7 +160,7 @@ pub async fn run(
             metrics: metrics.clone(),
             demand_every: Duration::from_millis(cfg.leases.auto_interval_ms),
         };
-        let shard = Shard::new(k, core, restore, epoch, wal, links.clone(), opts);
+        let shard = Shard::new(k, core, restore, clock, wal, links.clone(), opts);
         shard_tasks.push(tokio::spawn(shard.run(peer_rx, client_rx, stop_rx.clone())));
         peer_inboxes.push(peer_tx);
         client_inboxes.push(client_tx);

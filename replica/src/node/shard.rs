@@ -60,7 +60,7 @@ pub struct ShardOptions {
 pub struct Shard {
     id: u32,
     driver: ShardDriver,
-    epoch: Instant,
+    clock: super::clock::Clock,
     wal: std::sync::mpsc::Sender<WalOp>,
     links: Arc<PeerLinks>,
     replies: BTreeMap<u64, oneshot::Sender<Reply>>,
@@ -83,7 +83,7 @@ impl Shard {
         id: u32,
         core: Core,
         restore: Vec<Output>,
-        epoch: Instant,
+        clock: super::clock::Clock,
         wal: std::sync::mpsc::Sender<WalOp>,
         links: Arc<PeerLinks>,
         opts: ShardOptions,
@@ -97,11 +97,11 @@ impl Shard {
             demand_every: opts.demand_every,
             ..DriverConfig::default()
         };
-        let driver = ShardDriver::new(core, restore, cfg, epoch.elapsed());
+        let driver = ShardDriver::new(core, restore, cfg, clock.now());
         Shard {
             id,
             driver,
-            epoch,
+            clock,
             wal,
             links,
             replies: BTreeMap::new(),
@@ -162,10 +162,10 @@ impl Shard {
         let (request, origin, reply) = match c {
             ClientInput::Status { reply } => {
                 let _ = reply.send(ShardStatus {
-                    info: self.driver.status(self.epoch.elapsed()),
+                    info: self.driver.status(self.clock.now()),
                     wal_bytes: self.wal_bytes,
                     fsync_us_last: self.fsync_us_last,
-                    churn: self.churn.recent(self.epoch.elapsed()),
+                    churn: self.churn.recent(self.clock.now()),
                 });
                 return;
             }
@@ -217,7 +217,7 @@ impl Shard {
     }
 
     fn handle(&mut self, ev: Event) {
-        let effects = self.driver.handle(self.epoch.elapsed(), ev);
+        let effects = self.driver.handle(self.clock.now(), ev);
         for e in effects {
             match e {
                 Effect::Send { to, msg } => {
@@ -291,7 +291,7 @@ impl Shard {
 
     /// Gauges and the leader/election counters, every tick.
     fn gauges(&mut self, queued: usize) {
-        let now = self.epoch.elapsed();
+        let now = self.clock.now();
         let st = self.driver.status(now);
         let m = &self.metrics;
         let l = &self.label;

@@ -4,7 +4,7 @@ use super::{FileLog, LogStore, MemLog};
 use meridian_core::{Ballot, Batch, Record, SiteId, Slot};
 
 fn rec(i: u64) -> Record {
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         Record::Promise(Ballot {
             round: i,
             site: SiteId(2),

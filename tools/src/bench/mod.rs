@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod drive;
 pub mod etcd;
 pub mod hist;
+pub mod idle;
 pub mod plot;
 pub mod report;
 pub mod target;

@@ -21,12 +21,21 @@ pub struct BenchArgs {
     /// then off).
     #[arg(long)]
     proxy: bool,
+    /// Instead of the WAN benchmark: what N idle TLS client connections cost one proxy
+    /// (resident memory per connection, connected and after one request each); writes
+    /// idle.json.
+    #[arg(long, value_name = "N")]
+    idle_clients: Option<usize>,
     #[command(flatten)]
     w: crate::bench::WorkloadArgs,
 }
 
 pub fn run(a: BenchArgs) -> Result<ExitCode> {
-    if a.batch.is_none() && !a.proxy {
+    if let Some(n) = a.idle_clients {
+        if n == 0 || a.batch.is_some() || a.proxy {
+            bail!("--idle-clients takes a positive count and no --batch or --proxy");
+        }
+    } else if a.batch.is_none() && !a.proxy {
         return crate::bench::run(a.w);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -40,6 +49,9 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&cdir);
         if a.proxy {
             return proxy_bench(&a, &cdir).await;
+        }
+        if let Some(n) = a.idle_clients {
+            return idle_bench(&a, &cdir, n).await;
         }
         let up_args = UpArgs {
             lease_ms: 1000,
@@ -146,6 +158,60 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
         rows.push(json!({"batch": batch, "clients": a.w.clients, "commands_per_s": total as f64 / secs, "submits_per_s": lat.len() as f64 / secs, "p50_ms": p(0.5), "p99_ms": p(0.99)}));
     }
     Ok(rows)
+}
+
+/// Memory per idle client connection at one proxy (`crate::bench::idle`).
+async fn idle_bench(a: &BenchArgs, cdir: &std::path::Path, n: usize) -> Result<ExitCode> {
+    let up_args = UpArgs {
+        lease_ms: 1000,
+        lease_holders: None,
+        lease_auto_interval_ms: 5000,
+        dir: cdir.to_path_buf(),
+        sites: 5,
+        regions: vec![],
+        shards: 1,
+        no_wan: true,
+        proxy_outstanding: None,
+        proxy_no_batching: false,
+        auth: false,
+        parent_pid: Some(std::process::id() as i32),
+        wan_hosts: None,
+    };
+    let cluster = up(&up_args).await?;
+    let r = async {
+        let proxy = &cluster.config.proxies[0];
+        let pids = std::fs::read_to_string(cdir.join("pids"))?;
+        let pid: i32 = pids
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{} ", proxy.name)))
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no pid for {} in {}", proxy.name, cdir.display()))?;
+        let tls = crate::https::tls_config(&cluster.config.resolve(&cluster.config.tls.ca));
+        crate::bench::idle::measure(
+            &format!("https://{}", proxy.http_addr),
+            pid,
+            proxy.metrics_addr,
+            tls,
+            n,
+        )
+        .await
+    }
+    .await;
+    down(cdir)?;
+    let v = r?;
+    println!(
+        "{n} idle TLS clients on one proxy: {:.1} KiB per connection connected, {:.1} KiB after one request each (proxy RSS {} -> {} -> {} KiB, parked {}); second requests ok: {}/{n}",
+        v["kib_per_connection"]["connected"].as_f64().unwrap_or(f64::NAN),
+        v["kib_per_connection"]["after_one_request"].as_f64().unwrap_or(f64::NAN),
+        v["proxy_rss_kib"]["before"],
+        v["proxy_rss_kib"]["connected"],
+        v["proxy_rss_kib"]["after_one_request"],
+        v["parked"]["after_one_request"],
+        v["second_requests_ok"],
+    );
+    std::fs::create_dir_all(&a.w.out)?;
+    std::fs::write(a.w.out.join("idle.json"), serde_json::to_string_pretty(&v)?)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Writes/s through one proxy over HTTPS on loopback (no emulated delay), batching on and off.

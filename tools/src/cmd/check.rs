@@ -17,6 +17,9 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
     let bad: Vec<_> = verdicts.iter().filter(|v| !v.linearizable).collect();
     for v in &bad {
         println!("key {:?}: NOT linearizable ({} operations)", v.key, v.ops);
+        for a in &v.anomalies {
+            println!("  {a}");
+        }
     }
     let summary = serde_json::json!({
         "ops": ops.len(), "keys": verdicts.len(), "violations": bad.len(), "linearizable": bad.is_empty(),

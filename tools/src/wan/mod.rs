@@ -57,7 +57,8 @@ pub enum WanCmd {
     Down(DirArg),
     /// Round trips between two hosts (UDP echo through both kernels) next to the matrix.
     Ping(PingArgs),
-    /// Send the router a command: stats | heal | loss A B PERCENT | partition A,B|C,D.
+    /// Send the router a command: stats | heal | loss A B PERCENT | partition A,B|C,D |
+    /// block FROM,.. TO,.. (one direction).
     Ctl(CtlArgs),
     #[command(hide = true)]
     Router(RouterArgs),

@@ -109,6 +109,18 @@ pub fn control(cmd: &str, hosts: &[Host], faults: &mut Faults) -> serde_json::Va
                 faults.loss[a][b] = p / 100.0;
                 faults.loss[b][a] = p / 100.0;
             }
+            ["block", from, to] => {
+                // One direction only: packets from any of `from` to any of `to` are dropped,
+                // the replies the other way still flow (a one-way partition).
+                let set = |g: &str| g.split(',').map(find).collect::<Result<Vec<_>>>();
+                let (from, to) = (set(from)?, set(to)?);
+                for &a in &from {
+                    for &b in &to {
+                        anyhow::ensure!(a != b, "block: a host cannot be cut from itself");
+                        faults.blocked[a][b] = true;
+                    }
+                }
+            }
             ["partition", groups @ ..] if !groups.is_empty() => {
                 // Groups of hosts separated by `|` or given as separate comma lists: traffic
                 // between groups is cut, within a group it flows.
@@ -132,7 +144,7 @@ pub fn control(cmd: &str, hosts: &[Host], faults: &mut Faults) -> serde_json::Va
                 }
             }
             _ => anyhow::bail!(
-                "unknown command {cmd:?}: stats | heal | loss A B PERCENT | partition A,B|C,D"
+                "unknown command {cmd:?}: stats | heal | loss A B PERCENT | partition A,B|C,D | block FROM,.. TO,.."
             ),
         }
         Ok(())
@@ -396,9 +408,31 @@ mod tests {
         assert_eq!(control("loss h0 h1 50", &h, &mut f)["ok"], true);
         let dropped = (0..10_000).filter(|_| f.drops(0, 1)).count();
         assert!((4_500..5_500).contains(&dropped), "{dropped}");
-        for bad in ["loss h0 h9 5", "loss h0 h1 150", "partition h0", "jam"] {
+        for bad in [
+            "loss h0 h9 5",
+            "loss h0 h1 150",
+            "partition h0",
+            "jam",
+            "block h0 h0",
+            "block h0",
+        ] {
             assert_eq!(control(bad, &h, &mut f)["ok"], false, "{bad}");
         }
+    }
+
+    #[test]
+    fn one_way_blocks_and_bridges() {
+        let h = hosts(3);
+        let mut f = Faults::new(3);
+        // One way: h0 cannot reach h1 or h2, but hears them.
+        assert_eq!(control("block h0 h1,h2", &h, &mut f)["ok"], true);
+        assert!(f.drops(0, 1) && f.drops(0, 2));
+        assert!(!f.drops(1, 0) && !f.drops(2, 0) && !f.drops(1, 2));
+        // A bridge: h0 and h2 are cut from each other, h1 reaches both.
+        assert_eq!(control("heal", &h, &mut f)["ok"], true);
+        assert_eq!(control("partition h0|h2", &h, &mut f)["ok"], true);
+        assert!(f.drops(0, 2) && f.drops(2, 0));
+        assert!(!f.drops(0, 1) && !f.drops(1, 0) && !f.drops(1, 2) && !f.drops(2, 1));
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct TestCluster {
     pub cfg: ClusterConfig,
     pub tls: TlsFiles,
     pub extra: Vec<Child>,
+    /// The environment `cluster up` was given: restarted processes get it too (a skewed clock
+    /// stays skewed across a restart).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestCluster {
@@ -66,6 +69,10 @@ impl TestCluster {
             cfg,
             tls,
             extra: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -131,14 +138,16 @@ impl TestCluster {
                 .as_str()
                 .map(str::to_string)
         });
-        match ns {
+        let mut c = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", &ns, bin()]);
                 c
             }
             None => Command::new(bin()),
-        }
+        };
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c
     }
 
     fn region_of(&self, name: &str) -> String {
