@@ -227,6 +227,59 @@ pub fn allow_range(who: Option<&Identity>, prefix: &[u8]) -> Result<(), AuthErro
     })
 }
 
+/// A key span `[start, end)` (`end` empty: unbounded) is allowed only when every key it can
+/// hold is: it must lie inside one granted prefix (root: any span).
+pub fn allow_span(
+    who: Option<&Identity>,
+    start: &[u8],
+    end: &[u8],
+    access: Access,
+) -> Result<(), AuthError> {
+    let Some(id) = who else { return Ok(()) };
+    let (read, write) = match &*id.grant {
+        Grant::Root => return Ok(()),
+        Grant::Prefixes { read, write } => (read, write),
+    };
+    let inside = |p: &Vec<u8>| {
+        start.starts_with(p)
+            && match prefix_end(p) {
+                None => true,
+                Some(pe) => !end.is_empty() && end <= pe.as_slice(),
+            }
+    };
+    let ok = match access {
+        Access::Read => read.iter().chain(write.iter()).any(inside),
+        Access::Write => write.iter().any(inside),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Forbidden(format!(
+            "'{}' (role {}) may not {} every key from '{}' to '{}'",
+            id.name,
+            id.role,
+            match access {
+                Access::Read => "read",
+                Access::Write => "write",
+            },
+            show(start),
+            show(end)
+        )))
+    }
+}
+
+/// The least key above every key with prefix `p` (None: no such key, `p` is all 0xff).
+pub fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
+    let mut e = p.to_vec();
+    while let Some(last) = e.pop() {
+        if last < 0xff {
+            e.push(last + 1);
+            return Some(e);
+        }
+    }
+    None
+}
+
 /// Every key of a transaction with the access it needs; all must be allowed.
 pub fn allow_txn(who: Option<&Identity>, t: &Txn) -> Result<(), AuthError> {
     for c in &t.compares {
@@ -364,5 +417,25 @@ mod tests {
         assert!(allow_txn(app.as_ref(), &txn("secret/a", "app/b", "app/c")).is_err());
         assert!(allow_txn(app.as_ref(), &txn("public/a", "public/b", "app/c")).is_err());
         assert!(allow_txn(app.as_ref(), &txn("public/a", "app/b", "secret/c")).is_err());
+    }
+
+    #[test]
+    fn spans_must_lie_inside_a_granted_prefix() {
+        let a = auth();
+        let app = a.identify(None, Some("app-1")).unwrap();
+        let root = a.identify(Some("Bearer root-secret"), None).unwrap();
+        let w = Access::Write;
+        assert!(allow_span(app.as_ref(), b"app/", b"app0", w).is_ok());
+        assert!(allow_span(app.as_ref(), b"app/x", b"app/y", w).is_ok());
+        assert!(allow_span(app.as_ref(), b"app/", b"app1", w).is_err(), "past the prefix");
+        assert!(allow_span(app.as_ref(), b"app/", b"", w).is_err(), "unbounded");
+        assert!(allow_span(app.as_ref(), b"ap", b"app0", w).is_err(), "starts before");
+        assert!(allow_span(app.as_ref(), b"public/", b"public0", w).is_err(), "read only");
+        assert!(allow_span(app.as_ref(), b"public/", b"public0", Access::Read).is_ok());
+        assert!(allow_span(root.as_ref(), b"", b"", w).is_ok());
+        assert!(allow_span(None, b"", b"", w).is_ok(), "auth off");
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff"), None);
     }
 }

@@ -202,6 +202,8 @@ impl Proxy {
             Op::Txn(t) => auth::allow_txn(who, t),
             Op::Get { key } => auth::allow(who, key, Access::Read),
             Op::Range { prefix, .. } => auth::allow_range(who, prefix),
+            Op::Scan { start, end, .. } => auth::allow_span(who, start, end, Access::Read),
+            Op::DeleteRange { start, end } => auth::allow_span(who, start, end, Access::Write),
             // Configuration: root only (an empty key no role's prefix can cover but root's).
             Op::SetLeaseHolders { .. } => auth::allow(who, b"", Access::Write),
         }
@@ -211,6 +213,7 @@ impl Proxy {
             Op::Put { .. } => "put",
             Op::Delete { .. } => "delete",
             Op::Txn(_) => "txn",
+            Op::DeleteRange { .. } => "delete",
             _ => "write",
         };
         let (ctx, span) = request_span(name);
@@ -263,5 +266,112 @@ impl Proxy {
         }
         let r = self.write(who, shard, Op::Txn(t)).await?;
         Ok((shard, r))
+    }
+}
+
+/// The answer of a span read over every shard.
+pub struct ScanAnswer {
+    pub kvs: Vec<KeyValue>,
+    /// Keys the span holds beyond `kvs` (the limit cut them).
+    pub more: bool,
+    /// How many keys the span holds.
+    pub count: u64,
+    /// Each shard's revision at its read, in shard order.
+    pub revisions: Vec<u64>,
+}
+
+impl Proxy {
+    /// The keys in `[start, end)` (`end` empty: unbounded) over every shard, read in parallel
+    /// on the requested path, merged in key order and cut at `limit` (0: all) — each shard
+    /// returns its first `limit`, so the merge holds the span's first `limit`.
+    pub async fn scan(
+        &self,
+        who: Option<&Identity>,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        c: Consistency,
+        mode: Mode,
+    ) -> Result<ScanAnswer, ServiceError> {
+        auth::allow_span(who, &start, &end, Access::Read).map_err(|e| self.refused(who, e))?;
+        let t0 = std::time::Instant::now();
+        let (ctx, span) = request_span("range");
+        let r = trace::scope(ctx, async {
+            let _permit = self.read_permit()?;
+            let reads = (0..self.shards).map(|shard| {
+                let cmd = KvCommand {
+                    client: 0,
+                    seq: 0,
+                    op: Op::Scan {
+                        start: start.clone(),
+                        end: end.clone(),
+                        limit,
+                    },
+                };
+                async move { self.reader.read(shard, &cmd, c, mode, self.deadline).await }
+            });
+            let mut a = ScanAnswer {
+                kvs: Vec::new(),
+                more: false,
+                count: 0,
+                revisions: Vec::new(),
+            };
+            for r in futures::future::join_all(reads).await {
+                let o = r?;
+                a.revisions.push(o.result.revision);
+                match o.result.outcome {
+                    meridian_replica::kv::Outcome::Scan { kvs, count, .. } => {
+                        a.kvs.extend(kvs);
+                        a.count += count;
+                    }
+                    other => {
+                        return Err(ServiceError::Refused(format!(
+                            "a scan was answered with {other:?}"
+                        )))
+                    }
+                }
+            }
+            a.kvs.sort_by(|x, y| x.key.cmp(&y.key));
+            if limit > 0 {
+                a.kvs.truncate(limit);
+            }
+            a.more = (a.kvs.len() as u64) < a.count;
+            Ok(a)
+        })
+        .instrument(span.clone())
+        .await;
+        record_outcome(&span, &r, "scan");
+        self.metrics
+            .finished("range", "scan", t0, r.as_ref().map(|_| ()));
+        r
+    }
+
+    /// Deletes every key in `[start, end)` (`end` empty: unbounded): one write per shard,
+    /// each atomic in its shard (not across shards). Returns the deleted keys in key order and
+    /// each shard's revision after its write.
+    pub async fn delete_span(
+        &self,
+        who: Option<&Identity>,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    ) -> Result<(Vec<KeyValue>, Vec<u64>), ServiceError> {
+        auth::allow_span(who, &start, &end, Access::Write).map_err(|e| self.refused(who, e))?;
+        let writes = (0..self.shards).map(|shard| {
+            let op = Op::DeleteRange {
+                start: start.clone(),
+                end: end.clone(),
+            };
+            async move { self.write(who, shard, op).await }
+        });
+        let (mut deleted, mut revisions) = (Vec::new(), Vec::new());
+        for r in futures::future::join_all(writes).await {
+            let r = r?;
+            revisions.push(r.revision);
+            if let meridian_replica::kv::Outcome::DeletedRange { deleted: d } = r.outcome {
+                deleted.extend(d);
+            }
+        }
+        deleted.sort_by(|x, y| x.key.cmp(&y.key));
+        Ok((deleted, revisions))
     }
 }

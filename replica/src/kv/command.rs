@@ -36,6 +36,25 @@ pub enum Op {
     SetLeaseHolders {
         sites: Vec<u8>,
     },
+    /// The keys in `[start, end)` (`end` empty: every key from `start`), at most `limit` of
+    /// them (0: all), with how many the range holds (etcd's Range). Appended after the
+    /// earlier operations so their encodings stay valid.
+    Scan {
+        start: Key,
+        end: Key,
+        limit: usize,
+    },
+    /// Deletes every key in `[start, end)` (`end` empty: every key from `start`) under one new
+    /// revision (etcd's DeleteRange).
+    DeleteRange {
+        start: Key,
+        end: Key,
+    },
+}
+
+/// Whether `key` lies in `[start, end)` (`end` empty: unbounded above).
+pub fn in_span(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    key >= start && (end.is_empty() || key < end)
 }
 
 /// If every compare holds, run `success`, else `failure` (etcd v3 semantics).
@@ -79,6 +98,39 @@ pub enum CompareTarget {
     Value(Option<Value>),
     Version(u64),
     ModRevision(u64),
+    /// etcd's comparisons: a field of the key's current state against an operand. On an
+    /// absent key a value comparison fails; the numbers are 0 (etcd semantics). Appended last
+    /// so earlier encodings stay valid.
+    Ordered(CompareField, Order),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareField {
+    Version(u64),
+    CreateRevision(u64),
+    ModRevision(u64),
+    Value(Value),
+    /// The key's TTL lease (keys carry none yet: always 0).
+    Lease(u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Order {
+    Equal,
+    Greater,
+    Less,
+    NotEqual,
+}
+
+impl Order {
+    pub fn holds(self, o: std::cmp::Ordering) -> bool {
+        match self {
+            Order::Equal => o.is_eq(),
+            Order::Greater => o.is_gt(),
+            Order::Less => o.is_lt(),
+            Order::NotEqual => o.is_ne(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +173,16 @@ pub enum Outcome {
     Stale,
     /// A configuration command took effect.
     Configured,
+    /// A scan: the keys (at most its limit), whether more remain, how many the range holds.
+    Scan {
+        kvs: Vec<KeyValue>,
+        more: bool,
+        count: u64,
+    },
+    /// A range delete: the keys it removed, as they were.
+    DeletedRange {
+        deleted: Vec<KeyValue>,
+    },
 }
 
 impl KvCommand {
@@ -139,6 +201,9 @@ impl KvCommand {
         match &self.op {
             Op::Put { key: k, .. } | Op::Delete { key: k } | Op::Get { key: k } => k == key,
             Op::Range { prefix, .. } => key.starts_with(prefix),
+            Op::Scan { start, end, .. } | Op::DeleteRange { start, end } => {
+                in_span(key, start, end)
+            }
             Op::SetLeaseHolders { .. } => false,
             Op::Txn(t) => {
                 t.compares.iter().any(|c| c.key == key)
@@ -154,7 +219,7 @@ impl KvCommand {
 
     pub fn is_read_only(&self) -> bool {
         match &self.op {
-            Op::Get { .. } | Op::Range { .. } => true,
+            Op::Get { .. } | Op::Range { .. } | Op::Scan { .. } => true,
             Op::Txn(t) => t
                 .success
                 .iter()

@@ -5,6 +5,7 @@ mod state_machine;
 mod tests;
 
 pub use command::{
-    Compare, CompareTarget, Key, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp, Value,
+    in_span, Compare, CompareField, CompareTarget, Key, KeyValue, KvCommand, KvResult, Op, Order,
+    Outcome, Txn, TxnOp, Value,
 };
 pub use state_machine::{KvStore, MAX_SESSIONS};

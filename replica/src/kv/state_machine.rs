@@ -1,7 +1,7 @@
 //! The versioned key-value state machine: an ordered map with one revision counter per shard,
 //! and a per-client session table that makes retried writes apply exactly once.
 use super::command::{
-    Compare, CompareTarget, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp,
+    Compare, CompareField, CompareTarget, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -146,7 +146,8 @@ impl KvStore {
                 kv: self.data.get(key).cloned(),
             },
             Op::Range { prefix, limit } => self.range(prefix, *limit),
-            _ => panic!("read() takes Get or Range, got {op:?}"),
+            Op::Scan { start, end, limit } => self.scan(start, end, *limit),
+            _ => panic!("read() takes Get, Range or Scan, got {op:?}"),
         };
         KvResult {
             revision: self.revision,
@@ -174,7 +175,15 @@ impl KvStore {
                     deleted: self.remove_kv(key),
                 }
             }
-            Op::Get { .. } | Op::Range { .. } => return self.read(op),
+            Op::Get { .. } | Op::Range { .. } | Op::Scan { .. } => return self.read(op),
+            Op::DeleteRange { start, end } => {
+                let keys: Vec<Vec<u8>> = self.span(start, end).map(|(k, _)| k.clone()).collect();
+                if !keys.is_empty() {
+                    self.revision += 1;
+                }
+                let deleted = keys.iter().filter_map(|k| self.remove_kv(k)).collect();
+                Outcome::DeletedRange { deleted }
+            }
             Op::Txn(t) => self.txn(t),
             Op::SetLeaseHolders { sites } => {
                 let mut s = sites.clone();
@@ -223,9 +232,46 @@ impl KvStore {
         Outcome::Range { kvs, more }
     }
 
+    /// The entries in `[start, end)` (`end` empty: unbounded), in key order.
+    fn span<'a>(
+        &'a self,
+        start: &[u8],
+        end: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a KeyValue)> + 'a {
+        self.data
+            .range(start.to_vec()..)
+            .take_while(move |(k, _)| end.is_empty() || k.as_slice() < end)
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Outcome {
+        let mut kvs = Vec::new();
+        let mut count = 0u64;
+        for (_, v) in self.span(start, end) {
+            count += 1;
+            if limit == 0 || kvs.len() < limit {
+                kvs.push(v.clone());
+            }
+        }
+        let more = (kvs.len() as u64) < count;
+        Outcome::Scan { kvs, more, count }
+    }
+
     fn holds(&self, c: &Compare) -> bool {
         let kv = self.data.get(&c.key);
         match &c.target {
+            CompareTarget::Ordered(field, order) => {
+                let o = match (field, kv) {
+                    (CompareField::Value(_), None) => return false,
+                    (CompareField::Value(v), Some(kv)) => kv.value.as_slice().cmp(v.as_slice()),
+                    (CompareField::Version(n), _) => kv.map_or(0, |kv| kv.version).cmp(n),
+                    (CompareField::CreateRevision(n), _) => {
+                        kv.map_or(0, |kv| kv.create_revision).cmp(n)
+                    }
+                    (CompareField::ModRevision(n), _) => kv.map_or(0, |kv| kv.mod_revision).cmp(n),
+                    (CompareField::Lease(n), _) => 0u64.cmp(n),
+                };
+                order.holds(o)
+            }
             CompareTarget::Value(v) => kv.map(|kv| &kv.value) == v.as_ref(),
             CompareTarget::Version(v) => kv.map_or(0, |kv| kv.version) == *v,
             CompareTarget::ModRevision(r) => kv.map_or(0, |kv| kv.mod_revision) == *r,

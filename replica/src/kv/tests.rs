@@ -243,3 +243,191 @@ fn state_digest_tracks_the_data_incrementally() {
     e.apply(&cmd(1, 2, Op::Delete { key: b"k".to_vec() }));
     assert_ne!(e.digest(), KvStore::default().digest());
 }
+
+fn keys(kvs: &[KeyValue]) -> Vec<String> {
+    kvs.iter()
+        .map(|k| String::from_utf8(k.key.clone()).unwrap())
+        .collect()
+}
+
+#[test]
+fn scan_counts_and_limits_a_half_open_span() {
+    let mut s = KvStore::default();
+    for (i, k) in ["a", "b/1", "b/2", "b/3", "c", "d"].iter().enumerate() {
+        s.apply(&cmd(1, i as u64 + 1, put(k, "x")));
+    }
+    let scan = |s: &KvStore, start: &str, end: &str, limit| match s
+        .read(&Op::Scan {
+            start: start.into(),
+            end: end.into(),
+            limit,
+        })
+        .outcome
+    {
+        Outcome::Scan { kvs, more, count } => (keys(&kvs), more, count),
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(
+        scan(&s, "b/", "b0", 0),
+        (vec!["b/1".into(), "b/2".into(), "b/3".into()], false, 3)
+    );
+    assert_eq!(
+        scan(&s, "b/2", "", 2),
+        (vec!["b/2".into(), "b/3".into()], true, 4)
+    );
+    assert_eq!(scan(&s, "c", "d", 0), (vec!["c".into()], false, 1));
+    assert_eq!(scan(&s, "e", "", 0), (vec![], false, 0));
+    let c = cmd(
+        0,
+        0,
+        Op::Scan {
+            start: "b".into(),
+            end: "c".into(),
+            limit: 0,
+        },
+    );
+    assert!(c.is_read_only());
+    assert!(c.touches(b"b/9") && !c.touches(b"c") && !c.touches(b"a"));
+}
+
+#[test]
+fn delete_range_removes_the_span_under_one_revision() {
+    let mut s = KvStore::default();
+    for (i, k) in ["a", "b/1", "b/2", "c"].iter().enumerate() {
+        s.apply(&cmd(1, i as u64 + 1, put(k, "x")));
+    }
+    let r = s.apply(&cmd(
+        1,
+        10,
+        Op::DeleteRange {
+            start: "b/".into(),
+            end: "b0".into(),
+        },
+    ));
+    let Outcome::DeletedRange { deleted } = r.outcome else {
+        panic!()
+    };
+    assert_eq!(keys(&deleted), ["b/1", "b/2"]);
+    assert_eq!(r.revision, 5);
+    assert!(s.get(b"b/1").is_none() && s.get(b"a").is_some() && s.get(b"c").is_some());
+    let again = s.apply(&cmd(
+        1,
+        11,
+        Op::DeleteRange {
+            start: "b/".into(),
+            end: "b0".into(),
+        },
+    ));
+    assert_eq!(again.revision, 5, "deleting nothing changes nothing");
+    // The retry of the first is answered from the session, not applied twice.
+    let retry = s.apply(&cmd(
+        1,
+        11,
+        Op::DeleteRange {
+            start: "".into(),
+            end: "".into(),
+        },
+    ));
+    assert_eq!(retry, again);
+    assert!(s.get(b"a").is_some());
+}
+
+#[test]
+fn ordered_compares_follow_etcd() {
+    let mut s = KvStore::default();
+    s.apply(&cmd(1, 1, put("k", "m")));
+    s.apply(&cmd(1, 2, put("k", "n")));
+    let holds = |s: &mut KvStore, seq, key: &str, f: CompareField, o: Order| {
+        let r = s.apply(&cmd(
+            2,
+            seq,
+            Op::Txn(Txn {
+                compares: vec![Compare {
+                    key: key.into(),
+                    target: CompareTarget::Ordered(f, o),
+                }],
+                success: vec![],
+                failure: vec![],
+            }),
+        ));
+        matches!(
+            r.outcome,
+            Outcome::Txn {
+                succeeded: true,
+                ..
+            }
+        )
+    };
+    assert!(holds(
+        &mut s,
+        1,
+        "k",
+        CompareField::Version(2),
+        Order::Equal
+    ));
+    assert!(holds(
+        &mut s,
+        2,
+        "k",
+        CompareField::Version(1),
+        Order::Greater
+    ));
+    assert!(holds(
+        &mut s,
+        3,
+        "k",
+        CompareField::CreateRevision(1),
+        Order::Equal
+    ));
+    assert!(holds(
+        &mut s,
+        4,
+        "k",
+        CompareField::ModRevision(3),
+        Order::Less
+    ));
+    assert!(holds(
+        &mut s,
+        5,
+        "k",
+        CompareField::Value(b"m".to_vec()),
+        Order::Greater
+    ));
+    assert!(holds(
+        &mut s,
+        6,
+        "k",
+        CompareField::Value(b"n".to_vec()),
+        Order::Equal
+    ));
+    assert!(!holds(
+        &mut s,
+        7,
+        "k",
+        CompareField::Value(b"n".to_vec()),
+        Order::NotEqual
+    ));
+    assert!(holds(&mut s, 8, "k", CompareField::Lease(0), Order::Equal));
+    // An absent key: numbers are 0, a value comparison always fails.
+    assert!(holds(
+        &mut s,
+        9,
+        "x",
+        CompareField::CreateRevision(0),
+        Order::Equal
+    ));
+    assert!(!holds(
+        &mut s,
+        10,
+        "x",
+        CompareField::Value(vec![]),
+        Order::Equal
+    ));
+    assert!(!holds(
+        &mut s,
+        11,
+        "x",
+        CompareField::Value(vec![]),
+        Order::NotEqual
+    ));
+}

@@ -167,8 +167,13 @@ impl ReplicaService {
 
     async fn read_inner(&self, req: pb::ReadRequest) -> Result<Response<pb::ReadReply>, Status> {
         let command = decode(&req.command)?;
-        if !matches!(command.op, Op::Get { .. } | Op::Range { .. }) {
-            return Err(Status::invalid_argument("a read carries a Get or a Range"));
+        if !matches!(
+            command.op,
+            Op::Get { .. } | Op::Range { .. } | Op::Scan { .. }
+        ) {
+            return Err(Status::invalid_argument(
+                "a read carries a Get, a Range or a Scan",
+            ));
         }
         let mode = match pb::ReadMode::try_from(req.mode) {
             Ok(pb::ReadMode::Leader) => ReadMode::Leader,
