@@ -427,10 +427,22 @@ mod tests {
         let w = Access::Write;
         assert!(allow_span(app.as_ref(), b"app/", b"app0", w).is_ok());
         assert!(allow_span(app.as_ref(), b"app/x", b"app/y", w).is_ok());
-        assert!(allow_span(app.as_ref(), b"app/", b"app1", w).is_err(), "past the prefix");
-        assert!(allow_span(app.as_ref(), b"app/", b"", w).is_err(), "unbounded");
-        assert!(allow_span(app.as_ref(), b"ap", b"app0", w).is_err(), "starts before");
-        assert!(allow_span(app.as_ref(), b"public/", b"public0", w).is_err(), "read only");
+        assert!(
+            allow_span(app.as_ref(), b"app/", b"app1", w).is_err(),
+            "past the prefix"
+        );
+        assert!(
+            allow_span(app.as_ref(), b"app/", b"", w).is_err(),
+            "unbounded"
+        );
+        assert!(
+            allow_span(app.as_ref(), b"ap", b"app0", w).is_err(),
+            "starts before"
+        );
+        assert!(
+            allow_span(app.as_ref(), b"public/", b"public0", w).is_err(),
+            "read only"
+        );
         assert!(allow_span(app.as_ref(), b"public/", b"public0", Access::Read).is_ok());
         assert!(allow_span(root.as_ref(), b"", b"", w).is_ok());
         assert!(allow_span(None, b"", b"", w).is_ok(), "auth off");

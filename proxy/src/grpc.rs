@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 pub struct KvService(pub Arc<Proxy>);
 
 /// The one place the service's typed error becomes a gRPC status.
-fn service_status(e: ServiceError) -> Status {
+pub(crate) fn service_status(e: ServiceError) -> Status {
     let m = e.to_string();
     match e {
         ServiceError::BadRequest(_) | ServiceError::Refused(_) => Status::invalid_argument(m),
@@ -93,22 +93,28 @@ fn with_meta<T>(msg: T, shard: u32, revision: u64, path: Option<&str>) -> Respon
     r
 }
 
+/// The caller of a gRPC request (both gRPC edges): `authorization: Bearer <token>` metadata,
+/// else the client certificate.
+pub(crate) fn caller<T>(
+    p: &Proxy,
+    req: &Request<T>,
+) -> Result<Option<crate::auth::Identity>, Status> {
+    let authz = req
+        .metadata()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or("invalid"));
+    let cert = req.peer_certs().and_then(|certs| {
+        match meridian_replica::tls::identity(certs.first()?.as_ref())? {
+            meridian_replica::tls::Identity::Client(name) => Some(name),
+            _ => None,
+        }
+    });
+    p.identify(authz, cert.as_deref()).map_err(service_status)
+}
+
 impl KvService {
-    /// The caller: `authorization: Bearer <token>` metadata, else the client certificate.
     fn who<T>(&self, req: &Request<T>) -> Result<Option<crate::auth::Identity>, Status> {
-        let authz = req
-            .metadata()
-            .get("authorization")
-            .map(|v| v.to_str().unwrap_or("invalid"));
-        let cert = req.peer_certs().and_then(|certs| {
-            match meridian_replica::tls::identity(certs.first()?.as_ref())? {
-                meridian_replica::tls::Identity::Client(name) => Some(name),
-                _ => None,
-            }
-        });
-        self.0
-            .identify(authz, cert.as_deref())
-            .map_err(service_status)
+        caller(&self.0, req)
     }
 
     async fn get_(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetReply>, Status> {

@@ -194,6 +194,27 @@ pub async fn run(
             .map_err(|e| ProxyError::Config(format!("{}: {e}", tls.cert.display())))?;
         let key = std::fs::read_to_string(&tls.key)
             .map_err(|e| ProxyError::Config(format!("{}: {e}", tls.key.display())))?;
+        let edge = crate::etcd::Edge {
+            proxy: proxy.clone(),
+            members: std::sync::Arc::new(
+                cfg.proxies
+                    .iter()
+                    .filter_map(|p| {
+                        Some(crate::etcd::Member {
+                            name: p.name.clone(),
+                            url: format!("https://{}", p.grpc_addr?),
+                        })
+                    })
+                    .collect(),
+            ),
+            me: cfg
+                .proxies
+                .iter()
+                .filter(|p| p.grpc_addr.is_some())
+                .position(|p| p.name == name)
+                .unwrap_or(0),
+            cluster_id: crate::etcd::id_of(&cfg.resolve(&cfg.tls.ca).to_string_lossy()),
+        };
         let grpc_listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ProxyError::Bind { addr, source })?;
@@ -219,6 +240,23 @@ pub async fn run(
                 ))
                 .max_decoding_message_size(2 << 20),
             )
+            // The etcd v3 edge on the same port: etcd's KV, Cluster and Maintenance.
+            .add_service(
+                etcd_client::proto::PbKvServer::new(crate::etcd::KvService(edge.clone()))
+                    .max_decoding_message_size(2 << 20),
+            )
+            .add_service(etcd_client::proto::PbClusterServer::new(
+                crate::etcd::ClusterService(edge.clone()),
+            ))
+            .add_service(etcd_client::proto::PbMaintenanceServer::new(
+                crate::etcd::MaintenanceService(edge),
+            ))
+            .add_service(etcd_client::proto::PbWatchServer::new(
+                crate::etcd::WatchService,
+            ))
+            .add_service(etcd_client::proto::PbLeaseServer::new(
+                crate::etcd::LeaseService,
+            ))
             .serve_with_incoming(incoming);
         tokio::spawn(server);
         tracing::info!(proxy = name, %addr, "proxy serving gRPC");

@@ -388,7 +388,7 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
         "client_cert": dir.join("certs/meridian-tool.pem"),
         "client_key": dir.join("certs/meridian-tool.key"),
         "sites": cfg.sites.iter().map(|s| (s.name.clone(), json!({"region": s.region, "addr": s.addr.to_string(), "metrics": s.metrics_addr.map(|m| format!("http://{m}/metrics"))}))).collect::<serde_json::Map<_, _>>(),
-        "proxies": cfg.proxies.iter().map(|p| (p.region.clone(), json!({"name": p.name, "http": format!("https://{}", p.http_addr), "grpc": p.grpc_addr.map(|g| format!("https://{g}")), "metrics": p.metrics_addr.map(|m| format!("http://{m}/metrics"))}))).collect::<serde_json::Map<_, _>>(),
+        "proxies": cfg.proxies.iter().map(|p| (p.region.clone(), json!({"name": p.name, "http": format!("https://{}", p.http_addr), "grpc": p.grpc_addr.map(|g| format!("https://{g}")), "etcd": p.grpc_addr.map(|g| format!("https://{g}")), "metrics": p.metrics_addr.map(|m| format!("http://{m}/metrics"))}))).collect::<serde_json::Map<_, _>>(),
     });
     std::fs::write(
         dir.join("endpoints.json"),

@@ -1,0 +1,590 @@
+//! etcd's KV service over the proxy's service layer: Range through the same read paths as the
+//! native API (linearizable reads through the chooser, `serializable` a local read), Put,
+//! DeleteRange and Txn through the write path with exactly-once identities.
+use super::{decode_for, encode, Edge};
+use crate::api::{MAX_KEY, MAX_VALUE};
+use crate::grpc::{caller, service_status};
+use crate::reads::{Consistency, Mode};
+use crate::route::shard_for_key;
+use etcd_client::proto::{PbCompactionRequest, PbCompactionResponse, PbRangeRequest};
+use etcd_client::proto::{
+    PbCompare, PbDeleteRequest, PbDeleteResponse, PbKeyValue, PbKvService, PbPutRequest,
+    PbPutResponse, PbRangeResponse, PbRangeStreamResponse, PbResponseOp, PbTargetUnion,
+    PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnResponse,
+};
+use meridian_replica::kv::{
+    Compare, CompareField, CompareTarget, KeyValue, Op, Order, Outcome, Txn, TxnOp,
+};
+use tonic::{Request, Response, Status};
+
+pub struct KvService(pub Edge);
+
+fn pb_kv(kv: &KeyValue, shards: u32, keys_only: bool) -> PbKeyValue {
+    let shard = shard_for_key(&kv.key, shards);
+    PbKeyValue {
+        key: kv.key.clone(),
+        create_revision: encode(kv.create_revision, shard, shards),
+        mod_revision: encode(kv.mod_revision, shard, shards),
+        version: kv.version as i64,
+        value: if keys_only {
+            Vec::new()
+        } else {
+            kv.value.clone()
+        },
+        lease: 0,
+    }
+}
+
+fn check_key(k: &[u8]) -> Result<(), Status> {
+    if k.is_empty() || k.len() > MAX_KEY {
+        return Err(Status::invalid_argument(format!(
+            "etcdserver: key of {} bytes: keys are 1..={MAX_KEY} bytes",
+            k.len()
+        )));
+    }
+    Ok(())
+}
+
+fn no_lease(lease: i64) -> Result<(), Status> {
+    if lease != 0 {
+        // No TTL lease can exist yet, so any lease id is one etcd would not find.
+        return Err(Status::not_found("etcdserver: requested lease not found"));
+    }
+    Ok(())
+}
+
+/// `[key, range_end)` in etcd's terms as a span: `range_end` "\0" means every key from `key`
+/// (and `key` "\0" with it: every key).
+fn span(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    if range_end == [0] {
+        (key.to_vec(), Vec::new())
+    } else {
+        (key.to_vec(), range_end.to_vec())
+    }
+}
+
+/// The largest etcd revision among shard revisions given in shard order.
+fn top(revisions: &[u64], shards: u32) -> i64 {
+    revisions
+        .iter()
+        .enumerate()
+        .map(|(s, r)| encode(*r, s as u32, shards))
+        .max()
+        .unwrap_or(0)
+}
+
+impl KvService {
+    async fn range_(&self, req: Request<PbRangeRequest>) -> Result<PbRangeResponse, Status> {
+        let who = caller(&self.0.proxy, &req)?;
+        let r = req.into_inner();
+        let p = &self.0.proxy;
+        let shards = self.0.shards();
+        if r.revision != 0 {
+            return Err(Status::unimplemented(
+                "historical reads (revision != 0) are not kept: Meridian stores the latest version of each key",
+            ));
+        }
+        if r.key.is_empty() {
+            return Err(Status::invalid_argument("etcdserver: key is not provided"));
+        }
+        let filters = [
+            r.min_mod_revision,
+            r.max_mod_revision,
+            r.min_create_revision,
+            r.max_create_revision,
+        ];
+        let c = if r.serializable {
+            Consistency::Serializable
+        } else {
+            Consistency::Linearizable
+        };
+        let (mut kvs, count, header) = if r.range_end.is_empty() {
+            check_key(&r.key)?;
+            let (shard, o) = p
+                .get(who.as_ref(), r.key.clone(), c, Mode::Auto)
+                .await
+                .map_err(service_status)?;
+            let kv = match o.result.outcome {
+                Outcome::Get { kv } => kv,
+                other => return Err(Status::internal(format!("a get answered {other:?}"))),
+            };
+            let n = u64::from(kv.is_some());
+            (
+                kv.into_iter().collect::<Vec<_>>(),
+                n,
+                encode(o.result.revision, shard, shards),
+            )
+        } else {
+            if shards > 1 && filters.iter().any(|f| *f != 0) {
+                return Err(Status::invalid_argument(
+                    "revision filters on a range over several shards are not supported: revisions of different shards are not ordered",
+                ));
+            }
+            let (start, end) = span(&r.key, &r.range_end);
+            // Sorting on anything but ascending keys needs the whole span before the limit.
+            let by_key = r.sort_target == 0 && r.sort_order != 2;
+            let limit = if by_key { r.limit.max(0) as usize } else { 0 };
+            let a = p
+                .scan(who.as_ref(), start, end, limit, c, Mode::Auto)
+                .await
+                .map_err(service_status)?;
+            (a.kvs, a.count, top(&a.revisions, shards))
+        };
+        let rev_of = |kv: &KeyValue, f: fn(&KeyValue) -> u64| {
+            encode(f(kv), shard_for_key(&kv.key, shards), shards)
+        };
+        kvs.retain(|kv| {
+            let m = rev_of(kv, |k| k.mod_revision);
+            let cr = rev_of(kv, |k| k.create_revision);
+            (r.min_mod_revision == 0 || m >= r.min_mod_revision)
+                && (r.max_mod_revision == 0 || m <= r.max_mod_revision)
+                && (r.min_create_revision == 0 || cr >= r.min_create_revision)
+                && (r.max_create_revision == 0 || cr <= r.max_create_revision)
+        });
+        // sort_target: KEY 0, VERSION 1, CREATE 2, MOD 3, VALUE 4; sort_order: NONE 0, ASCEND 1,
+        // DESCEND 2.
+        match r.sort_target {
+            1 => kvs.sort_by_key(|k| k.version),
+            2 => kvs.sort_by_key(|k| rev_of(k, |k| k.create_revision)),
+            3 => kvs.sort_by_key(|k| rev_of(k, |k| k.mod_revision)),
+            4 => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+            _ => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+        }
+        if r.sort_order == 2 {
+            kvs.reverse();
+        }
+        if r.limit > 0 {
+            kvs.truncate(r.limit as usize);
+        }
+        let more = (kvs.len() as u64) < count && filters.iter().all(|f| *f == 0);
+        Ok(PbRangeResponse {
+            header: self.0.header(header),
+            kvs: if r.count_only {
+                Vec::new()
+            } else {
+                kvs.iter().map(|k| pb_kv(k, shards, r.keys_only)).collect()
+            },
+            more,
+            count: count as i64,
+        })
+    }
+
+    async fn put_(&self, req: Request<PbPutRequest>) -> Result<PbPutResponse, Status> {
+        let who = caller(&self.0.proxy, &req)?;
+        let r = req.into_inner();
+        let p = &self.0.proxy;
+        let shards = self.0.shards();
+        check_key(&r.key)?;
+        no_lease(r.lease)?;
+        if r.value.len() > MAX_VALUE {
+            return Err(Status::invalid_argument(
+                "etcdserver: request is too large (values are at most 1 MiB)",
+            ));
+        }
+        let shard = shard_for_key(&r.key, shards);
+        if r.ignore_value {
+            return self.put_keeping_value(who.as_ref(), r).await;
+        }
+        // ignore_lease: keys carry no lease, so the put is the same.
+        let res = p
+            .write(
+                who.as_ref(),
+                shard,
+                Op::Put {
+                    key: r.key,
+                    value: r.value,
+                },
+            )
+            .await
+            .map_err(service_status)?;
+        let prev = match res.outcome {
+            Outcome::Put { prev } => prev,
+            other => return Err(Status::internal(format!("a put answered {other:?}"))),
+        };
+        Ok(PbPutResponse {
+            header: self.0.header(encode(res.revision, shard, shards)),
+            prev_kv: prev.filter(|_| r.prev_kv).map(|k| pb_kv(&k, shards, false)),
+        })
+    }
+
+    /// `ignore_value`: a put of the key's current value, as a compare-and-set on its mod
+    /// revision (retried if another write got in between).
+    async fn put_keeping_value(
+        &self,
+        who: Option<&crate::auth::Identity>,
+        r: PbPutRequest,
+    ) -> Result<PbPutResponse, Status> {
+        let p = &self.0.proxy;
+        let shards = self.0.shards();
+        for _ in 0..8 {
+            let (shard, o) = p
+                .get(who, r.key.clone(), Consistency::Linearizable, Mode::Auto)
+                .await
+                .map_err(service_status)?;
+            let Outcome::Get { kv: Some(cur) } = o.result.outcome else {
+                return Err(Status::invalid_argument("etcdserver: key not found"));
+            };
+            let t = Txn {
+                compares: vec![Compare {
+                    key: r.key.clone(),
+                    target: CompareTarget::ModRevision(cur.mod_revision),
+                }],
+                success: vec![TxnOp::Put {
+                    key: r.key.clone(),
+                    value: cur.value.clone(),
+                }],
+                failure: vec![],
+            };
+            let (_, res) = p.txn(who, t).await.map_err(service_status)?;
+            if let Outcome::Txn {
+                succeeded: true, ..
+            } = res.outcome
+            {
+                return Ok(PbPutResponse {
+                    header: self.0.header(encode(res.revision, shard, shards)),
+                    prev_kv: r.prev_kv.then(|| pb_kv(&cur, shards, false)),
+                });
+            }
+        }
+        Err(Status::aborted(
+            "the key kept changing: ignore_value could not keep its value",
+        ))
+    }
+
+    async fn delete_(&self, req: Request<PbDeleteRequest>) -> Result<PbDeleteResponse, Status> {
+        let who = caller(&self.0.proxy, &req)?;
+        let r = req.into_inner();
+        let p = &self.0.proxy;
+        let shards = self.0.shards();
+        if r.key.is_empty() {
+            return Err(Status::invalid_argument("etcdserver: key is not provided"));
+        }
+        let (deleted, header) = if r.range_end.is_empty() {
+            check_key(&r.key)?;
+            let shard = shard_for_key(&r.key, shards);
+            let res = p
+                .write(who.as_ref(), shard, Op::Delete { key: r.key })
+                .await
+                .map_err(service_status)?;
+            let d = match res.outcome {
+                Outcome::Delete { deleted } => deleted.into_iter().collect::<Vec<_>>(),
+                other => return Err(Status::internal(format!("a delete answered {other:?}"))),
+            };
+            (d, encode(res.revision, shard, shards))
+        } else {
+            let (start, end) = span(&r.key, &r.range_end);
+            let (d, revs) = p
+                .delete_span(who.as_ref(), start, end)
+                .await
+                .map_err(service_status)?;
+            (d, top(&revs, shards))
+        };
+        Ok(PbDeleteResponse {
+            header: self.0.header(header),
+            deleted: deleted.len() as i64,
+            prev_kvs: if r.prev_kv {
+                deleted.iter().map(|k| pb_kv(k, shards, false)).collect()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    async fn txn_(&self, req: Request<PbTxnRequest>) -> Result<PbTxnResponse, Status> {
+        let who = caller(&self.0.proxy, &req)?;
+        let r = req.into_inner();
+        let shards = self.0.shards();
+        let compares = r
+            .compare
+            .iter()
+            .map(|c| compare(c, shards))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (success, s_plan) = ops(&r.success)?;
+        let (failure, f_plan) = ops(&r.failure)?;
+        if compares.is_empty() && success.is_empty() && failure.is_empty() {
+            return Ok(PbTxnResponse {
+                header: self.0.header(0),
+                succeeded: true,
+                responses: Vec::new(),
+            });
+        }
+        let t = Txn {
+            compares,
+            success,
+            failure,
+        };
+        let (shard, res) = self
+            .0
+            .proxy
+            .txn(who.as_ref(), t)
+            .await
+            .map_err(service_status)?;
+        let Outcome::Txn { succeeded, gets } = res.outcome else {
+            return Err(Status::internal("a transaction answered something else"));
+        };
+        let header = encode(res.revision, shard, shards);
+        let plan = if succeeded { s_plan } else { f_plan };
+        let mut gets = gets.into_iter();
+        let mut responses = Vec::new();
+        for step in plan {
+            let got = gets.next().flatten();
+            let h = self.0.header(header);
+            let resp = match step {
+                Step::Range {
+                    keys_only,
+                    count_only,
+                } => PbTxnOpResponse::ResponseRange(PbRangeResponse {
+                    header: h,
+                    count: i64::from(got.is_some()),
+                    kvs: if count_only {
+                        Vec::new()
+                    } else {
+                        got.iter().map(|k| pb_kv(k, shards, keys_only)).collect()
+                    },
+                    more: false,
+                }),
+                Step::Put { prev_kv } => PbTxnOpResponse::ResponsePut(PbPutResponse {
+                    header: h,
+                    prev_kv: got.filter(|_| prev_kv).map(|k| pb_kv(&k, shards, false)),
+                }),
+                Step::Delete { prev_kv } => {
+                    PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse {
+                        header: h,
+                        deleted: i64::from(got.is_some()),
+                        prev_kvs: got
+                            .iter()
+                            .filter(|_| prev_kv)
+                            .map(|k| pb_kv(k, shards, false))
+                            .collect(),
+                    })
+                }
+            };
+            responses.push(PbResponseOp {
+                response: Some(resp),
+            });
+        }
+        Ok(PbTxnResponse {
+            header: self.0.header(header),
+            succeeded,
+            responses,
+        })
+    }
+}
+
+/// How one etcd operation of a transaction's branch is answered: every step reads the key
+/// first (a `Get` in the same transaction, so the answer is the state the step acted on).
+enum Step {
+    Range { keys_only: bool, count_only: bool },
+    Put { prev_kv: bool },
+    Delete { prev_kv: bool },
+}
+
+fn ops(reqs: &[etcd_client::proto::PbTxnRequestOp]) -> Result<(Vec<TxnOp>, Vec<Step>), Status> {
+    let mut out = Vec::new();
+    let mut plan = Vec::new();
+    for r in reqs {
+        match &r.request {
+            Some(PbTxnOpRequest::RequestRange(g)) => {
+                if !g.range_end.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "a range inside a transaction must be one key (range_end empty)",
+                    ));
+                }
+                if g.revision != 0 {
+                    return Err(Status::unimplemented("historical reads are not kept"));
+                }
+                check_key(&g.key)?;
+                out.push(TxnOp::Get { key: g.key.clone() });
+                plan.push(Step::Range {
+                    keys_only: g.keys_only,
+                    count_only: g.count_only,
+                });
+            }
+            Some(PbTxnOpRequest::RequestPut(p)) => {
+                check_key(&p.key)?;
+                no_lease(p.lease)?;
+                if p.ignore_value {
+                    return Err(Status::invalid_argument(
+                        "ignore_value inside a transaction is not supported",
+                    ));
+                }
+                out.push(TxnOp::Get { key: p.key.clone() });
+                out.push(TxnOp::Put {
+                    key: p.key.clone(),
+                    value: p.value.clone(),
+                });
+                plan.push(Step::Put { prev_kv: p.prev_kv });
+            }
+            Some(PbTxnOpRequest::RequestDeleteRange(d)) => {
+                if !d.range_end.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "a delete inside a transaction must be one key (range_end empty)",
+                    ));
+                }
+                check_key(&d.key)?;
+                out.push(TxnOp::Get { key: d.key.clone() });
+                out.push(TxnOp::Delete { key: d.key.clone() });
+                plan.push(Step::Delete { prev_kv: d.prev_kv });
+            }
+            Some(PbTxnOpRequest::RequestTxn(_)) => {
+                return Err(Status::unimplemented(
+                    "nested transactions are not supported",
+                ))
+            }
+            None => return Err(Status::invalid_argument("an empty request operation")),
+        }
+    }
+    Ok((out, plan))
+}
+
+/// etcd's Compare as the state machine's: result EQUAL 0, GREATER 1, LESS 2, NOT_EQUAL 3;
+/// target VERSION 0, CREATE 1, MOD 2, VALUE 3, LEASE 4.
+fn compare(c: &PbCompare, shards: u32) -> Result<Compare, Status> {
+    if !c.range_end.is_empty() {
+        return Err(Status::invalid_argument(
+            "a compare over a key range is not supported (range_end must be empty)",
+        ));
+    }
+    check_key(&c.key)?;
+    let order = match c.result {
+        0 => Order::Equal,
+        1 => Order::Greater,
+        2 => Order::Less,
+        3 => Order::NotEqual,
+        n => {
+            return Err(Status::invalid_argument(format!(
+                "unknown compare result {n}"
+            )))
+        }
+    };
+    let shard = shard_for_key(&c.key, shards);
+    let number = |n: i64| -> Result<u64, Status> {
+        u64::try_from(n).map_err(|_| Status::invalid_argument(format!("{n} is negative")))
+    };
+    let field = match (c.target, &c.target_union) {
+        (0, Some(PbTargetUnion::Version(v))) => CompareField::Version(number(*v)?),
+        (1, Some(PbTargetUnion::CreateRevision(r))) => {
+            CompareField::CreateRevision(decode_for(*r, shard, shards)?)
+        }
+        (2, Some(PbTargetUnion::ModRevision(r))) => {
+            CompareField::ModRevision(decode_for(*r, shard, shards)?)
+        }
+        (3, Some(PbTargetUnion::Value(v))) => CompareField::Value(v.clone()),
+        (4, Some(PbTargetUnion::Lease(l))) => CompareField::Lease(number(*l)?),
+        // proto3 leaves a zero number out: the target alone says which.
+        (0, None) => CompareField::Version(0),
+        (1, None) => CompareField::CreateRevision(0),
+        (2, None) => CompareField::ModRevision(0),
+        (3, None) => CompareField::Value(Vec::new()),
+        (4, None) => CompareField::Lease(0),
+        (t, _) => {
+            return Err(Status::invalid_argument(format!(
+                "compare target {t} does not match its value"
+            )))
+        }
+    };
+    Ok(Compare {
+        key: c.key.clone(),
+        target: CompareTarget::Ordered(field, order),
+    })
+}
+
+type RangeStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<PbRangeStreamResponse, Status>> + Send + 'static>,
+>;
+
+#[tonic::async_trait]
+impl PbKvService for KvService {
+    async fn range(
+        &self,
+        request: Request<PbRangeRequest>,
+    ) -> Result<Response<PbRangeResponse>, Status> {
+        self.range_(request).await.map(Response::new)
+    }
+
+    type RangeStreamStream = RangeStream;
+
+    async fn range_stream(
+        &self,
+        request: Request<PbRangeRequest>,
+    ) -> Result<Response<RangeStream>, Status> {
+        // One chunk: the whole answer.
+        let r = self.range_(request).await?;
+        let s = futures::stream::once(async move {
+            Ok(PbRangeStreamResponse {
+                range_response: Some(r),
+            })
+        });
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn put(&self, request: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {
+        self.put_(request).await.map(Response::new)
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<PbDeleteRequest>,
+    ) -> Result<Response<PbDeleteResponse>, Status> {
+        self.delete_(request).await.map(Response::new)
+    }
+
+    async fn txn(&self, request: Request<PbTxnRequest>) -> Result<Response<PbTxnResponse>, Status> {
+        self.txn_(request).await.map(Response::new)
+    }
+
+    async fn compact(
+        &self,
+        _request: Request<PbCompactionRequest>,
+    ) -> Result<Response<PbCompactionResponse>, Status> {
+        Err(Status::unimplemented(
+            "Compact: Meridian keeps no revision history to compact yet",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compares_map_to_the_state_machine_and_refuse_foreign_revisions() {
+        let c = |result, target, u| PbCompare {
+            result,
+            target,
+            key: b"k".to_vec(),
+            range_end: vec![],
+            target_union: u,
+        };
+        let t = compare(&c(1, 0, Some(PbTargetUnion::Version(3))), 1).unwrap();
+        assert_eq!(
+            t.target,
+            CompareTarget::Ordered(CompareField::Version(3), Order::Greater)
+        );
+        let t = compare(&c(0, 2, None), 4).unwrap();
+        assert_eq!(
+            t.target,
+            CompareTarget::Ordered(CompareField::ModRevision(0), Order::Equal)
+        );
+        let shard = shard_for_key(b"k", 4);
+        let mine = encode(9, shard, 4);
+        let t = compare(&c(2, 1, Some(PbTargetUnion::CreateRevision(mine))), 4).unwrap();
+        assert_eq!(
+            t.target,
+            CompareTarget::Ordered(CompareField::CreateRevision(9), Order::Less)
+        );
+        let theirs = encode(9, (shard + 1) % 4, 4);
+        assert!(compare(&c(2, 1, Some(PbTargetUnion::CreateRevision(theirs))), 4).is_err());
+        assert!(compare(&c(7, 0, None), 1).is_err());
+        let mut ranged = c(0, 0, None);
+        ranged.range_end = b"z".to_vec();
+        assert!(compare(&ranged, 1).is_err());
+    }
+
+    #[test]
+    fn spans_follow_etcds_range_end() {
+        assert_eq!(span(b"a", b"b"), (b"a".to_vec(), b"b".to_vec()));
+        assert_eq!(span(b"a", b"\0"), (b"a".to_vec(), vec![]));
+        assert_eq!(span(b"\0", b"\0"), (b"\0".to_vec(), vec![]));
+    }
+}

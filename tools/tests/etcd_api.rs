@@ -1,0 +1,333 @@
+//! The etcd v3 edge at every proxy over real processes (issue "etcd v3 API"): Debian's
+//! `etcdctl` and the Rust `etcd-client` crate, unchanged, against `proxies.<region>.etcd` of
+//! endpoints.json — writes through one region's proxy, reads through another's; prefix and
+//! from-key ranges, limits, sorting, counts, keys only; deletes of one key and of a prefix with
+//! their previous values; transactions with compares on value, version, create and mod
+//! revision; the member list (the proxies); and the clear errors of what is not built.
+mod common;
+
+use common::*;
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions,
+    SortOrder, SortTarget, TlsOptions, Txn, TxnOp, TxnOpResponse,
+};
+use std::process::Command;
+
+fn etcd_urls(c: &TestCluster) -> Vec<String> {
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.dir.join("endpoints.json")).unwrap())
+            .unwrap();
+    e["proxies"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| {
+            p["etcd"]
+                .as_str()
+                .expect("every proxy lists its etcd endpoint")
+                .to_string()
+        })
+        .collect()
+}
+
+/// `etcdctl` against `url`; returns (success, stdout, stderr).
+fn etcdctl(
+    c: &TestCluster,
+    url: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    use std::io::Write;
+    let ca = c.cfg.resolve(&c.cfg.tls.ca);
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={url}"))
+        .arg(format!("--cacert={}", ca.display()))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("etcdctl runs");
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn have_etcdctl() -> bool {
+    Command::new("etcdctl").arg("version").output().is_ok()
+}
+
+#[test]
+fn etcdctl_works_against_the_nearest_proxy() {
+    if !have_etcdctl() {
+        eprintln!("SKIPPED: etcdctl is not installed (Debian's etcd-client; .ci/run installs it)");
+        return;
+    }
+    let c = TestCluster::up("etcd-etcdctl", &["--no-wan"]);
+    let urls = etcd_urls(&c);
+    assert_eq!(urls.len(), 5);
+    let (a, b) = (&urls[0], &urls[3]);
+    let ok = |url: &str, args: &[&str]| -> String {
+        let (good, out, err) = etcdctl(&c, url, args, None);
+        assert!(good, "etcdctl {args:?}: {out}{err}");
+        out
+    };
+    assert_eq!(ok(a, &["put", "app/x", "42"]).trim(), "OK");
+    assert_eq!(ok(b, &["get", "app/x", "--print-value-only"]).trim(), "42");
+    ok(a, &["put", "app/y", "43"]);
+    ok(a, &["put", "other", "1"]);
+    assert_eq!(
+        ok(b, &["get", "--prefix", "app/", "--keys-only"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["app/x", "app/y"]
+    );
+    assert_eq!(
+        ok(
+            b,
+            &[
+                "get",
+                "--prefix",
+                "app/",
+                "--limit",
+                "1",
+                "--print-value-only"
+            ]
+        )
+        .trim(),
+        "42"
+    );
+    assert_eq!(
+        ok(b, &["get", "app/", "--from-key", "--keys-only"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["app/x", "app/y", "other"]
+    );
+    // A transaction: the compare holds, so the success branch runs.
+    let (good, out, err) = etcdctl(
+        &c,
+        a,
+        &["txn"],
+        Some("value(\"app/x\") = \"42\"\n\nput app/x 44\n\nput app/x never\n\n"),
+    );
+    assert!(good && out.starts_with("SUCCESS"), "{out}{err}");
+    let (good, out, _) = etcdctl(
+        &c,
+        b,
+        &["txn"],
+        Some("value(\"app/x\") = \"42\"\n\nput app/x never\n\nget app/x\n\n"),
+    );
+    assert!(
+        good && out.starts_with("FAILURE") && out.contains("44"),
+        "{out}"
+    );
+    assert_eq!(ok(b, &["del", "--prefix", "app/"]).trim(), "2");
+    assert_eq!(ok(a, &["get", "--prefix", "app/"]).trim(), "");
+    // The members are the proxies, each with its etcd URL.
+    let members = ok(a, &["member", "list"]);
+    for u in &urls {
+        assert!(members.contains(u.as_str()), "{members}");
+    }
+    assert!(ok(a, &["endpoint", "status"]).contains("3.5.0"));
+    // What is not built says so.
+    let (good, _, err) = etcdctl(&c, a, &["put", "k", "v", "--lease=1234"], None);
+    assert!(!good && err.contains("requested lease not found"), "{err}");
+    let (good, _, err) = etcdctl(&c, a, &["get", "other", "--rev=1"], None);
+    assert!(!good && err.contains("historical reads"), "{err}");
+    let (good, _, err) = etcdctl(&c, a, &["lease", "grant", "10"], None);
+    assert!(!good && err.contains("TTL leases are not built"), "{err}");
+}
+
+#[test]
+fn the_etcd_client_crate_works_unchanged() {
+    let c = TestCluster::up("etcd-crate", &["--no-wan"]);
+    let urls = etcd_urls(&c);
+    let ca = std::fs::read_to_string(c.cfg.resolve(&c.cfg.tls.ca)).unwrap();
+    rt().block_on(async {
+        let connect = |url: String| {
+            let ca = ca.clone();
+            async move {
+                Client::connect(
+                    [url],
+                    Some(
+                        ConnectOptions::new()
+                            .with_tls(TlsOptions::new().ca_certificate(Certificate::from_pem(ca))),
+                    ),
+                )
+                .await
+                .expect("connects over TLS with the cluster CA")
+            }
+        };
+        let mut a = connect(urls[1].clone()).await;
+        let mut b = connect(urls[4].clone()).await;
+        for (k, v) in [("cfg/b", "2"), ("cfg/a", "1"), ("cfg/c", "3"), ("zzz", "9")] {
+            a.put(k, v, None).await.unwrap();
+        }
+        // A key on cfg/a's shard (a transaction stays within one shard).
+        let shards = c.cfg.cluster.shards;
+        let home = meridian_proxy::route::shard_for_key(b"cfg/a", shards);
+        let near = (0..)
+            .map(|i| format!("near/{i}"))
+            .find(|k| meridian_proxy::route::shard_for_key(k.as_bytes(), shards) == home)
+            .unwrap();
+        a.put(near.as_str(), "3", None).await.unwrap();
+        let first = a
+            .put("cfg/a", "1b", Some(PutOptions::new().with_prev_key()))
+            .await
+            .unwrap();
+        assert_eq!(first.prev_key().unwrap().value(), b"1");
+        // Linearizable reads through another region's proxy see every acknowledged write.
+        let r = b
+            .get("cfg/", Some(GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        let keys: Vec<&str> = r.kvs().iter().map(|k| k.key_str().unwrap()).collect();
+        assert_eq!(keys, ["cfg/a", "cfg/b", "cfg/c"]);
+        assert_eq!(r.count(), 3);
+        let a_kv = r.kvs()[0].clone();
+        assert_eq!((a_kv.value(), a_kv.version()), (&b"1b"[..], 2));
+        assert!(a_kv.mod_revision() > a_kv.create_revision());
+        assert!(r.header().unwrap().revision() >= a_kv.mod_revision());
+        // Limit, count, sort by value descending, keys only, count only, serializable.
+        let r = b
+            .get("cfg/", Some(GetOptions::new().with_prefix().with_limit(2)))
+            .await
+            .unwrap();
+        assert_eq!((r.kvs().len(), r.count(), r.more()), (2, 3, true));
+        let r = b
+            .get(
+                "cfg/",
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_sort(SortTarget::Value, SortOrder::Descend)
+                        .with_limit(1),
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.kvs()[0].value(), b"3");
+        let r = b
+            .get(
+                "cfg/",
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+            .unwrap();
+        assert!(r.kvs().iter().all(|k| k.value().is_empty()) && r.kvs().len() == 3);
+        let r = b
+            .get(
+                "cfg/",
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await
+            .unwrap();
+        assert_eq!((r.kvs().len(), r.count()), (0, 3));
+        let r = b
+            .get("cfg/b", Some(GetOptions::new().with_serializable()))
+            .await
+            .unwrap();
+        assert!(
+            r.kvs().len() <= 1,
+            "a serializable read answers from a nearby replica"
+        );
+        // Transactions: compares on version, mod revision, create revision and value.
+        let t = Txn::new()
+            .when([
+                Compare::version("cfg/a", CompareOp::Equal, 2),
+                Compare::mod_revision("cfg/a", CompareOp::Equal, a_kv.mod_revision()),
+                Compare::create_revision("cfg/a", CompareOp::Equal, a_kv.create_revision()),
+                Compare::value("cfg/a", CompareOp::Greater, "1a"),
+            ])
+            .and_then([
+                TxnOp::put("cfg/a", "1c", Some(PutOptions::new().with_prev_key())),
+                TxnOp::get("cfg/a", None),
+                TxnOp::delete(near.as_str(), Some(DeleteOptions::new().with_prev_key())),
+            ])
+            .or_else([TxnOp::get("cfg/a", None)]);
+        let r = b.txn(t).await.unwrap();
+        assert!(r.succeeded(), "every compare holds");
+        let rs = r.op_responses();
+        assert_eq!(rs.len(), 3);
+        match &rs[0] {
+            TxnOpResponse::Put(p) => assert_eq!(p.prev_key().unwrap().value(), b"1b"),
+            o => panic!("{o:?}"),
+        }
+        match &rs[1] {
+            TxnOpResponse::Get(g) => assert_eq!(g.kvs()[0].value(), b"1c"),
+            o => panic!("{o:?}"),
+        }
+        match &rs[2] {
+            TxnOpResponse::Delete(d) => {
+                assert_eq!(d.deleted(), 1);
+                assert_eq!(d.prev_kvs()[0].value(), b"3");
+            }
+            o => panic!("{o:?}"),
+        }
+        // The same compares fail now: the failure branch runs and changes nothing.
+        let t = Txn::new()
+            .when([Compare::version("cfg/a", CompareOp::Equal, 2)])
+            .and_then([TxnOp::put("cfg/a", "never", None)])
+            .or_else([TxnOp::get("cfg/a", None)]);
+        let r = a.txn(t).await.unwrap();
+        assert!(!r.succeeded());
+        let v = a.get("cfg/a", None).await.unwrap();
+        assert_eq!(v.kvs()[0].value(), b"1c");
+        // A prefix delete with the previous values.
+        let d = a
+            .delete(
+                "cfg/",
+                Some(DeleteOptions::new().with_prefix().with_prev_key()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(d.deleted(), 3);
+        let prev: Vec<&[u8]> = d.prev_kvs().iter().map(|k| k.key()).collect();
+        assert_eq!(prev, [&b"cfg/a"[..], b"cfg/b", b"cfg/c"]);
+        assert!(b.get(near.as_str(), None).await.unwrap().kvs().is_empty());
+        // A transaction across shards is refused whole, with the reason.
+        let other = (0..)
+            .map(|i| format!("far/{i}"))
+            .find(|k| meridian_proxy::route::shard_for_key(k.as_bytes(), shards) != home)
+            .unwrap();
+        let e = a
+            .txn(Txn::new().and_then([
+                TxnOp::put("cfg/a", "x", None),
+                TxnOp::put(other.as_str(), "x", None),
+            ]))
+            .await
+            .expect_err("a transaction across shards");
+        assert!(e.to_string().contains("within one shard"), "{e}");
+        assert!(b.get("cfg/a", None).await.unwrap().kvs().is_empty());
+        assert_eq!(
+            b.get("cfg/", Some(GetOptions::new().with_prefix()))
+                .await
+                .unwrap()
+                .count(),
+            0
+        );
+        assert_eq!(b.get("zzz", None).await.unwrap().kvs()[0].value(), b"9");
+        // The members are the proxies.
+        let m = a.member_list().await.unwrap();
+        assert_eq!(m.members().len(), 5);
+        let s = a.status().await.unwrap();
+        assert_eq!(s.version(), "3.5.0");
+        // Bad input: an empty key, a revision of another shard in a compare.
+        assert!(a.put("", "v", None).await.is_err());
+        let foreign = a_kv.mod_revision() + 1;
+        let e = a
+            .txn(Txn::new().when([Compare::mod_revision("cfg/a", CompareOp::Less, foreign)]))
+            .await
+            .expect_err("a revision of another shard is refused");
+        assert!(e.to_string().contains("shard"), "{e}");
+    });
+}
