@@ -5,7 +5,7 @@ use crate::sites::Sites;
 use futures::stream::{FuturesUnordered, StreamExt};
 use meridian_replica::client::{ClientError, Outcome};
 use meridian_replica::driver::ReadMode;
-use meridian_replica::kv::{KvCommand, KvResult};
+use meridian_replica::kv::{KvCommand, KvResult, Op};
 use meridian_replica::wire::pb;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,14 +80,62 @@ fn from_error(e: ClientError) -> CallResult {
     }
 }
 
+fn wire_mode(mode: ReadMode) -> pb::ReadMode {
+    match mode {
+        ReadMode::Leader => pb::ReadMode::Leader,
+        ReadMode::Log => pb::ReadMode::Log,
+        ReadMode::Local => pb::ReadMode::Local,
+        ReadMode::Quorum => pb::ReadMode::Quorum,
+        ReadMode::Lease => pb::ReadMode::Lease,
+    }
+}
+
+fn read_result(answer: Result<Outcome<pb::ReadReply>, ClientError>) -> CallResult {
+    match answer {
+        Ok(Outcome::Ok(r)) if r.not_holder => CallResult::NotHolder,
+        Ok(Outcome::Ok(r)) => match bincode::deserialize::<KvResult>(&r.result) {
+            Ok(result) => CallResult::Read(SiteRead {
+                result,
+                path: r.path,
+                applied: r.applied_index,
+                barrier: r.barrier,
+                staleness_ms: r.staleness_ms,
+            }),
+            Err(_) => CallResult::Failed,
+        },
+        Ok(Outcome::NotLeader(h)) => CallResult::NotLeader(h),
+        Err(e) => from_error(e),
+    }
+}
+
 async fn call(
-    sites: &Sites,
+    sites: &Arc<Sites>,
     shard: u32,
     read: Option<&KvCommand>,
     site: usize,
     kind: CallKind,
     trace: Option<meridian_replica::trace::TraceContext>,
 ) -> CallResult {
+    // Point reads the replica answers at once may share a call with others to the same site
+    // (`read_batch`, which carries the emulated delay both ways).
+    if let (
+        CallKind::Read {
+            mode: mode @ (ReadMode::Leader | ReadMode::Local | ReadMode::Quorum),
+            min_applied: 0,
+            wait,
+        },
+        Some(
+            cmd @ KvCommand {
+                op: Op::Get { .. }, ..
+            },
+        ),
+    ) = (&kind, read)
+    {
+        if wait.is_zero() {
+            let r = crate::read_batch::read(sites, site, shard, cmd, wire_mode(*mode), trace).await;
+            return read_result(r);
+        }
+    }
     let Some(conn) = sites.conn(site).await else {
         return CallResult::Failed;
     };
@@ -105,28 +153,10 @@ async fn call(
             wait,
         } => {
             let cmd = read.expect("reads carry their command");
-            let mode = match mode {
-                ReadMode::Leader => pb::ReadMode::Leader,
-                ReadMode::Log => pb::ReadMode::Log,
-                ReadMode::Local => pb::ReadMode::Local,
-                ReadMode::Quorum => pb::ReadMode::Quorum,
-                ReadMode::Lease => pb::ReadMode::Lease,
-            };
-            match conn.read_waiting(shard, cmd, mode, min_applied, wait).await {
-                Ok(Outcome::Ok(r)) if r.not_holder => CallResult::NotHolder,
-                Ok(Outcome::Ok(r)) => match bincode::deserialize::<KvResult>(&r.result) {
-                    Ok(result) => CallResult::Read(SiteRead {
-                        result,
-                        path: r.path,
-                        applied: r.applied_index,
-                        barrier: r.barrier,
-                        staleness_ms: r.staleness_ms,
-                    }),
-                    Err(_) => CallResult::Failed,
-                },
-                Ok(Outcome::NotLeader(h)) => CallResult::NotLeader(h),
-                Err(e) => from_error(e),
-            }
+            read_result(
+                conn.read_waiting(shard, cmd, wire_mode(mode), min_applied, wait)
+                    .await,
+            )
         }
     };
     sites.wan(site).await;

@@ -17,6 +17,7 @@ pub(crate) mod grpc;
 mod http;
 pub mod logic;
 pub mod metrics;
+pub mod read_batch;
 pub mod reads;
 pub mod route;
 pub mod server;

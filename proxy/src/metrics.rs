@@ -57,6 +57,8 @@ pub struct ProxyMetrics {
     pub connections_closed: Family<ReasonLabel, Counter>,
     pub connections_open: Gauge,
     pub parked_connections: Gauge,
+    pub read_calls: Counter,
+    pub batched_reads: Counter,
     registry: Registry,
 }
 
@@ -110,6 +112,8 @@ impl ProxyMetrics {
             connections_closed: Family::default(),
             connections_open: Gauge::default(),
             parked_connections: Gauge::default(),
+            read_calls: Counter::default(),
+            batched_reads: Counter::default(),
             registry: Registry::default(),
         };
         for reason in CLOSE_REASONS {
@@ -196,6 +200,16 @@ impl ProxyMetrics {
             "connections_open",
             "Client connections open now",
             m.connections_open.clone(),
+        );
+        r.register(
+            "read_calls",
+            "Read calls sent to replicas (a batch of point reads is one call)",
+            m.read_calls.clone(),
+        );
+        r.register(
+            "batched_reads",
+            "Point reads that left in a batch of two or more (ReadBatch)",
+            m.batched_reads.clone(),
         );
         r.register(
             "connections_parked",

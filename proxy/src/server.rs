@@ -102,7 +102,12 @@ pub async fn run(
             d(a).total_cmp(&d(b))
         })
     });
-    let sites = Arc::new(Sites::new(sites, cfg.cluster.shards, tls.clone()).with_origin(origin));
+    let metrics = crate::metrics::ProxyMetrics::new();
+    let sites = Arc::new(
+        Sites::new(sites, cfg.cluster.shards, tls.clone())
+            .with_origin(origin)
+            .with_read_counters(metrics.read_calls.clone(), metrics.batched_reads.clone()),
+    );
     for i in 0..cfg.sites.len() {
         tokio::spawn(sites.clone().probe(i, Duration::from_millis(250)));
     }
@@ -132,7 +137,7 @@ pub async fn run(
         sessions: Sessions::new(base, 8192),
         sites,
         deadline: opts.deadline,
-        metrics: crate::metrics::ProxyMetrics::new(),
+        metrics,
         auth: crate::auth::Auth::from_config(&cfg.auth).map_err(ProxyError::Config)?,
         body_timeout: Duration::from_millis(cfg.limits.body_timeout_ms),
     });

@@ -278,6 +278,8 @@ pub struct ScanAnswer {
     pub count: u64,
     /// Each shard's revision at its read, in shard order.
     pub revisions: Vec<u64>,
+    /// The path each shard's read took, in shard order.
+    pub paths: Vec<&'static str>,
 }
 
 impl Proxy {
@@ -315,10 +317,12 @@ impl Proxy {
                 more: false,
                 count: 0,
                 revisions: Vec::new(),
+                paths: Vec::new(),
             };
             for r in futures::future::join_all(reads).await {
                 let o = r?;
                 a.revisions.push(o.result.revision);
+                a.paths.push(o.path);
                 match o.result.outcome {
                     meridian_replica::kv::Outcome::Scan { kvs, count, .. } => {
                         a.kvs.extend(kvs);
@@ -340,9 +344,16 @@ impl Proxy {
         })
         .instrument(span.clone())
         .await;
-        record_outcome(&span, &r, "scan");
+        let path = match &r {
+            Ok(a) if a.paths.iter().all(|p| Some(p) == a.paths.first()) => {
+                a.paths.first().copied().unwrap_or("none")
+            }
+            Ok(_) => "mixed",
+            Err(_) => "none",
+        };
+        record_outcome(&span, &r, path);
         self.metrics
-            .finished("range", "scan", t0, r.as_ref().map(|_| ()));
+            .finished("range", path, t0, r.as_ref().map(|_| ()));
         r
     }
 

@@ -42,6 +42,8 @@ pub struct Sites {
     /// The site this proxy's requests say they come from (its region's, else the nearest):
     /// the replicas count demand by it (`[leases] mode = "auto"`).
     pub origin: Option<usize>,
+    /// Point reads to each site, batched (`read_batch`).
+    pub reads: crate::read_batch::ReadBatcher,
     /// The proxy logic's clock: time since this proxy started.
     epoch: Instant,
 }
@@ -49,6 +51,7 @@ pub struct Sites {
 impl Sites {
     pub fn new(sites: Vec<Site>, shards: u32, tls: TlsFiles) -> Sites {
         Sites {
+            reads: crate::read_batch::ReadBatcher::new(sites.len()),
             sites,
             leaders: Mutex::new(vec![LeaderInfo::default(); shards as usize]),
             qlease: Mutex::new(vec![0; shards as usize]),
@@ -56,6 +59,16 @@ impl Sites {
             origin: None,
             epoch: Instant::now(),
         }
+    }
+
+    /// Counts read calls into the proxy's metrics.
+    pub fn with_read_counters(
+        mut self,
+        calls: prometheus_client::metrics::counter::Counter,
+        batched: prometheus_client::metrics::counter::Counter,
+    ) -> Sites {
+        self.reads = self.reads.counting(calls, batched);
+        self
     }
 
     /// Requests carry `origin` as their source site.

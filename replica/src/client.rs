@@ -155,11 +155,53 @@ impl ReplicaClient {
             origin_site: self.origin_site,
         };
         let r = self.inner.read(self.request(req)).await?.into_inner();
-        if r.not_leader {
-            return Ok(Outcome::NotLeader(
-                (r.leader_hint >= 0).then_some(r.leader_hint as usize),
-            ));
-        }
-        Ok(Outcome::Ok(r))
+        Ok(read_outcome(r))
     }
+
+    /// Several reads in one call (`ReadBatch`), each `(shard, command, mode)` answered as
+    /// `read_full` would answer it, in order. The outer error is the call's; each inner one a
+    /// read's own.
+    pub async fn read_batch(
+        &mut self,
+        reads: &[(u32, &KvCommand, pb::ReadMode)],
+    ) -> Result<Vec<Result<Outcome<pb::ReadReply>, ClientError>>, ClientError> {
+        let req = pb::ReadBatchRequest {
+            reads: reads
+                .iter()
+                .map(|(shard, cmd, mode)| pb::ReadRequest {
+                    shard: *shard,
+                    command: cmd.encode(),
+                    mode: *mode as i32,
+                    min_applied: 0,
+                    wait_ms: 0,
+                    origin_site: self.origin_site,
+                })
+                .collect(),
+        };
+        let r = self.inner.read_batch(self.request(req)).await?.into_inner();
+        if r.items.len() != reads.len() {
+            return Err(ClientError::Decode(format!(
+                "{} answers to {} reads",
+                r.items.len(),
+                reads.len()
+            )));
+        }
+        Ok(r.items
+            .into_iter()
+            .map(|it| match it.reply {
+                Some(reply) if it.code == 0 => Ok(read_outcome(reply)),
+                _ => Err(ClientError::Rpc(tonic::Status::new(
+                    tonic::Code::from(it.code),
+                    it.message,
+                ))),
+            })
+            .collect())
+    }
+}
+
+fn read_outcome(r: pb::ReadReply) -> Outcome<pb::ReadReply> {
+    if r.not_leader {
+        return Outcome::NotLeader((r.leader_hint >= 0).then_some(r.leader_hint as usize));
+    }
+    Outcome::Ok(r)
 }

@@ -577,6 +577,98 @@ fn concurrent_log_path_reads_of_different_keys_each_get_their_own_value() {
     assert_eq!(wrong, 0, "{wrong} of 400 reads carried another key's value");
 }
 
+/// Read batching: 1,280 concurrent leader and quorum reads of 40 keys through one proxy leave in
+/// fewer calls than reads (some in batches, `meridian_proxy_batched_reads_total`), and every
+/// read still carries its own key's value.
+#[test]
+fn batched_reads_each_get_their_own_keys_value() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::up("proxy-batchreads", &["--no-wan"]);
+    let tls = tls_config(&c.cfg.resolve(&c.cfg.tls.ca));
+    let url = proxy_url(&c, "us-east-1");
+    let wrong = rt().block_on(async {
+        let mut conn = Conn::open(&url, tls.clone()).await.unwrap();
+        for k in 0..40 {
+            let r = conn
+                .request(
+                    "PUT",
+                    &format!("/v1/kv/br{k}"),
+                    format!("v{k}").into_bytes(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200);
+        }
+        let mut tasks = Vec::new();
+        for t in 0..64u32 {
+            let (url, tls) = (url.clone(), tls.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::open(&url, tls).await.unwrap();
+                let mut wrong = 0;
+                for i in 0..20u32 {
+                    let k = (t * 7 + i) % 40;
+                    let mode = if i % 2 == 0 { "leader" } else { "quorum" };
+                    let r = conn
+                        .request("GET", &format!("/v1/kv/br{k}?read_mode={mode}"), vec![])
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+                    if r.body != format!("v{k}").as_bytes() {
+                        wrong += 1;
+                    }
+                }
+                wrong
+            }));
+        }
+        let mut wrong = 0;
+        for t in tasks {
+            wrong += t.await.unwrap();
+        }
+        wrong
+    });
+    assert_eq!(
+        wrong, 0,
+        "{wrong} of 1,280 reads carried another key's value"
+    );
+    let e = endpoints(&c);
+    let m = e["proxies"]["us-east-1"]["metrics"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = scrape_metrics(&m);
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {text}"))
+    };
+    let (calls, batched) = (
+        value("meridian_proxy_read_calls_total"),
+        value("meridian_proxy_batched_reads_total"),
+    );
+    // Leader reads: one call each unbatched; quorum reads: one per site.
+    let unbatched = 640.0 + 640.0 * c.cfg.sites.len() as f64;
+    assert!(batched > 0.0, "no read left in a batch ({calls} calls)");
+    assert!(
+        calls < unbatched,
+        "{calls} calls for reads that would take {unbatched} alone"
+    );
+}
+
+fn scrape_metrics(url: &str) -> String {
+    use std::io::{Read, Write};
+    let (host, path) = url
+        .strip_prefix("http://")
+        .unwrap()
+        .split_once('/')
+        .unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET /{path} HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
 /// Defect 5: concurrent 1 MiB writes (the documented maximum) form batches under the replica's
 /// message limit and all succeed, instead of one oversized batch refused and retried to 504.
 #[test]

@@ -113,30 +113,97 @@ impl PeerLinks {
     }
 }
 
-/// Forwards released envelopes to the current connection, batching whatever is queued.
+/// A frame carries at most this many message bytes (the rest leaves in the next frame).
+const FRAME_BYTES: usize = 8 << 20;
+/// How long a congested connection is waited for before a message is given up (the protocol
+/// retransmits).
+const CONGESTION_WAIT: Duration = Duration::from_secs(2);
+
+/// Forwards released envelopes to the current connection, batching whatever is queued. A
+/// congested connection applies backpressure: the link waits for room (what queues meanwhile
+/// leaves in the same frame) instead of dropping the frame; a message is lost only when no
+/// connection is up or none had room for [`CONGESTION_WAIT`].
 async fn run_link(me: u32, mut rx: mpsc::UnboundedReceiver<Envelope>, sink: Sink) {
     while let Some(env) = rx.recv().await {
+        let tx = sink.lock().expect("sink lock").clone();
+        let Some(tx) = tx else {
+            tracing::debug!("no connection to the peer; message dropped");
+            continue;
+        };
+        let permit = match tokio::time::timeout(CONGESTION_WAIT, tx.reserve()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => {
+                tracing::debug!("peer connection closed; message dropped");
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!("peer link congested for 2 s; message dropped");
+                continue;
+            }
+        };
+        let mut bytes = env.msg.len();
         let mut msgs = vec![env];
-        while let Ok(more) = rx.try_recv() {
-            msgs.push(more);
+        while bytes < FRAME_BYTES {
+            match rx.try_recv() {
+                Ok(more) => {
+                    bytes += more.msg.len();
+                    msgs.push(more);
+                }
+                Err(_) => break,
+            }
         }
-        forward(&sink, me, msgs);
+        permit.send(PeerFrame {
+            from_site: me,
+            msgs,
+            ping: 0,
+            pong: false,
+        });
     }
 }
 
-fn forward(sink: &Sink, me: u32, msgs: Vec<Envelope>) {
-    let tx = sink.lock().expect("sink lock").clone();
-    if let Some(tx) = tx {
-        if tx
-            .try_send(PeerFrame {
-                from_site: me,
-                msgs,
-                ping: 0,
-                pong: false,
-            })
-            .is_err()
-        {
-            tracing::debug!("peer link congested or closed; frame dropped");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_congested_connection_slows_the_link_and_loses_nothing() {
+        let links = PeerLinks::start(0, vec![Duration::ZERO, Duration::ZERO]);
+        let (tx, mut rx) = mpsc::channel(1);
+        *links.sinks[1].lock().unwrap() = Some(tx);
+        for i in 0..2000u32 {
+            links.send(1, 0, i.to_be_bytes().to_vec());
         }
+        let mut got = Vec::new();
+        while got.len() < 2000 {
+            let f = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("frames keep coming")
+                .expect("open");
+            got.extend(
+                f.msgs
+                    .iter()
+                    .map(|e| u32::from_be_bytes(e.msg[..4].try_into().unwrap())),
+            );
+            // A slow reader: the link must wait for it, not drop.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(got, (0..2000).collect::<Vec<_>>(), "all, in order");
+    }
+
+    #[tokio::test]
+    async fn without_a_connection_messages_are_dropped_not_queued_forever() {
+        let links = PeerLinks::start(0, vec![Duration::ZERO, Duration::ZERO]);
+        for i in 0..10u32 {
+            links.send(1, 0, i.to_be_bytes().to_vec());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (tx, mut rx) = mpsc::channel(4);
+        *links.sinks[1].lock().unwrap() = Some(tx);
+        links.send(1, 0, 99u32.to_be_bytes().to_vec());
+        let f = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.msgs.len(), 1, "only what was sent with a connection up");
     }
 }

@@ -9,7 +9,7 @@ mod service;
 mod shard;
 mod wal_writer;
 
-pub use service::{MAX_BATCH, MAX_COMMAND_BYTES};
+pub use service::{MAX_BATCH, MAX_COMMAND_BYTES, MAX_READ_BATCH};
 
 use crate::config::ClusterConfig;
 use crate::metrics::{PeerLabel, ReplicaMetrics};

@@ -10,6 +10,9 @@ use tonic::{Request, Response, Status};
 
 /// Largest encoded command accepted (a 4 KiB key and a 1 MiB value, with room for framing).
 pub const MAX_COMMAND_BYTES: usize = (1 << 20) + 8192;
+/// Reads in one ReadBatch call.
+pub const MAX_READ_BATCH: usize = 256;
+
 pub const MAX_BATCH: usize = 4096;
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -272,6 +275,41 @@ impl Replica for ReplicaService {
         let refused = r.as_ref().is_ok_and(|x| x.get_ref().not_leader);
         record_outcome(&span, &r, refused);
         r
+    }
+
+    async fn read_batch(
+        &self,
+        req: Request<pb::ReadBatchRequest>,
+    ) -> Result<Response<pb::ReadBatchReply>, Status> {
+        use tracing::Instrument;
+        let reads = req.into_inner().reads;
+        if reads.is_empty() || reads.len() > MAX_READ_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "a read batch carries 1..={MAX_READ_BATCH} reads, got {}",
+                reads.len()
+            )));
+        }
+        let span = tracing::debug_span!("read_batch", reads = reads.len());
+        let answers = futures::future::join_all(reads.into_iter().map(|r| self.read_inner(r)))
+            .instrument(span)
+            .await;
+        Ok(Response::new(pb::ReadBatchReply {
+            items: answers
+                .into_iter()
+                .map(|a| match a {
+                    Ok(r) => pb::ReadBatchItem {
+                        reply: Some(r.into_inner()),
+                        code: 0,
+                        message: String::new(),
+                    },
+                    Err(s) => pb::ReadBatchItem {
+                        reply: None,
+                        code: s.code() as i32,
+                        message: s.message().to_string(),
+                    },
+                })
+                .collect(),
+        }))
     }
 
     async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<pb::ReadReply>, Status> {
