@@ -38,7 +38,7 @@ fn status(e: ApiError) -> Status {
     }
 }
 
-fn check_key(k: &[u8]) -> Result<(), Status> {
+pub(crate) fn check_key(k: &[u8]) -> Result<(), Status> {
     if k.is_empty() || k.len() > MAX_KEY {
         return Err(Status::invalid_argument(format!(
             "key of {} bytes: keys are 1..={MAX_KEY} bytes",

@@ -18,6 +18,15 @@ pub struct RangeAnswer {
     pub paths: Vec<&'static str>,
 }
 
+/// The path of a read over several shards: theirs when they all took the same, else `mixed`.
+fn merged_path(paths: &[&'static str]) -> &'static str {
+    match paths.first() {
+        Some(p) if paths.iter().all(|q| q == p) => p,
+        Some(_) => "mixed",
+        None => "none",
+    }
+}
+
 /// Every key a transaction touches.
 pub fn txn_keys(t: &Txn) -> Vec<&[u8]> {
     let ops = t.success.iter().chain(&t.failure).map(|o| match o {
@@ -128,13 +137,7 @@ impl Proxy {
         let r = trace::scope(ctx, self.range_inner(prefix, limit, c, mode))
             .instrument(span.clone())
             .await;
-        let path = match &r {
-            Ok(a) if a.paths.iter().all(|p| Some(p) == a.paths.first()) => {
-                a.paths.first().copied().unwrap_or("none")
-            }
-            Ok(_) => "mixed",
-            Err(_) => "none",
-        };
+        let path = r.as_ref().map_or("none", |a| merged_path(&a.paths));
         record_outcome(&span, &r, path);
         self.metrics
             .finished("range", path, t0, r.as_ref().map(|_| ()));
@@ -344,13 +347,7 @@ impl Proxy {
         })
         .instrument(span.clone())
         .await;
-        let path = match &r {
-            Ok(a) if a.paths.iter().all(|p| Some(p) == a.paths.first()) => {
-                a.paths.first().copied().unwrap_or("none")
-            }
-            Ok(_) => "mixed",
-            Err(_) => "none",
-        };
+        let path = r.as_ref().map_or("none", |a| merged_path(&a.paths));
         record_outcome(&span, &r, path);
         self.metrics
             .finished("range", path, t0, r.as_ref().map(|_| ()));

@@ -167,7 +167,7 @@ fn slowloris_and_truncated_handshakes_are_closed_while_others_are_served() {
         );
     });
     // Each was closed by the limit it broke, and counted.
-    let text = scrape(&c, "us-east-1");
+    let text = scrape_proxy_metrics(&c, "us-east-1");
     let closed = |reason: &str| -> f64 {
         text.lines()
             .find(|l| {
@@ -179,24 +179,6 @@ fn slowloris_and_truncated_handshakes_are_closed_while_others_are_served() {
     };
     assert!(closed("handshake_timeout") >= 1000.0, "{text}");
     assert!(closed("header_timeout") >= 2000.0, "{text}");
-}
-
-fn scrape(c: &TestCluster, region: &str) -> String {
-    use std::io::{Read, Write};
-    let e: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(c.dir.join("endpoints.json")).unwrap())
-            .unwrap();
-    let url = e["proxies"][region]["metrics"].as_str().unwrap();
-    let (host, path) = url
-        .strip_prefix("http://")
-        .unwrap()
-        .split_once('/')
-        .unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET /{path} HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
 }
 
 #[test]

@@ -246,7 +246,13 @@ async fn etcd_client(
             let opts = ConnectOptions::new()
                 .with_connect_timeout(Duration::from_secs(2))
                 .with_timeout(Duration::from_secs(8))
-                .with_tls(TlsOptions::new().ca_certificate(Certificate::from_pem(ca.clone())));
+                // The cluster's certificates name localhost; on the host WAN the proxies listen
+                // on their emulated hosts' addresses.
+                .with_tls(
+                    TlsOptions::new()
+                        .ca_certificate(Certificate::from_pem(ca.clone()))
+                        .domain_name("localhost"),
+                );
             client = tokio::time::timeout(
                 Duration::from_secs(3),
                 Client::connect([url.clone()], Some(opts)),

@@ -630,12 +630,7 @@ fn batched_reads_each_get_their_own_keys_value() {
         wrong, 0,
         "{wrong} of 1,280 reads carried another key's value"
     );
-    let e = endpoints(&c);
-    let m = e["proxies"]["us-east-1"]["metrics"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let text = scrape_metrics(&m);
+    let text = scrape_proxy_metrics(&c, "us-east-1");
     let value = |name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name))
@@ -653,20 +648,6 @@ fn batched_reads_each_get_their_own_keys_value() {
         calls < unbatched,
         "{calls} calls for reads that would take {unbatched} alone"
     );
-}
-
-fn scrape_metrics(url: &str) -> String {
-    use std::io::{Read, Write};
-    let (host, path) = url
-        .strip_prefix("http://")
-        .unwrap()
-        .split_once('/')
-        .unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET /{path} HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
 }
 
 /// Defect 5: concurrent 1 MiB writes (the documented maximum) form batches under the replica's

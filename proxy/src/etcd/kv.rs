@@ -2,8 +2,8 @@
 //! native API (linearizable reads through the chooser, `serializable` a local read), Put,
 //! DeleteRange and Txn through the write path with exactly-once identities.
 use super::{decode_for, encode, Edge};
-use crate::api::{MAX_KEY, MAX_VALUE};
-use crate::grpc::{caller, service_status};
+use crate::api::MAX_VALUE;
+use crate::grpc::{caller, check_key, service_status};
 use crate::reads::{Consistency, Mode};
 use crate::route::shard_for_key;
 use etcd_client::proto::{PbCompactionRequest, PbCompactionResponse, PbRangeRequest};
@@ -33,16 +33,6 @@ fn pb_kv(kv: &KeyValue, shards: u32, keys_only: bool) -> PbKeyValue {
         },
         lease: 0,
     }
-}
-
-fn check_key(k: &[u8]) -> Result<(), Status> {
-    if k.is_empty() || k.len() > MAX_KEY {
-        return Err(Status::invalid_argument(format!(
-            "etcdserver: key of {} bytes: keys are 1..={MAX_KEY} bytes",
-            k.len()
-        )));
-    }
-    Ok(())
 }
 
 fn no_lease(lease: i64) -> Result<(), Status> {

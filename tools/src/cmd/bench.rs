@@ -53,21 +53,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         if let Some(n) = a.idle_clients {
             return idle_bench(&a, &cdir, n).await;
         }
-        let up_args = UpArgs {
-            lease_ms: 1000,
-            lease_holders: None,
-            lease_auto_interval_ms: 5000,
-            dir: cdir.clone(),
-            sites: 5,
-            regions: vec![],
-            shards: 1,
-            no_wan: true,
-            proxy_outstanding: None,
-            proxy_no_batching: false,
-            auth: false,
-            parent_pid: Some(std::process::id() as i32),
-            wan_hosts: None,
-        };
+        let up_args = loopback(cdir.clone(), 1, false);
         let cluster = up(&up_args).await?;
         let r = tokio::select! {
             r = measure(&cluster.config, &a) => r,
@@ -160,23 +146,29 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
     Ok(rows)
 }
 
-/// Memory per idle client connection at one proxy (`crate::bench::idle`).
-async fn idle_bench(a: &BenchArgs, cdir: &std::path::Path, n: usize) -> Result<ExitCode> {
-    let up_args = UpArgs {
+/// A five-site loopback cluster (no emulated WAN) for the loopback benchmarks, owned by this
+/// process (it goes down if we die).
+fn loopback(dir: std::path::PathBuf, shards: u32, no_batching: bool) -> UpArgs {
+    UpArgs {
         lease_ms: 1000,
         lease_holders: None,
         lease_auto_interval_ms: 5000,
-        dir: cdir.to_path_buf(),
+        dir,
         sites: 5,
         regions: vec![],
-        shards: 1,
+        shards,
         no_wan: true,
         proxy_outstanding: None,
-        proxy_no_batching: false,
+        proxy_no_batching: no_batching,
         auth: false,
         parent_pid: Some(std::process::id() as i32),
         wan_hosts: None,
-    };
+    }
+}
+
+/// Memory per idle client connection at one proxy (`crate::bench::idle`).
+async fn idle_bench(a: &BenchArgs, cdir: &std::path::Path, n: usize) -> Result<ExitCode> {
+    let up_args = loopback(cdir.to_path_buf(), 1, false);
     let cluster = up(&up_args).await?;
     let r = async {
         let proxy = &cluster.config.proxies[0];
@@ -224,21 +216,7 @@ async fn proxy_bench(a: &BenchArgs, cdir: &std::path::Path) -> Result<ExitCode> 
     );
     for batching in [true, false] {
         let _ = std::fs::remove_dir_all(cdir);
-        let up_args = UpArgs {
-            lease_ms: 1000,
-            lease_holders: None,
-            lease_auto_interval_ms: 5000,
-            dir: cdir.to_path_buf(),
-            sites: 5,
-            regions: vec![],
-            shards: 4,
-            no_wan: true,
-            proxy_outstanding: None,
-            proxy_no_batching: !batching,
-            auth: false,
-            parent_pid: Some(std::process::id() as i32),
-            wan_hosts: None,
-        };
+        let up_args = loopback(cdir.to_path_buf(), 4, !batching);
         let cluster = up(&up_args).await?;
         let r = proxy_load(&cluster.config, a).await;
         down(cdir)?;

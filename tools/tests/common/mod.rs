@@ -363,3 +363,23 @@ pub fn wal_files(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// The text of a proxy's Prometheus endpoint (`proxies.<region>.metrics` of endpoints.json).
+#[allow(dead_code)]
+pub fn scrape_proxy_metrics(c: &TestCluster, region: &str) -> String {
+    use std::io::{Read, Write};
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.dir.join("endpoints.json")).unwrap())
+            .unwrap();
+    let url = e["proxies"][region]["metrics"].as_str().unwrap();
+    let (host, path) = url
+        .strip_prefix("http://")
+        .unwrap()
+        .split_once('/')
+        .unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET /{path} HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
