@@ -24,6 +24,7 @@ pub mod server;
 pub mod service;
 pub mod sessions;
 pub mod sites;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;

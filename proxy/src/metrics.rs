@@ -57,6 +57,8 @@ pub struct ProxyMetrics {
     pub connections_closed: Family<ReasonLabel, Counter>,
     pub connections_open: Gauge,
     pub parked_connections: Gauge,
+    pub watch_upstreams: Gauge,
+    pub watch_replies: Counter,
     pub read_calls: Counter,
     pub batched_reads: Counter,
     registry: Registry,
@@ -112,6 +114,8 @@ impl ProxyMetrics {
             connections_closed: Family::default(),
             connections_open: Gauge::default(),
             parked_connections: Gauge::default(),
+            watch_upstreams: Gauge::default(),
+            watch_replies: Counter::default(),
             read_calls: Counter::default(),
             batched_reads: Counter::default(),
             registry: Registry::default(),
@@ -215,6 +219,16 @@ impl ProxyMetrics {
             "connections_parked",
             "Idle HTTP/1.1 client connections parked now (TLS stream kept, HTTP state freed)",
             m.parked_connections.clone(),
+        );
+        r.register(
+            "watch_upstreams",
+            "Upstream watch streams to replicas open now (one per watched shard span, shared by its watchers)",
+            m.watch_upstreams.clone(),
+        );
+        r.register(
+            "watch_replies",
+            "Watch replies received from replicas (changes and progress)",
+            m.watch_replies.clone(),
         );
         ProxyMetrics { registry: r, ..m }
     }

@@ -219,6 +219,10 @@ pub async fn run(
                 .position(|p| p.name == name)
                 .unwrap_or(0),
             cluster_id: crate::etcd::id_of(&cfg.resolve(&cfg.tls.ca).to_string_lossy()),
+            watches: std::sync::Arc::new(crate::watch::Hub::new(proxy.sites.clone()).counting(
+                proxy.metrics.watch_upstreams.clone(),
+                proxy.metrics.watch_replies.clone(),
+            )),
         };
         let grpc_listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -254,10 +258,10 @@ pub async fn run(
                 crate::etcd::ClusterService(edge.clone()),
             ))
             .add_service(etcd_client::proto::PbMaintenanceServer::new(
-                crate::etcd::MaintenanceService(edge),
+                crate::etcd::MaintenanceService(edge.clone()),
             ))
             .add_service(etcd_client::proto::PbWatchServer::new(
-                crate::etcd::WatchService,
+                crate::etcd::WatchService(edge.clone()),
             ))
             .add_service(etcd_client::proto::PbLeaseServer::new(
                 crate::etcd::LeaseService,

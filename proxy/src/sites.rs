@@ -38,6 +38,9 @@ pub struct Sites {
     pub leaders: Mutex<Vec<LeaderInfo>>,
     /// Per shard: a bit per site that held a valid quorum lease at its last probe.
     pub qlease: Mutex<Vec<u32>>,
+    /// Per shard: the highest revision any site reported at a probe (a watch whose replica
+    /// stays behind it is moved to another site).
+    pub revisions: Mutex<Vec<u64>>,
     pub tls: TlsFiles,
     /// The site this proxy's requests say they come from (its region's, else the nearest):
     /// the replicas count demand by it (`[leases] mode = "auto"`).
@@ -55,6 +58,7 @@ impl Sites {
             sites,
             leaders: Mutex::new(vec![LeaderInfo::default(); shards as usize]),
             qlease: Mutex::new(vec![0; shards as usize]),
+            revisions: Mutex::new(vec![0; shards as usize]),
             tls,
             origin: None,
             epoch: Instant::now(),
@@ -113,6 +117,11 @@ impl Sites {
             .collect()
     }
 
+    /// The highest revision of `shard` a probe has seen at any site.
+    pub fn revision(&self, shard: u32) -> u64 {
+        self.revisions.lock().expect("revisions lock")[shard as usize]
+    }
+
     pub fn leader(&self, shard: u32) -> LeaderInfo {
         self.leaders.lock().expect("leaders lock")[shard as usize]
     }
@@ -168,6 +177,14 @@ impl Sites {
                 if let Ok(Ok(st)) = st {
                     self.record(i, t0.elapsed().as_secs_f64() * 1e3);
                     *self.sites[i].peer_rtt.lock().expect("rtt lock") = st.peer_rtt_ms.clone();
+                    {
+                        let mut r = self.revisions.lock().expect("revisions lock");
+                        for sh in &st.shards {
+                            if let Some(x) = r.get_mut(sh.shard as usize) {
+                                *x = (*x).max(sh.revision);
+                            }
+                        }
+                    }
                     {
                         let mut q = self.qlease.lock().expect("qlease lock");
                         for sh in &st.shards {

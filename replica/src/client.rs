@@ -81,6 +81,25 @@ impl ReplicaClient {
         self
     }
 
+    /// A watch stream over `[start, end)` of `shard` from `from` (0: the next revision).
+    pub async fn watch(
+        &mut self,
+        shard: u32,
+        start: &[u8],
+        end: &[u8],
+        from: u64,
+        prev_kv: bool,
+    ) -> Result<tonic::Streaming<pb::WatchReply>, ClientError> {
+        let req = pb::WatchRequest {
+            shard,
+            start: start.to_vec(),
+            end: end.to_vec(),
+            start_revision: from,
+            prev_kv,
+        };
+        Ok(self.inner.watch(self.request(req)).await?.into_inner())
+    }
+
     pub async fn status(&mut self) -> Result<pb::StatusReply, ClientError> {
         Ok(self.inner.status(pb::StatusRequest {}).await?.into_inner())
     }

@@ -53,6 +53,7 @@ pub struct ReplicaMetrics {
     pub rejections: Family<ShardReason, Counter>,
     pub reads: Family<ShardPath, Counter>,
     pub waiting: Family<ShardLabel, Gauge>,
+    pub watchers: Family<ShardLabel, Gauge>,
     pub queue_depth: Family<ShardLabel, Gauge>,
     pub commit_index: Family<ShardLabel, Gauge>,
     pub apply_lag: Family<ShardLabel, Gauge>,
@@ -84,6 +85,7 @@ impl ReplicaMetrics {
             rejections: Family::default(),
             reads: Family::default(),
             waiting: Family::default(),
+            watchers: Family::default(),
             queue_depth: Family::default(),
             commit_index: Family::default(),
             apply_lag: Family::default(),
@@ -146,6 +148,11 @@ impl ReplicaMetrics {
             "waiting_requests",
             "Requests waiting in the shard driver (proposals, leader reads, parked reads)",
             m.waiting.clone(),
+        );
+        r.register(
+            "watch_streams",
+            "Watch streams this shard serves (proxies' upstream watches)",
+            m.watchers.clone(),
         );
         r.register(
             "queue_depth",

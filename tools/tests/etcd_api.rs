@@ -13,23 +13,6 @@ use etcd_client::{
 };
 use std::process::Command;
 
-fn etcd_urls(c: &TestCluster) -> Vec<String> {
-    let e: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(c.dir.join("endpoints.json")).unwrap())
-            .unwrap();
-    e["proxies"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|p| {
-            p["etcd"]
-                .as_str()
-                .expect("every proxy lists its etcd endpoint")
-                .to_string()
-        })
-        .collect()
-}
-
 /// `etcdctl` against `url`; returns (success, stdout, stderr).
 fn etcdctl(
     c: &TestCluster,

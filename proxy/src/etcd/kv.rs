@@ -523,13 +523,41 @@ impl PbKvService for KvService {
         self.txn_(request).await.map(Response::new)
     }
 
+    /// Trims the watch history of every shard below `revision` (through each shard's log, so
+    /// every replica trims at the same point); a later watch from below it is told
+    /// `compacted`. Meridian keeps no older versions for Range, so reads are unaffected.
     async fn compact(
         &self,
-        _request: Request<PbCompactionRequest>,
+        request: Request<PbCompactionRequest>,
     ) -> Result<Response<PbCompactionResponse>, Status> {
-        Err(Status::unimplemented(
-            "Compact: Meridian keeps no revision history to compact yet",
-        ))
+        let who = caller(&self.0.proxy, &request)?;
+        let r = request.into_inner();
+        if r.revision <= 0 {
+            return Err(Status::invalid_argument(
+                "etcdserver: mvcc: required revision has been compacted",
+            ));
+        }
+        let shards = self.0.shards();
+        let mut top_rev = 0;
+        let writes = (0..shards).map(|s| {
+            let op = Op::Compact {
+                revision: super::shard_from(r.revision, s, shards),
+            };
+            let who = who.clone();
+            async move {
+                self.0
+                    .proxy
+                    .write(who.as_ref(), s, op)
+                    .await
+                    .map(|res| encode(res.revision, s, shards))
+            }
+        });
+        for res in futures::future::join_all(writes).await {
+            top_rev = top_rev.max(res.map_err(service_status)?);
+        }
+        Ok(Response::new(PbCompactionResponse {
+            header: self.0.header(top_rev),
+        }))
     }
 }
 

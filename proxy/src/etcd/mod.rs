@@ -16,10 +16,12 @@
 mod cluster;
 mod kv;
 mod pending;
+mod watch;
 
 pub use cluster::{ClusterService, MaintenanceService};
 pub use kv::KvService;
-pub use pending::{LeaseService, WatchService};
+pub use pending::LeaseService;
+pub use watch::WatchService;
 
 use etcd_client::proto::PbResponseHeader;
 
@@ -41,6 +43,8 @@ pub struct Edge {
     pub members: std::sync::Arc<Vec<Member>>,
     pub me: usize,
     pub cluster_id: u64,
+    /// The proxy's upstream watches (shared by every watcher of a span).
+    pub watches: std::sync::Arc<crate::watch::Hub>,
 }
 
 /// A stable 64-bit id (FNV-1a) of a name: member and cluster ids.
@@ -58,6 +62,17 @@ pub fn encode(rev: u64, shard: u32, shards: u32) -> i64 {
         0
     } else {
         (rev * shards as u64 + shard as u64) as i64
+    }
+}
+
+/// Shard `shard`'s first revision whose etcd revision is at least `r` (`r` > 0): where a
+/// watch from `r` starts on that shard, and below which `Compact(r)` trims it.
+pub fn shard_from(r: i64, shard: u32, shards: u32) -> u64 {
+    let (r, s, n) = (r.max(0) as u64, shard as u64, shards as u64);
+    if r <= s {
+        1
+    } else {
+        (r - s).div_ceil(n).max(1)
     }
 }
 

@@ -1,39 +1,20 @@
-//! etcd's Watch and Lease services, registered so that a client calling them learns why they
-//! fail (`UNIMPLEMENTED` with the reason) instead of meeting an unknown service.
+//! etcd's Lease service, registered so that a client calling it learns why it fails
+//! (`UNIMPLEMENTED` with the reason) instead of meeting an unknown service.
 use etcd_client::proto::{
     PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseKeepAliveRequest, PbLeaseKeepAliveResponse,
     PbLeaseLeasesRequest, PbLeaseLeasesResponse, PbLeaseRevokeRequest, PbLeaseRevokeResponse,
-    PbLeaseService, PbLeaseTimeToLiveRequest, PbLeaseTimeToLiveResponse, PbWatchRequest,
-    PbWatchResponse, PbWatchService,
+    PbLeaseService, PbLeaseTimeToLiveRequest, PbLeaseTimeToLiveResponse,
 };
 use tonic::{Request, Response, Status, Streaming};
 
-pub struct WatchService;
 pub struct LeaseService;
 
 type Stream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-fn no_watch() -> Status {
-    Status::unimplemented(
-        "Watch is not built yet in Meridian's etcd API (poll with Range, or use the native API)",
-    )
-}
 
 fn no_lease() -> Status {
     Status::unimplemented(
         "TTL leases are not built yet in Meridian's etcd API (so neither are etcdctl lock and elect)",
     )
-}
-
-#[tonic::async_trait]
-impl PbWatchService for WatchService {
-    type WatchStream = Stream<PbWatchResponse>;
-    async fn watch(
-        &self,
-        _r: Request<Streaming<PbWatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(no_watch())
-    }
 }
 
 #[tonic::async_trait]

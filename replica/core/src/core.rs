@@ -491,6 +491,7 @@ impl Core {
             Message::LeaseRevoke { site } => self.on_lease_revoke(site),
             // The driver's (demand for automatic lease holders).
             Message::ReadLoad { .. } => {}
+            Message::Commit { ballot, commit } => self.on_commit_notice(from, ballot, commit),
         }
     }
 

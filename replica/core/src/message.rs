@@ -73,6 +73,10 @@ pub enum Message {
     /// For the shard driver, not the core (which ignores it): a follower's linearizable reads
     /// since its last report, in thousandths, by origin site (`[leases] mode = "auto"`).
     ReadLoad { milli_reads: Vec<u64> },
+    /// The leader of `ballot` advanced its commit index to `commit` and had no accept to carry
+    /// it: followers apply at once instead of at the next heartbeat (watches and local reads
+    /// at followers trail the leader by one one-way delay, not a heartbeat interval).
+    Commit { ballot: Ballot, commit: Slot },
 }
 
 impl Message {
@@ -94,6 +98,7 @@ impl Message {
             Message::LeaseGrant { .. } => "lease_grant",
             Message::LeaseRevoke { .. } => "lease_revoke",
             Message::ReadLoad { .. } => "read_load",
+            Message::Commit { .. } => "commit",
         }
     }
 }

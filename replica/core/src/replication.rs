@@ -320,8 +320,27 @@ impl Core {
         if !self.log.mark_chosen_if(slot, ballot) {
             self.log.insert_chosen(slot, inf.batch);
         }
+        let before = self.commit;
         self.advance_commit();
+        let next = l_next_slot(&self.role);
         self.try_propose();
+        if self.commit > before && l_next_slot(&self.role) == next {
+            // No new accept carries the commit index: tell the followers now.
+            let commit = self.commit;
+            for s in 0..self.n {
+                if s != self.cfg.me.0 as usize {
+                    self.send(SiteId(s as u8), Message::Commit { ballot, commit });
+                }
+            }
+        }
+    }
+
+    /// A leader's commit notice: like a heartbeat's commit index, without lease or liveness
+    /// meaning (it renews no promise and is not acknowledged).
+    pub(crate) fn on_commit_notice(&mut self, from: SiteId, ballot: Ballot, commit: Slot) {
+        if ballot == self.promised {
+            self.learn_commit(from, ballot, commit);
+        }
     }
 
     pub(crate) fn on_heartbeat_ack(
@@ -425,5 +444,13 @@ impl Core {
             );
         }
         self.maybe_transfer();
+    }
+}
+
+/// The leader's next slot (None when not leading).
+fn l_next_slot(role: &Role) -> Option<Slot> {
+    match role {
+        Role::Leader(l) => Some(l.next_slot),
+        _ => None,
     }
 }

@@ -12,7 +12,7 @@ mod requests;
 #[cfg(test)]
 mod tests;
 
-use crate::kv::{KvCommand, KvResult, KvStore, Op};
+use crate::kv::{History, KvCommand, KvResult, KvStore, Op, Since};
 use bytes::Bytes;
 use demand::{AutoLeases, Demands};
 use meridian_core::{
@@ -150,6 +150,8 @@ pub struct DriverConfig {
     /// Without auto leases, how often the leader folds the per-origin counts into its demand
     /// (which `meridian status` compares with the leader placement).
     pub demand_every: Duration,
+    /// Bound on the watch history kept in memory (bytes of keys and values, roughly).
+    pub history_bytes: usize,
 }
 
 impl Default for DriverConfig {
@@ -164,6 +166,7 @@ impl Default for DriverConfig {
             lease_holders: None,
             auto_leases: None,
             demand_every: Duration::from_secs(5),
+            history_bytes: 64 << 20,
         }
     }
 }
@@ -199,6 +202,8 @@ struct Parked {
 pub struct ShardDriver {
     core: Core,
     kv: KvStore,
+    /// Recent changes for watches (`kv::history`).
+    history: History,
     cfg: DriverConfig,
     requests: Requests,
     parked: Vec<Parked>,
@@ -220,10 +225,13 @@ impl ShardDriver {
         let recovered = restore
             .iter()
             .any(|o| matches!(o, Output::InstallSnapshot { .. }));
+        let mut kv = KvStore::default();
+        kv.record_changes();
         let mut d = ShardDriver {
             last_snapshot: core.snapshot_through().0,
             core,
-            kv: KvStore::default(),
+            kv,
+            history: History::new(0, cfg.history_bytes),
             cfg,
             requests: Requests::default(),
             parked: Vec::new(),
@@ -349,6 +357,18 @@ impl ShardDriver {
     pub fn core(&self) -> &Core {
         &self.core
     }
+
+    /// A watch's next changes: those from revision `from` within `[start, end)` (at most about
+    /// `max`), or `Compacted` when `from` is below the history horizon.
+    pub fn watch_since(&self, from: u64, start: &[u8], end: &[u8], max: usize) -> Since {
+        self.history
+            .since(from, start, end, max, self.kv.revision())
+    }
+
+    /// The lowest revision a watch can start from.
+    pub fn history_horizon(&self) -> u64 {
+        self.history.horizon()
+    }
     pub fn kv(&self) -> &KvStore {
         &self.kv
     }
@@ -473,7 +493,9 @@ impl ShardDriver {
                     }
                 }
                 Output::InstallSnapshot { through, data } => match KvStore::restore(&data) {
-                    Ok(kv) => {
+                    Ok(mut kv) => {
+                        kv.record_changes();
+                        self.history.reset(kv.revision());
                         self.kv = kv;
                         self.last_snapshot = through.0;
                         self.installs += 1;
@@ -546,6 +568,10 @@ impl ShardDriver {
             };
             configured |= matches!(cmd.op, Op::SetLeaseHolders { .. });
             let result = self.kv.apply(&cmd);
+            self.history.push(self.kv.take_changes());
+            if let Op::Compact { revision } = cmd.op {
+                self.history.compact(revision.min(self.kv.revision() + 1));
+            }
             let Some(&token) = tokens.get(k) else {
                 continue;
             };

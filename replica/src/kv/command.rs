@@ -50,6 +50,11 @@ pub enum Op {
         start: Key,
         end: Key,
     },
+    /// Forget watch history below `revision` (etcd's Compact). Changes no key and no
+    /// revision: every replica trims its history at the same point in the log.
+    Compact {
+        revision: u64,
+    },
 }
 
 /// Whether `key` lies in `[start, end)` (`end` empty: unbounded above).
@@ -204,7 +209,7 @@ impl KvCommand {
             Op::Scan { start, end, .. } | Op::DeleteRange { start, end } => {
                 in_span(key, start, end)
             }
-            Op::SetLeaseHolders { .. } => false,
+            Op::SetLeaseHolders { .. } | Op::Compact { .. } => false,
             Op::Txn(t) => {
                 t.compares.iter().any(|c| c.key == key)
                     || t.success.iter().chain(&t.failure).any(|o| match o {

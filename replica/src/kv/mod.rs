@@ -1,5 +1,6 @@
 //! The key-value state machine (DESIGN.md §2 "State machine").
 mod command;
+pub mod history;
 mod state_machine;
 #[cfg(test)]
 mod tests;
@@ -8,4 +9,5 @@ pub use command::{
     in_span, Compare, CompareField, CompareTarget, Key, KeyValue, KvCommand, KvResult, Op, Order,
     Outcome, Txn, TxnOp, Value,
 };
+pub use history::{Change, History, Since};
 pub use state_machine::{KvStore, MAX_SESSIONS};

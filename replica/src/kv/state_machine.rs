@@ -3,6 +3,7 @@
 use super::command::{
     Compare, CompareField, CompareTarget, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp,
 };
+use super::history::Change;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -22,6 +23,12 @@ pub struct KvStore {
     /// restore (not serialized).
     #[serde(skip)]
     data_digest: u64,
+    /// Whether changes are recorded for watches (not serialized: the driver turns it on).
+    #[serde(skip)]
+    record: bool,
+    /// Changes since the last `take_changes` (recording only).
+    #[serde(skip)]
+    changes: Vec<Change>,
 }
 
 /// FNV-1a (64-bit) over byte strings: stable across builds and platforms, unlike std's hasher.
@@ -77,9 +84,18 @@ impl KvStore {
 
     fn insert_kv(&mut self, kv: KeyValue) -> Option<KeyValue> {
         self.data_digest ^= entry_hash(&kv);
+        let after = self.record.then(|| kv.clone());
         let old = self.data.insert(kv.key.clone(), kv);
         if let Some(o) = &old {
             self.data_digest ^= entry_hash(o);
+        }
+        if let Some(kv) = after {
+            self.changes.push(Change {
+                revision: self.revision,
+                delete: false,
+                kv,
+                prev: old.clone(),
+            });
         }
         old
     }
@@ -88,8 +104,32 @@ impl KvStore {
         let old = self.data.remove(key);
         if let Some(o) = &old {
             self.data_digest ^= entry_hash(o);
+            if self.record {
+                self.changes.push(Change {
+                    revision: self.revision,
+                    delete: true,
+                    kv: KeyValue {
+                        key: key.to_vec(),
+                        value: Vec::new(),
+                        create_revision: 0,
+                        mod_revision: self.revision,
+                        version: 0,
+                    },
+                    prev: Some(o.clone()),
+                });
+            }
         }
         old
+    }
+
+    /// Records every change from now on, for `take_changes` (watches).
+    pub fn record_changes(&mut self) {
+        self.record = true;
+    }
+
+    /// The changes applied since the last call, in order (empty unless recording).
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
     }
 
     /// The quorum-lease holders the log configured (site indices, sorted).
@@ -104,7 +144,7 @@ impl KvStore {
     /// The table is bounded: beyond `MAX_SESSIONS` the least recently used client is forgotten
     /// (deterministically, so every replica forgets the same one).
     pub fn apply(&mut self, cmd: &KvCommand) -> KvResult {
-        if cmd.is_read_only() || matches!(cmd.op, Op::SetLeaseHolders { .. }) {
+        if cmd.is_read_only() || matches!(cmd.op, Op::SetLeaseHolders { .. } | Op::Compact { .. }) {
             // Configuration is idempotent: it needs no exactly-once identity either.
             return self.execute(&cmd.op);
         }
@@ -185,6 +225,7 @@ impl KvStore {
                 Outcome::DeletedRange { deleted }
             }
             Op::Txn(t) => self.txn(t),
+            Op::Compact { .. } => Outcome::Configured,
             Op::SetLeaseHolders { sites } => {
                 let mut s = sites.clone();
                 s.sort_unstable();

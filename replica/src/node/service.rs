@@ -14,6 +14,8 @@ pub const MAX_COMMAND_BYTES: usize = (1 << 20) + 8192;
 pub const MAX_READ_BATCH: usize = 256;
 
 pub const MAX_BATCH: usize = 4096;
+/// Largest key of a watch span (the proxy's key limit).
+pub const MAX_WATCH_KEY: usize = 4096;
 const DEADLINE: Duration = Duration::from_secs(10);
 
 pub struct ReplicaService {
@@ -275,6 +277,40 @@ impl Replica for ReplicaService {
         let refused = r.as_ref().is_ok_and(|x| x.get_ref().not_leader);
         record_outcome(&span, &r, refused);
         r
+    }
+
+    type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<pb::WatchReply, Status>>;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let r = req.into_inner();
+        if r.start.len() > MAX_WATCH_KEY || r.end.len() > MAX_WATCH_KEY {
+            return Err(Status::invalid_argument(format!(
+                "a watch span's keys are at most {} bytes",
+                MAX_WATCH_KEY
+            )));
+        }
+        if !r.end.is_empty() && r.end <= r.start {
+            return Err(Status::invalid_argument(
+                "a watch span [start, end) needs start < end (or an empty end: unbounded)",
+            ));
+        }
+        let (tx, rx) = mpsc::channel(super::shard::WATCH_BUFFER);
+        self.shard(r.shard)?
+            .send(ClientInput::Watch {
+                start: r.start,
+                end: r.end,
+                from: r.start_revision,
+                prev_kv: r.prev_kv,
+                tx,
+            })
+            .await
+            .map_err(|_| Status::unavailable("replica shutting down"))?;
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn read_batch(

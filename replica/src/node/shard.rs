@@ -36,6 +36,30 @@ pub enum ClientInput {
     Status {
         reply: oneshot::Sender<ShardStatus>,
     },
+    /// Stream the changes of `[start, end)` from `from` (0: the next revision) into `tx`.
+    Watch {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        from: u64,
+        prev_kv: bool,
+        tx: mpsc::Sender<Result<crate::wire::pb::WatchReply, tonic::Status>>,
+    },
+}
+
+/// Replies buffered per watch stream before the shard waits for it (it never drops one).
+pub const WATCH_BUFFER: usize = 64;
+/// Changes per watch reply (about: a revision is never split).
+const WATCH_CHUNK: usize = 256;
+
+/// One watch stream served by this shard.
+struct Watcher {
+    start: Vec<u8>,
+    end: Vec<u8>,
+    /// The next revision it has not been sent.
+    next: u64,
+    prev_kv: bool,
+    tx: mpsc::Sender<Result<crate::wire::pb::WatchReply, tonic::Status>>,
+    last_sent: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +99,20 @@ pub struct Shard {
     seen_leader: Option<(u64, u32)>,
     campaigning: bool,
     churn: super::churn::Churn,
+    watchers: Vec<Watcher>,
+    /// The revision the watchers were last served at, and whether one waits for room.
+    watched_rev: u64,
+    watch_blocked: bool,
+}
+
+fn pb_watch_kv(kv: &crate::kv::KeyValue) -> crate::wire::pb::WatchKv {
+    crate::wire::pb::WatchKv {
+        key: kv.key.clone(),
+        value: kv.value.clone(),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+    }
 }
 
 impl Shard {
@@ -114,7 +152,123 @@ impl Shard {
             seen_leader: None,
             campaigning: false,
             churn: Default::default(),
+            watchers: Vec::new(),
+            watched_rev: 0,
+            watch_blocked: false,
         }
+    }
+
+    /// Sends every watcher what it has not seen yet (never more than its buffer holds: a slow
+    /// one is served again when it has room, or told `compacted` once it falls behind the
+    /// history); with `progress`, a caught-up watcher idle for a second gets a progress reply.
+    fn serve_watchers(&mut self, progress: bool) {
+        use crate::kv::Since;
+        use crate::wire::pb;
+        let rev = self.driver.kv().revision();
+        if !progress && !self.watch_blocked && rev == self.watched_rev {
+            return;
+        }
+        self.watched_rev = rev;
+        self.watch_blocked = false;
+        let driver = &self.driver;
+        let mut blocked = false;
+        self.watchers.retain_mut(|w| {
+            while w.next <= rev {
+                let reply = match driver.watch_since(w.next, &w.start, &w.end, WATCH_CHUNK) {
+                    Since::Compacted { horizon } => pb::WatchReply {
+                        from: w.next,
+                        through: 0,
+                        events: Vec::new(),
+                        compacted: horizon,
+                    },
+                    Since::Changes { changes, through } => pb::WatchReply {
+                        from: w.next,
+                        through,
+                        events: changes
+                            .iter()
+                            .map(|c| pb::WatchEvent {
+                                delete: c.delete,
+                                kv: Some(pb_watch_kv(&c.kv)),
+                                prev: c.prev.as_ref().filter(|_| w.prev_kv).map(pb_watch_kv),
+                            })
+                            .collect(),
+                        compacted: 0,
+                    },
+                };
+                let (compacted, through) = (reply.compacted, reply.through);
+                match w.tx.try_send(Ok(reply)) {
+                    Ok(()) if compacted != 0 => return false,
+                    Ok(()) => {
+                        w.next = through + 1;
+                        w.last_sent = Instant::now();
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        blocked = true;
+                        return true;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            if progress && w.last_sent.elapsed() >= Duration::from_secs(1) {
+                let reply = pb::WatchReply {
+                    from: w.next,
+                    through: rev,
+                    events: Vec::new(),
+                    compacted: 0,
+                };
+                match w.tx.try_send(Ok(reply)) {
+                    Ok(()) => w.last_sent = Instant::now(),
+                    Err(mpsc::error::TrySendError::Full(_)) => blocked = true,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            !w.tx.is_closed()
+        });
+        self.watch_blocked = blocked;
+        self.metrics
+            .watchers
+            .get_or_create(&self.label)
+            .set(self.watchers.len() as i64);
+    }
+
+    fn watch(
+        &mut self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        from: u64,
+        prev_kv: bool,
+        tx: mpsc::Sender<Result<crate::wire::pb::WatchReply, tonic::Status>>,
+    ) {
+        let rev = self.driver.kv().revision();
+        let next = if from == 0 { rev + 1 } else { from };
+        tracing::debug!(
+            shard = self.id,
+            from = next,
+            revision = rev,
+            horizon = self.driver.history_horizon(),
+            "watch"
+        );
+        // The first reply says where the watch starts (and, from an old revision, is the
+        // first batch of history or `compacted`).
+        let created = crate::wire::pb::WatchReply {
+            from: next,
+            through: rev.min(next - 1),
+            events: Vec::new(),
+            compacted: 0,
+        };
+        if next > rev && tx.try_send(Ok(created)).is_err() {
+            return;
+        }
+        self.watchers.push(Watcher {
+            start,
+            end,
+            next,
+            prev_kv,
+            tx,
+            last_sent: Instant::now(),
+        });
+        self.watch_blocked = true;
+        self.serve_watchers(false);
     }
 
     pub async fn run(
@@ -131,7 +285,8 @@ impl Shard {
                 _ = stop.changed() => break,
                 Some(i) = peers.recv() => match i {
                     ShardInput::Peer { from, msg } => {
-                        self.handle(Event::Peer { from: SiteId(from as u8), msg })
+                        self.handle(Event::Peer { from: SiteId(from as u8), msg });
+                        self.serve_watchers(false);
                     }
                     ShardInput::Durable(d) => {
                         self.wal_bytes = d.bytes;
@@ -141,9 +296,13 @@ impl Shard {
                             .get_or_create(&self.label)
                             .observe(d.fsync_us as f64 / 1e6);
                         self.handle(Event::Persisted { token: d.token, log_size: d.bytes });
+                        self.serve_watchers(false);
                     }
                 },
-                Some(c) = clients.recv() => self.on_client(c),
+                Some(c) = clients.recv() => {
+                    self.on_client(c);
+                    self.serve_watchers(false);
+                }
                 _ = tick.tick() => {
                     // Requests whose caller hung up need no answer (their slots stay bounded
                     // by the driver's own limits and waits).
@@ -151,6 +310,7 @@ impl Shard {
                     let replies = &self.replies;
                     self.submits.retain(|id, _| replies.contains_key(id));
                     self.handle(Event::Tick);
+                    self.serve_watchers(true);
                     self.gauges(clients.len());
                 }
             }
@@ -169,6 +329,13 @@ impl Shard {
                 });
                 return;
             }
+            ClientInput::Watch {
+                start,
+                end,
+                from,
+                prev_kv,
+                tx,
+            } => return self.watch(start, end, from, prev_kv, tx),
             ClientInput::Submit {
                 commands,
                 origin,

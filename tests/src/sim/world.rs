@@ -283,6 +283,8 @@ impl World {
             drift_bound: self.cfg.drift_bound,
             max_parked: 4096,
             observe_applies: true,
+            // Small, so that the simulated runs trim their watch history too.
+            history_bytes: 1 << 20,
             planted_bug: self.cfg.planted_bug,
             lease_holders: (self.cfg.quorum_leases && !self.cfg.auto_leases)
                 .then(|| self.holders.iter().map(|h| *h as u8).collect()),

@@ -383,3 +383,42 @@ pub fn scrape_proxy_metrics(c: &TestCluster, region: &str) -> String {
     s.read_to_string(&mut text).unwrap();
     text
 }
+
+/// Every proxy's etcd endpoint (`proxies.<region>.etcd` of endpoints.json), in region order.
+pub fn etcd_urls(c: &TestCluster) -> Vec<String> {
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.dir.join("endpoints.json")).unwrap())
+            .unwrap();
+    e["proxies"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| {
+            p["etcd"]
+                .as_str()
+                .expect("every proxy lists its etcd endpoint")
+                .to_string()
+        })
+        .collect()
+}
+
+/// The regions of `etcd_urls`, in the same order.
+pub fn etcd_regions(c: &TestCluster) -> Vec<String> {
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.dir.join("endpoints.json")).unwrap())
+            .unwrap();
+    e["proxies"].as_object().unwrap().keys().cloned().collect()
+}
+
+/// An `etcd-client` client of `url` over TLS with the cluster CA.
+pub async fn etcd_connect(c: &TestCluster, url: &str) -> etcd_client::Client {
+    let ca = std::fs::read_to_string(c.cfg.resolve(&c.cfg.tls.ca)).unwrap();
+    etcd_client::Client::connect(
+        [url],
+        Some(etcd_client::ConnectOptions::new().with_tls(
+            etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(ca)),
+        )),
+    )
+    .await
+    .expect("connects over TLS with the cluster CA")
+}

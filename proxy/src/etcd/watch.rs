@@ -1,0 +1,406 @@
+//! etcd's Watch service over the proxy's watch hub (`crate::watch`): one client stream carries
+//! any number of watches; each watch is one subscription per shard its range touches (a single
+//! key: one shard; a prefix or span: every shard). Events of one key are in revision order
+//! with no gap and no duplicate; events of keys on different shards are not ordered with each
+//! other (revisions of different shards are not comparable, module `etcd` docs).
+//!
+//! Resuming: a watch with `start_revision` gets every change from that revision on. Over one
+//! shard (a single key, or any range with one shard) that is exact, so etcd clients resume
+//! after a proxy restart from their last revision + 1 without gap or duplicate. A range over
+//! several shards cannot be resumed from one revision (another shard's unseen changes may carry
+//! lower revisions): such a create with `start_revision` is refused with a `cancel_reason`.
+use super::{encode, shard_from, Edge};
+use crate::auth::Access;
+use crate::route::shard_for_key;
+use crate::watch::{Subscription, WatchError};
+use etcd_client::proto::{
+    PbEvent, PbKeyValue, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService,
+};
+use meridian_replica::wire::pb;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct WatchService(pub Edge);
+
+/// How often a watch created with `progress_notify` gets a progress response while idle.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Responses buffered per client stream (a slow client's watches fall back to private
+/// upstreams; nothing is dropped).
+const OUT_BUFFER: usize = 256;
+/// Events of one response (bytes, about): larger batches are split at revision boundaries
+/// (within one revision too when the client asked for `fragment`).
+const RESPONSE_BYTES: usize = 1 << 20;
+
+type Out = mpsc::Sender<Result<PbWatchResponse, Status>>;
+
+/// `[key, range_end)` as a span: empty `range_end`: the key alone; "\0": every key from `key`.
+fn watch_span(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    if range_end.is_empty() {
+        let mut end = key.to_vec();
+        end.push(0);
+        (key.to_vec(), end)
+    } else if range_end == [0] {
+        (key.to_vec(), Vec::new())
+    } else {
+        (key.to_vec(), range_end.to_vec())
+    }
+}
+
+fn pb_kv(kv: &pb::WatchKv, shard: u32, shards: u32) -> PbKeyValue {
+    PbKeyValue {
+        key: kv.key.clone(),
+        create_revision: encode(kv.create_revision, shard, shards),
+        mod_revision: encode(kv.mod_revision, shard, shards),
+        version: kv.version as i64,
+        value: kv.value.clone(),
+        lease: 0,
+    }
+}
+
+/// What one watch of a client stream asked for.
+#[derive(Clone)]
+struct Spec {
+    id: i64,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    fragment: bool,
+    progress_notify: bool,
+}
+
+#[tonic::async_trait]
+impl PbWatchService for WatchService {
+    type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<PbWatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<PbWatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let who = crate::grpc::caller(&self.0.proxy, &req)?;
+        let mut incoming = req.into_inner();
+        let (tx, rx) = mpsc::channel(OUT_BUFFER);
+        let edge = self.0.clone();
+        tokio::spawn(async move {
+            let mut watches: HashMap<i64, (tokio::task::AbortHandle, Arc<AtomicI64>)> =
+                HashMap::new();
+            let mut next_id = 0i64;
+            loop {
+                let msg = match incoming.message().await {
+                    Ok(Some(m)) => m,
+                    // The client went away: its watches end with it.
+                    Ok(None) | Err(_) => break,
+                };
+                match msg.request_union {
+                    Some(PbWatchRequestUnion::CreateRequest(c)) => {
+                        let id = if c.watch_id != 0 {
+                            c.watch_id
+                        } else {
+                            while watches.contains_key(&next_id) {
+                                next_id += 1;
+                            }
+                            next_id
+                        };
+                        if watches.contains_key(&id) {
+                            let _ = tx
+                                .send(Ok(canceled(&edge, id, "etcdserver: duplicate watch ID")))
+                                .await;
+                            continue;
+                        }
+                        let spec = Spec {
+                            id,
+                            no_put: c.filters.contains(&0),
+                            no_delete: c.filters.contains(&1),
+                            prev_kv: c.prev_kv,
+                            fragment: c.fragment,
+                            progress_notify: c.progress_notify,
+                        };
+                        let (start, end) = watch_span(&c.key, &c.range_end);
+                        let refusal = if c.key.is_empty() {
+                            Some("etcdserver: key is not provided".to_string())
+                        } else if let Err(e) =
+                            crate::auth::allow_span(who.as_ref(), &start, &end, Access::Read)
+                        {
+                            Some(e.to_string())
+                        } else {
+                            None
+                        };
+                        if let Some(reason) = refusal {
+                            let _ = tx.send(Ok(canceled(&edge, id, &reason))).await;
+                            continue;
+                        }
+                        let revision = Arc::new(AtomicI64::new(0));
+                        let task = tokio::spawn(run_watch(
+                            edge.clone(),
+                            spec,
+                            start,
+                            end,
+                            c.start_revision,
+                            c.range_end.is_empty(),
+                            tx.clone(),
+                            revision.clone(),
+                        ));
+                        watches.insert(id, (task.abort_handle(), revision));
+                    }
+                    Some(PbWatchRequestUnion::CancelRequest(c)) => {
+                        if let Some((task, _)) = watches.remove(&c.watch_id) {
+                            task.abort();
+                            let mut r = response(&edge, c.watch_id, 0);
+                            r.canceled = true;
+                            let _ = tx.send(Ok(r)).await;
+                        }
+                    }
+                    Some(PbWatchRequestUnion::ProgressRequest(_)) => {
+                        // One response for the stream (watch id -1, as etcd): the revision
+                        // every watch of it has delivered through.
+                        let rev = watches
+                            .values()
+                            .map(|(_, r)| r.load(Ordering::Relaxed))
+                            .min()
+                            .unwrap_or(0);
+                        let _ = tx.send(Ok(response(&edge, -1, rev))).await;
+                    }
+                    None => {}
+                }
+                watches.retain(|_, (t, _)| !t.is_finished());
+            }
+            for (t, _) in watches.values() {
+                t.abort();
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+}
+
+fn response(edge: &Edge, id: i64, revision: i64) -> PbWatchResponse {
+    PbWatchResponse {
+        header: edge.header(revision),
+        watch_id: id,
+        ..Default::default()
+    }
+}
+
+fn canceled(edge: &Edge, id: i64, reason: &str) -> PbWatchResponse {
+    PbWatchResponse {
+        created: true,
+        canceled: true,
+        cancel_reason: reason.to_string(),
+        ..response(edge, id, 0)
+    }
+}
+
+/// One watch: created response, then events of every shard it covers as they come.
+#[allow(clippy::too_many_arguments)]
+async fn run_watch(
+    edge: Edge,
+    spec: Spec,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    start_revision: i64,
+    one_key: bool,
+    tx: Out,
+    delivered: Arc<AtomicI64>,
+) {
+    let shards = edge.shards();
+    let covered: Vec<u32> = if one_key {
+        vec![shard_for_key(&start, shards)]
+    } else {
+        (0..shards).collect()
+    };
+    if start_revision < 0 {
+        let _ = tx
+            .send(Ok(canceled(
+                &edge,
+                spec.id,
+                "etcdserver: negative start revision",
+            )))
+            .await;
+        return;
+    }
+    if start_revision > 0 && covered.len() > 1 {
+        let why = format!(
+            "meridian: a watch over several shards cannot start at a revision (revisions are per shard and not ordered across the {shards} shards); watch one key, or from now (start_revision 0)"
+        );
+        let _ = tx.send(Ok(canceled(&edge, spec.id, &why))).await;
+        return;
+    }
+    let hub = edge.watches.clone();
+    let mut subs: Vec<Subscription> = covered
+        .iter()
+        .map(|&s| {
+            let from = if start_revision > 0 {
+                shard_from(start_revision, s, shards)
+            } else {
+                0
+            };
+            hub.subscribe(s, start.clone(), end.clone(), from, spec.prev_kv)
+        })
+        .collect();
+    // Created: once every shard's start is known (the header: the newest of them).
+    let mut created_rev = 0;
+    for s in &mut subs {
+        match s.started().await {
+            Ok(next) => {
+                created_rev = created_rev.max(encode(next.saturating_sub(1), s.shard(), shards))
+            }
+            Err(WatchError::Compacted(h)) => {
+                let mut r = canceled(
+                    &edge,
+                    spec.id,
+                    "etcdserver: mvcc: required revision has been compacted",
+                );
+                r.compact_revision = encode(h, s.shard(), shards);
+                let _ = tx.send(Ok(r)).await;
+                return;
+            }
+        }
+    }
+    delivered.store(created_rev, Ordering::Relaxed);
+    let mut created = response(&edge, spec.id, created_rev);
+    created.created = true;
+    if tx.send(Ok(created)).await.is_err() {
+        return;
+    }
+    // One task per shard, all feeding the client stream.
+    let mut tasks = tokio::task::JoinSet::new();
+    for sub in subs {
+        tasks.spawn(feed(
+            edge.clone(),
+            spec.clone(),
+            sub,
+            tx.clone(),
+            delivered.clone(),
+        ));
+    }
+    while tasks.join_next().await.is_some() {
+        // A shard ended (compacted, or the client left): the watch is over.
+        tasks.abort_all();
+    }
+}
+
+/// Forwards one shard's changes to the client stream as etcd responses.
+async fn feed(edge: Edge, spec: Spec, mut sub: Subscription, tx: Out, delivered: Arc<AtomicI64>) {
+    let shards = edge.shards();
+    let shard = sub.shard();
+    let mut last_progress = tokio::time::Instant::now();
+    loop {
+        let batch = match sub.recv().await {
+            Ok(b) => b,
+            Err(WatchError::Compacted(h)) => {
+                let mut r = response(&edge, spec.id, 0);
+                r.canceled = true;
+                r.compact_revision = encode(h, shard, shards);
+                r.cancel_reason = "etcdserver: mvcc: required revision has been compacted".into();
+                let _ = tx.send(Ok(r)).await;
+                return;
+            }
+        };
+        let through = encode(batch.through, shard, shards);
+        delivered.fetch_max(through, Ordering::Relaxed);
+        let events: Vec<(u64, PbEvent)> = batch
+            .events
+            .iter()
+            .filter(|e| !(e.delete && spec.no_delete || !e.delete && spec.no_put))
+            .filter_map(|e| {
+                let kv = e.kv.as_ref()?;
+                Some((
+                    kv.mod_revision,
+                    PbEvent {
+                        r#type: i32::from(e.delete),
+                        kv: Some(pb_kv(kv, shard, shards)),
+                        prev_kv: e
+                            .prev
+                            .as_ref()
+                            .filter(|_| spec.prev_kv)
+                            .map(|p| pb_kv(p, shard, shards)),
+                    },
+                ))
+            })
+            .collect();
+        if events.is_empty() {
+            if spec.progress_notify && last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = tokio::time::Instant::now();
+                if tx
+                    .send(Ok(response(&edge, spec.id, through)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            continue;
+        }
+        last_progress = tokio::time::Instant::now();
+        for r in split(&edge, &spec, events, through) {
+            if tx.send(Ok(r)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Events as responses of about `RESPONSE_BYTES`, split between revisions (and, with
+/// `fragment`, within one: every piece but the last marked `fragment`).
+fn split(
+    edge: &Edge,
+    spec: &Spec,
+    events: Vec<(u64, PbEvent)>,
+    through: i64,
+) -> Vec<PbWatchResponse> {
+    use prost::Message;
+    let mut out = Vec::new();
+    let mut cur: Vec<PbEvent> = Vec::new();
+    let mut bytes = 0;
+    let mut cur_rev = None;
+    for (rev, e) in events {
+        let n = e.encoded_len();
+        let new_rev = cur_rev != Some(rev);
+        if !cur.is_empty() && bytes + n > RESPONSE_BYTES && (new_rev || spec.fragment) {
+            let mut r = response(edge, spec.id, through);
+            r.fragment = !new_rev;
+            r.events = std::mem::take(&mut cur);
+            out.push(r);
+            bytes = 0;
+        }
+        cur_rev = Some(rev);
+        bytes += n;
+        cur.push(e);
+    }
+    let mut r = response(edge, spec.id, through);
+    r.events = cur;
+    out.push(r);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_revision_maps_to_each_shards_first_revision_at_or_above_it() {
+        for shards in [1u32, 3, 4] {
+            for shard in 0..shards {
+                for r in 1..60i64 {
+                    let from = shard_from(r, shard, shards);
+                    assert!(encode(from, shard, shards) >= r, "from {from} reaches {r}");
+                    assert!(
+                        from == 1 || encode(from - 1, shard, shards) < r,
+                        "nothing at or above {r} is skipped"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spans_follow_etcd() {
+        assert_eq!(watch_span(b"a", b""), (b"a".to_vec(), b"a\0".to_vec()));
+        assert_eq!(watch_span(b"a", b"\0"), (b"a".to_vec(), Vec::new()));
+        assert_eq!(watch_span(b"a", b"b"), (b"a".to_vec(), b"b".to_vec()));
+    }
+}
