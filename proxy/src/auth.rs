@@ -280,6 +280,21 @@ pub fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// TTL-lease operations: granting, keeping alive and querying leases needs an identity (any);
+/// revoking one (which deletes the keys attached to it) needs a write grant on some prefix.
+/// The keys themselves are checked when they are attached (a put with a lease).
+pub fn allow_lease_revoke(who: Option<&Identity>) -> Result<(), AuthError> {
+    let Some(id) = who else { return Ok(()) };
+    match &*id.grant {
+        Grant::Root => Ok(()),
+        Grant::Prefixes { write, .. } if !write.is_empty() => Ok(()),
+        Grant::Prefixes { .. } => Err(AuthError::Forbidden(format!(
+            "'{}' (role {}) may not revoke leases: it has no write grant",
+            id.name, id.role
+        ))),
+    }
+}
+
 /// Every key of a transaction with the access it needs; all must be allowed.
 pub fn allow_txn(who: Option<&Identity>, t: &Txn) -> Result<(), AuthError> {
     for c in &t.compares {
@@ -288,9 +303,10 @@ pub fn allow_txn(who: Option<&Identity>, t: &Txn) -> Result<(), AuthError> {
     for op in t.success.iter().chain(&t.failure) {
         match op {
             TxnOp::Get { key } => allow(who, key, Access::Read)?,
-            TxnOp::Put { key, .. } | TxnOp::Append { key, .. } | TxnOp::Delete { key } => {
-                allow(who, key, Access::Write)?
-            }
+            TxnOp::Put { key, .. }
+            | TxnOp::Append { key, .. }
+            | TxnOp::PutLease { key, .. }
+            | TxnOp::Delete { key } => allow(who, key, Access::Write)?,
         }
     }
     Ok(())

@@ -32,6 +32,7 @@ pub fn txn_keys(t: &Txn) -> Vec<&[u8]> {
     let ops = t.success.iter().chain(&t.failure).map(|o| match o {
         TxnOp::Put { key, .. }
         | TxnOp::Append { key, .. }
+        | TxnOp::PutLease { key, .. }
         | TxnOp::Delete { key }
         | TxnOp::Get { key } => key.as_slice(),
     });
@@ -208,7 +209,15 @@ impl Proxy {
             Op::Scan { start, end, .. } => auth::allow_span(who, start, end, Access::Read),
             Op::DeleteRange { start, end } => auth::allow_span(who, start, end, Access::Write),
             // Configuration: root only (an empty key no role's prefix can cover but root's).
-            Op::SetLeaseHolders { .. } | Op::Compact { .. } => auth::allow(who, b"", Access::Write),
+            Op::SetLeaseHolders { .. } | Op::Compact { .. } | Op::LeaseExpire { .. } => {
+                auth::allow(who, b"", Access::Write)
+            }
+            Op::LeasePut { key, .. } => auth::allow(who, key, Access::Write),
+            Op::LeaseRevoke { .. } => auth::allow_lease_revoke(who),
+            Op::LeaseGrant { .. }
+            | Op::LeaseKeepAlive { .. }
+            | Op::LeaseInfo { .. }
+            | Op::LeaseList => Ok(()),
         }
         .map_err(|e| self.refused(who, e))?;
         let t0 = std::time::Instant::now();

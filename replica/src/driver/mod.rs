@@ -204,6 +204,13 @@ pub struct ShardDriver {
     kv: KvStore,
     /// Recent changes for watches (`kv::history`).
     history: History,
+    /// This replica's timer of each TTL lease: (keep-alives applied, deadline on our clock),
+    /// restarted whenever a grant or keep-alive applies here. The leader proposes the expiry
+    /// of a lease whose timer ran out; every replica keeps its own so a new leader goes on
+    /// from its own (never earlier than the old leader's) deadline.
+    ttl_timers: std::collections::BTreeMap<i64, (u64, Duration)>,
+    /// When this replica last proposed each lease's expiry (at most once a second each).
+    expiry_proposed: std::collections::BTreeMap<i64, Duration>,
     cfg: DriverConfig,
     requests: Requests,
     parked: Vec<Parked>,
@@ -232,6 +239,8 @@ impl ShardDriver {
             core,
             kv,
             history: History::new(0, cfg.history_bytes),
+            ttl_timers: Default::default(),
+            expiry_proposed: Default::default(),
             cfg,
             requests: Requests::default(),
             parked: Vec::new(),
@@ -358,6 +367,85 @@ impl ShardDriver {
         &self.core
     }
 
+    /// A TTL of `ttl` seconds on this replica's clock, padded by the drift bound so that it
+    /// never ends before `ttl` of true time.
+    fn ttl_span(&self, ttl: i64) -> Duration {
+        Duration::from_secs(ttl.max(1) as u64).mul_f64(1.0 + 2.0 * self.cfg.drift_bound)
+    }
+
+    /// After a lease operation applied: the lease's timer restarts if a grant or keep-alive
+    /// applied (its keep-alive count moved), and goes with the lease.
+    fn sync_ttl_timer(&mut self, id: i64) {
+        let now = self.now;
+        match self.kv.ttl_leases().find(|l| l.0 == id) {
+            None => {
+                self.ttl_timers.remove(&id);
+                self.expiry_proposed.remove(&id);
+            }
+            Some((_, ttl, refresh)) => {
+                if self.ttl_timers.get(&id).is_none_or(|t| t.0 != refresh) {
+                    let span = self.ttl_span(ttl);
+                    self.ttl_timers.insert(id, (refresh, now + span));
+                    self.expiry_proposed.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// A lease query's answer, with the time left on this replica's timer.
+    fn with_ttl_timer(&self, mut r: KvResult) -> KvResult {
+        if let crate::kv::Outcome::Lease(info) = &mut r.outcome {
+            if let Some((_, deadline)) = self.ttl_timers.get(&info.id).filter(|_| info.existed) {
+                info.remaining_ms = deadline.saturating_sub(self.now).as_millis() as i64;
+            }
+        }
+        r
+    }
+
+    /// The leader proposes the expiry of every lease whose timer ran out (with the keep-alive
+    /// count it saw: a keep-alive that applies first cancels it).
+    fn expire_ttl_leases(&mut self) {
+        if !self.core.is_leader() || self.ttl_timers.is_empty() {
+            return;
+        }
+        let now = self.now;
+        let due: Vec<(i64, u64)> = self
+            .ttl_timers
+            .iter()
+            .filter(|(id, (_, deadline))| {
+                *deadline <= now
+                    && self
+                        .expiry_proposed
+                        .get(id)
+                        .is_none_or(|t| now >= *t + Duration::from_secs(1))
+            })
+            .map(|(id, (refresh, _))| (*id, *refresh))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let proposals = due
+            .into_iter()
+            .map(|(id, refresh)| {
+                self.expiry_proposed.insert(id, now);
+                tracing::debug!(lease = id, "TTL lease expired: proposing its revocation");
+                Proposal {
+                    token: 0,
+                    command: Bytes::from(
+                        KvCommand {
+                            client: 0,
+                            seq: 0,
+                            op: Op::LeaseExpire { id, refresh },
+                        }
+                        .encode(),
+                    ),
+                    writes: true,
+                }
+            })
+            .collect();
+        self.step(Input::Propose(proposals));
+    }
+
     /// A watch's next changes: those from revision `from` within `[start, end)` (at most about
     /// `max`), or `Compacted` when `from` is below the history horizon.
     pub fn watch_since(&self, from: u64, start: &[u8], end: &[u8], max: usize) -> Since {
@@ -431,6 +519,7 @@ impl ShardDriver {
             Event::Tick => {
                 self.step(Input::Tick);
                 self.expire_parked();
+                self.expire_ttl_leases();
                 self.maybe_configure();
                 self.auto_leases();
             }
@@ -497,6 +586,14 @@ impl ShardDriver {
                         kv.record_changes();
                         self.history.reset(kv.revision());
                         self.kv = kv;
+                        // Every lease's timer restarts now: later than anywhere else, never
+                        // earlier.
+                        let now = self.now;
+                        self.ttl_timers = self
+                            .kv
+                            .ttl_leases()
+                            .map(|(id, ttl, refresh)| (id, (refresh, now + self.ttl_span(ttl))))
+                            .collect();
                         self.last_snapshot = through.0;
                         self.installs += 1;
                         follow_up.push(self.holders_input());
@@ -510,7 +607,7 @@ impl ShardDriver {
                 },
                 Output::ReadReady { id } => {
                     if let Some((req, cmd)) = self.requests.take_lease_read(id) {
-                        let result = self.kv.read(&cmd.op);
+                        let result = self.with_ttl_timer(self.kv.read(&cmd.op));
                         self.reply_done(req, vec![result], "lease");
                     }
                 }
@@ -569,9 +666,17 @@ impl ShardDriver {
             configured |= matches!(cmd.op, Op::SetLeaseHolders { .. });
             let result = self.kv.apply(&cmd);
             self.history.push(self.kv.take_changes());
-            if let Op::Compact { revision } = cmd.op {
-                self.history.compact(revision.min(self.kv.revision() + 1));
+            match cmd.op {
+                Op::Compact { revision } => {
+                    self.history.compact(revision.min(self.kv.revision() + 1));
+                }
+                Op::LeaseGrant { id, .. }
+                | Op::LeaseKeepAlive { id }
+                | Op::LeaseRevoke { id }
+                | Op::LeaseExpire { id, .. } => self.sync_ttl_timer(id),
+                _ => {}
             }
+            let result = self.with_ttl_timer(result);
             let Some(&token) = tokens.get(k) else {
                 continue;
             };
@@ -787,7 +892,7 @@ impl ShardDriver {
     }
 
     fn answer_local(&mut self, id: u64, cmd: &KvCommand, mode: ReadMode) {
-        let result = self.kv.read(&cmd.op);
+        let result = self.with_ttl_timer(self.kv.read(&cmd.op));
         let barrier = match (&cmd.op, mode) {
             (Op::Get { key }, ReadMode::Quorum) => self.barrier(Some(key)),
             (_, ReadMode::Quorum) => self.barrier(None),

@@ -576,3 +576,113 @@ fn every_replica_keeps_the_same_watch_history_and_compacts_it_through_the_log() 
     assert_eq!(changes(&g.drivers[2], 2), Err(3));
     assert_eq!(changes(&g.drivers[2], 3), Ok(want[2..].to_vec()));
 }
+
+fn submit_op(g: &mut Group, site: usize, id: u64, op: Op) -> Reply {
+    g.request(
+        site,
+        id,
+        Request::Submit {
+            commands: vec![KvCommand {
+                client: 9,
+                seq: id,
+                op,
+            }],
+        },
+    );
+    g.run();
+    g.advance(Duration::from_millis(50));
+    g.take_reply(id)
+}
+
+fn has(g: &Group, site: usize, key: &str) -> bool {
+    g.drivers[site].kv().get(key.as_bytes()).is_some()
+}
+
+/// TTL leases (etcd's leases): a lease's keys go when its TTL passes without a keep-alive —
+/// not before — at every replica through the log; a keep-alive restarts the TTL; after the
+/// leader fails, the new leader expires it from its own timer, no earlier than the TTL.
+#[test]
+fn ttl_leases_expire_through_the_log_never_early_and_survive_a_leader_change() {
+    let mut g = Group::new(3, true, None);
+    g.advance(Duration::from_secs(2));
+    let ok = |r: Reply| assert!(matches!(r, Reply::Done { .. }), "{r:?}");
+    ok(submit_op(&mut g, 0, 1, Op::LeaseGrant { id: 5, ttl: 2 }));
+    ok(submit_op(
+        &mut g,
+        0,
+        2,
+        Op::LeasePut {
+            key: b"lock".to_vec(),
+            value: b"me".to_vec(),
+            lease: 5,
+        },
+    ));
+    // A put to a lease that does not exist changes nothing.
+    match submit_op(
+        &mut g,
+        0,
+        3,
+        Op::LeasePut {
+            key: b"x".to_vec(),
+            value: b"1".to_vec(),
+            lease: 6,
+        },
+    ) {
+        Reply::Done { results, .. } => {
+            assert!(matches!(&results[0].outcome, Outcome::Lease(i) if !i.existed))
+        }
+        r => panic!("{r:?}"),
+    }
+    assert!(!has(&g, 0, "x"));
+    g.advance(Duration::from_millis(1500));
+    assert!((0..3).all(|i| has(&g, i, "lock")), "not before the TTL");
+    ok(submit_op(&mut g, 0, 4, Op::LeaseKeepAlive { id: 5 }));
+    g.advance(Duration::from_millis(1500));
+    assert!(
+        (0..3).all(|i| has(&g, i, "lock")),
+        "the keep-alive restarted the TTL"
+    );
+    g.advance(Duration::from_millis(1000));
+    assert!((0..3).all(|i| !has(&g, i, "lock")), "expired everywhere");
+    assert_eq!(g.drivers[1].kv().ttl_leases().count(), 0);
+
+    // A leader change during the TTL: the lease still lasts its TTL, then goes.
+    ok(submit_op(&mut g, 0, 5, Op::LeaseGrant { id: 7, ttl: 3 }));
+    ok(submit_op(
+        &mut g,
+        0,
+        6,
+        Op::LeasePut {
+            key: b"held".to_vec(),
+            value: b"1".to_vec(),
+            lease: 7,
+        },
+    ));
+    let granted = g.now;
+    g.drop = Some(|to, _| to == 0);
+    // Site 0 is cut off: a new leader takes over.
+    let mut t = Duration::ZERO;
+    while !(g.drivers[1].core().is_leader() || g.drivers[2].core().is_leader()) {
+        g.advance(Duration::from_millis(100));
+        t += Duration::from_millis(100);
+        assert!(t < Duration::from_secs(10), "a new leader");
+        if g.now < granted + Duration::from_millis(2900) {
+            assert!(has(&g, 1, "held") && has(&g, 2, "held"));
+        }
+    }
+    while g.now < granted + Duration::from_millis(2900) {
+        g.advance(Duration::from_millis(100));
+        assert!(
+            has(&g, 1, "held") && has(&g, 2, "held"),
+            "never before the TTL"
+        );
+    }
+    let elected = t;
+    while has(&g, 1, "held") || has(&g, 2, "held") {
+        g.advance(Duration::from_millis(100));
+        assert!(
+            g.now < granted + Duration::from_secs(3) + elected + Duration::from_secs(2),
+            "the new leader expires it within TTL + election time ({elected:?}) + 2 s"
+        );
+    }
+}

@@ -55,6 +55,39 @@ pub enum Op {
     Compact {
         revision: u64,
     },
+    /// Creates TTL lease `id` (etcd's LeaseGrant) of `ttl` seconds. Expiry is decided through
+    /// the log (`LeaseExpire`), from each replica's own timer, restarted at every apply of the
+    /// grant or a keep-alive.
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    /// Deletes the lease and every key attached to it (one new revision).
+    LeaseRevoke {
+        id: i64,
+    },
+    /// Restarts the lease's timer at every replica (etcd's keep-alive).
+    LeaseKeepAlive {
+        id: i64,
+    },
+    /// The leader's timer ran out: revoke, unless a keep-alive applied since (its count is
+    /// no longer `refresh`). Proposed by the leader only.
+    LeaseExpire {
+        id: i64,
+        refresh: u64,
+    },
+    /// A put that attaches the key to lease `lease` (which must exist).
+    LeasePut {
+        key: Key,
+        value: Value,
+        lease: i64,
+    },
+    /// The lease's TTL, remaining time (at the replica that answers) and keys (read-only).
+    LeaseInfo {
+        id: i64,
+    },
+    /// Every lease id (read-only).
+    LeaseList,
 }
 
 /// Whether `key` lies in `[start, end)` (`end` empty: unbounded above).
@@ -88,6 +121,13 @@ pub enum TxnOp {
         key: Key,
         value: Value,
     },
+    /// A put attaching the key to an existing TTL lease (the transaction fails whole, changing
+    /// nothing, if the lease does not exist).
+    PutLease {
+        key: Key,
+        value: Value,
+        lease: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,7 +155,7 @@ pub enum CompareField {
     CreateRevision(u64),
     ModRevision(u64),
     Value(Value),
-    /// The key's TTL lease (keys carry none yet: always 0).
+    /// The id of the key's TTL lease (0: none).
     Lease(u64),
 }
 
@@ -188,6 +228,29 @@ pub enum Outcome {
     DeletedRange {
         deleted: Vec<KeyValue>,
     },
+    /// A TTL lease operation's answer.
+    Lease(LeaseInfo),
+    /// Every lease id, ascending.
+    Leases {
+        ids: Vec<i64>,
+    },
+}
+
+/// A TTL lease as an operation found it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    pub id: i64,
+    /// Whether the lease existed before the operation (a grant of a taken id changes nothing;
+    /// every other operation on a missing lease is etcd's "requested lease not found").
+    pub existed: bool,
+    /// Granted TTL, seconds.
+    pub ttl: i64,
+    /// Milliseconds left on the answering replica's timer (-1: not known there).
+    pub remaining_ms: i64,
+    /// The keys attached (for `LeaseInfo`), or those a revoke or an expiry deleted.
+    pub keys: Vec<Key>,
+    /// Keep-alives applied (orders `LeaseExpire` against them).
+    pub refresh: u64,
 }
 
 impl KvCommand {
@@ -209,13 +272,22 @@ impl KvCommand {
             Op::Scan { start, end, .. } | Op::DeleteRange { start, end } => {
                 in_span(key, start, end)
             }
-            Op::SetLeaseHolders { .. } | Op::Compact { .. } => false,
+            Op::SetLeaseHolders { .. }
+            | Op::Compact { .. }
+            | Op::LeaseGrant { .. }
+            | Op::LeaseKeepAlive { .. }
+            | Op::LeaseInfo { .. }
+            | Op::LeaseList => false,
+            // A revoke or an expiry may delete any key.
+            Op::LeaseRevoke { .. } | Op::LeaseExpire { .. } => true,
+            Op::LeasePut { key: k, .. } => k == key,
             Op::Txn(t) => {
                 t.compares.iter().any(|c| c.key == key)
                     || t.success.iter().chain(&t.failure).any(|o| match o {
                         TxnOp::Put { key: k, .. }
                         | TxnOp::Append { key: k, .. }
                         | TxnOp::Delete { key: k }
+                        | TxnOp::PutLease { key: k, .. }
                         | TxnOp::Get { key: k } => k == key,
                     })
             }
@@ -224,7 +296,11 @@ impl KvCommand {
 
     pub fn is_read_only(&self) -> bool {
         match &self.op {
-            Op::Get { .. } | Op::Range { .. } | Op::Scan { .. } => true,
+            Op::Get { .. }
+            | Op::Range { .. }
+            | Op::Scan { .. }
+            | Op::LeaseInfo { .. }
+            | Op::LeaseList => true,
             Op::Txn(t) => t
                 .success
                 .iter()

@@ -4,10 +4,11 @@ pub mod history;
 mod state_machine;
 #[cfg(test)]
 mod tests;
+mod ttl;
 
 pub use command::{
-    in_span, Compare, CompareField, CompareTarget, Key, KeyValue, KvCommand, KvResult, Op, Order,
-    Outcome, Txn, TxnOp, Value,
+    in_span, Compare, CompareField, CompareTarget, Key, KeyValue, KvCommand, KvResult, LeaseInfo,
+    Op, Order, Outcome, Txn, TxnOp, Value,
 };
 pub use history::{Change, History, Since};
 pub use state_machine::{KvStore, MAX_SESSIONS};

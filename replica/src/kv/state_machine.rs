@@ -1,9 +1,11 @@
 //! The versioned key-value state machine: an ordered map with one revision counter per shard,
 //! and a per-client session table that makes retried writes apply exactly once.
 use super::command::{
-    Compare, CompareField, CompareTarget, KeyValue, KvCommand, KvResult, Op, Outcome, Txn, TxnOp,
+    Compare, CompareField, CompareTarget, KeyValue, KvCommand, KvResult, LeaseInfo, Op, Outcome,
+    Txn, TxnOp,
 };
 use super::history::Change;
+use super::ttl::TtlLeases;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -29,7 +31,14 @@ pub struct KvStore {
     /// Changes since the last `take_changes` (recording only).
     #[serde(skip)]
     changes: Vec<Change>,
+    /// TTL leases. Serialized after the rest by `snapshot` (so that snapshots taken before
+    /// leases existed still restore).
+    #[serde(skip)]
+    ttl: TtlLeases,
 }
+
+/// Marks the TTL-lease section that follows the store in a snapshot.
+const TTL_SECTION: &[u8; 8] = b"MRDNTTL1";
 
 /// FNV-1a (64-bit) over byte strings: stable across builds and platforms, unlike std's hasher.
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -79,7 +88,12 @@ impl KvStore {
     pub fn digest(&self) -> u64 {
         let mut h = fnv(FNV_OFFSET, &self.data_digest.to_le_bytes());
         h = fnv(h, &self.revision.to_le_bytes());
-        fnv(h, &self.lease_holders)
+        h = fnv(h, &self.lease_holders);
+        if self.ttl.leases.is_empty() {
+            h
+        } else {
+            fnv(h, &self.ttl.digest().to_le_bytes())
+        }
     }
 
     fn insert_kv(&mut self, kv: KeyValue) -> Option<KeyValue> {
@@ -101,6 +115,7 @@ impl KvStore {
     }
 
     fn remove_kv(&mut self, key: &[u8]) -> Option<KeyValue> {
+        self.ttl.detach(key);
         let old = self.data.remove(key);
         if let Some(o) = &old {
             self.data_digest ^= entry_hash(o);
@@ -144,7 +159,12 @@ impl KvStore {
     /// The table is bounded: beyond `MAX_SESSIONS` the least recently used client is forgotten
     /// (deterministically, so every replica forgets the same one).
     pub fn apply(&mut self, cmd: &KvCommand) -> KvResult {
-        if cmd.is_read_only() || matches!(cmd.op, Op::SetLeaseHolders { .. } | Op::Compact { .. }) {
+        if cmd.is_read_only()
+            || matches!(
+                cmd.op,
+                Op::SetLeaseHolders { .. } | Op::Compact { .. } | Op::LeaseExpire { .. }
+            )
+        {
             // Configuration is idempotent: it needs no exactly-once identity either.
             return self.execute(&cmd.op);
         }
@@ -187,7 +207,11 @@ impl KvStore {
             },
             Op::Range { prefix, limit } => self.range(prefix, *limit),
             Op::Scan { start, end, limit } => self.scan(start, end, *limit),
-            _ => panic!("read() takes Get, Range or Scan, got {op:?}"),
+            Op::LeaseInfo { id } => Outcome::Lease(self.lease_info(*id, true)),
+            Op::LeaseList => Outcome::Leases {
+                ids: self.ttl.leases.keys().copied().collect(),
+            },
+            _ => panic!("read() takes Get, Range, Scan or a lease query, got {op:?}"),
         };
         KvResult {
             revision: self.revision,
@@ -197,6 +221,60 @@ impl KvStore {
 
     pub fn get(&self, key: &[u8]) -> Option<&KeyValue> {
         self.data.get(key)
+    }
+
+    /// The TTL lease `key` is attached to (0: none).
+    pub fn lease_of(&self, key: &[u8]) -> i64 {
+        self.ttl.lease_of(key)
+    }
+
+    /// Every TTL lease: (id, TTL seconds, keep-alives applied).
+    pub fn ttl_leases(&self) -> impl Iterator<Item = (i64, i64, u64)> + '_ {
+        self.ttl
+            .leases
+            .iter()
+            .map(|(id, l)| (*id, l.ttl, l.refresh))
+    }
+
+    fn lease_info(&self, id: i64, with_keys: bool) -> LeaseInfo {
+        let l = self.ttl.get(id);
+        LeaseInfo {
+            id,
+            existed: l.is_some(),
+            ttl: l.map_or(0, |l| l.ttl),
+            remaining_ms: -1,
+            keys: l
+                .filter(|_| with_keys)
+                .map(|l| l.keys.iter().cloned().collect())
+                .unwrap_or_default(),
+            refresh: l.map_or(0, |l| l.refresh),
+        }
+    }
+
+    /// Deletes lease `id` and its keys (under one new revision if it had any).
+    fn revoke(&mut self, id: i64) -> Outcome {
+        let Some(l) = self.ttl.remove(id) else {
+            return Outcome::Lease(self.lease_info(id, false));
+        };
+        let live: Vec<Vec<u8>> = l
+            .keys
+            .into_iter()
+            .filter(|k| self.data.contains_key(k))
+            .collect();
+        if !live.is_empty() {
+            self.revision += 1;
+        }
+        for k in &live {
+            self.remove_kv(k);
+        }
+        Outcome::Lease(LeaseInfo {
+            id,
+            existed: true,
+            ttl: l.ttl,
+            remaining_ms: -1,
+            keys: live,
+            refresh: l.refresh,
+        })
     }
 
     fn execute(&mut self, op: &Op) -> KvResult {
@@ -226,6 +304,35 @@ impl KvStore {
             }
             Op::Txn(t) => self.txn(t),
             Op::Compact { .. } => Outcome::Configured,
+            Op::LeaseGrant { id, ttl } => {
+                let fresh = self.ttl.grant(*id, *ttl);
+                let mut info = self.lease_info(*id, false);
+                info.existed = !fresh;
+                Outcome::Lease(info)
+            }
+            Op::LeaseKeepAlive { id } => {
+                self.ttl.keep_alive(*id);
+                Outcome::Lease(self.lease_info(*id, false))
+            }
+            Op::LeaseRevoke { id } => self.revoke(*id),
+            Op::LeaseExpire { id, refresh } => {
+                if self.ttl.get(*id).is_some_and(|l| l.refresh == *refresh) {
+                    self.revoke(*id)
+                } else {
+                    Outcome::Lease(self.lease_info(*id, false))
+                }
+            }
+            Op::LeasePut { key, value, lease } => {
+                if self.ttl.get(*lease).is_none() {
+                    Outcome::Lease(self.lease_info(*lease, false))
+                } else {
+                    self.revision += 1;
+                    let prev = self.put(key, value);
+                    self.ttl.attach(key, *lease);
+                    Outcome::Put { prev }
+                }
+            }
+            Op::LeaseInfo { .. } | Op::LeaseList => return self.read(op),
             Op::SetLeaseHolders { sites } => {
                 let mut s = sites.clone();
                 s.sort_unstable();
@@ -240,7 +347,9 @@ impl KvStore {
         }
     }
 
+    /// Puts `key` (detached from any TTL lease, as an etcd put without a lease).
     fn put(&mut self, key: &[u8], value: &[u8]) -> Option<KeyValue> {
+        self.ttl.detach(key);
         let rev = self.revision;
         let prev = self.data.get(key).cloned();
         let (create, version) = prev
@@ -309,7 +418,7 @@ impl KvStore {
                         kv.map_or(0, |kv| kv.create_revision).cmp(n)
                     }
                     (CompareField::ModRevision(n), _) => kv.map_or(0, |kv| kv.mod_revision).cmp(n),
-                    (CompareField::Lease(n), _) => 0u64.cmp(n),
+                    (CompareField::Lease(n), _) => (self.ttl.lease_of(&c.key) as u64).cmp(n),
                 };
                 order.holds(o)
             }
@@ -323,6 +432,14 @@ impl KvStore {
     fn txn(&mut self, t: &Txn) -> Outcome {
         let succeeded = t.compares.iter().all(|c| self.holds(c));
         let ops = if succeeded { &t.success } else { &t.failure };
+        // A put to a lease that does not exist fails the whole transaction (etcd).
+        for op in ops {
+            if let TxnOp::PutLease { lease, .. } = op {
+                if self.ttl.get(*lease).is_none() {
+                    return Outcome::Lease(self.lease_info(*lease, false));
+                }
+            }
+        }
         let writes = ops.iter().any(|o| !matches!(o, TxnOp::Get { .. }));
         if writes {
             self.revision += 1;
@@ -342,6 +459,10 @@ impl KvStore {
                     v.extend_from_slice(value);
                     self.put(key, &v);
                 }
+                TxnOp::PutLease { key, value, lease } => {
+                    self.put(key, value);
+                    self.ttl.attach(key, *lease);
+                }
                 TxnOp::Delete { key } => {
                     self.remove_kv(key);
                 }
@@ -351,13 +472,36 @@ impl KvStore {
         Outcome::Txn { succeeded, gets }
     }
 
+    /// The store, then (if any lease exists) a marked TTL-lease section.
     pub fn snapshot(&self) -> Vec<u8> {
-        bincode::serialize(self).expect("state serializes")
+        let mut out = bincode::serialize(self).expect("state serializes");
+        if !self.ttl.leases.is_empty() {
+            out.extend_from_slice(TTL_SECTION);
+            bincode::serialize_into(&mut out, &self.ttl).expect("leases serialize");
+        }
+        out
     }
 
     pub fn restore(bytes: &[u8]) -> Result<KvStore, crate::Error> {
-        let mut s: KvStore =
-            bincode::deserialize(bytes).map_err(|e| crate::Error::Decode(e.to_string()))?;
+        let decode = |e: bincode::Error| crate::Error::Decode(e.to_string());
+        let mut rest = bytes;
+        let mut s: KvStore = bincode::deserialize_from(&mut rest).map_err(decode)?;
+        if !rest.is_empty() {
+            let Some(section) = rest.strip_prefix(TTL_SECTION.as_slice()) else {
+                return Err(crate::Error::Decode(format!(
+                    "{} unexpected bytes after the snapshot's store",
+                    rest.len()
+                )));
+            };
+            let mut section = section;
+            s.ttl = bincode::deserialize_from(&mut section).map_err(decode)?;
+            if !section.is_empty() {
+                return Err(crate::Error::Decode(format!(
+                    "{} unexpected bytes after the snapshot's leases",
+                    section.len()
+                )));
+            }
+        }
         s.data_digest = s.data.values().fold(0, |d, kv| d ^ entry_hash(kv));
         Ok(s)
     }

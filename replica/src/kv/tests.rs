@@ -431,3 +431,86 @@ fn ordered_compares_follow_etcd() {
         Order::NotEqual
     ));
 }
+
+/// TTL leases in the state machine: keys attached by a lease put (also in a transaction) go
+/// with the lease under one revision; a plain put detaches a key; an expiry loses to a
+/// keep-alive that applied first; leases survive a snapshot, and a snapshot from before leases
+/// existed (no lease section) still restores.
+#[test]
+fn ttl_leases_attach_detach_expire_and_survive_snapshots() {
+    let mut s = KvStore::default();
+    let lease = |s: &mut KvStore, seq, op| match s.apply(&cmd(1, seq, op)).outcome {
+        Outcome::Lease(i) => i,
+        o => panic!("{o:?}"),
+    };
+    assert!(!lease(&mut s, 1, Op::LeaseGrant { id: 3, ttl: 10 }).existed);
+    assert!(
+        lease(&mut s, 2, Op::LeaseGrant { id: 3, ttl: 99 }).existed,
+        "id taken"
+    );
+    let put = |key: &str, lease| Op::LeasePut {
+        key: key.into(),
+        value: b"v".to_vec(),
+        lease,
+    };
+    s.apply(&cmd(1, 3, put("a", 3)));
+    s.apply(&cmd(
+        1,
+        4,
+        Op::Txn(Txn {
+            compares: vec![],
+            success: vec![TxnOp::PutLease {
+                key: b"b".to_vec(),
+                value: b"v".to_vec(),
+                lease: 3,
+            }],
+            failure: vec![],
+        }),
+    ));
+    s.apply(&cmd(1, 5, put("c", 3)));
+    assert_eq!(s.lease_of(b"c"), 3);
+    s.apply(&cmd(
+        1,
+        6,
+        Op::Put {
+            key: b"c".to_vec(),
+            value: b"w".to_vec(),
+        },
+    ));
+    assert_eq!(s.lease_of(b"c"), 0, "a put without a lease detaches");
+    // A lease put or a transaction to a missing lease changes nothing.
+    let rev = s.revision();
+    assert!(!lease(&mut s, 7, put("z", 4)).existed);
+    assert_eq!((s.revision(), s.get(b"z")), (rev, None));
+    // Snapshots keep leases; an old-format snapshot (no section) restores without them.
+    let r = KvStore::restore(&s.snapshot()).unwrap();
+    assert_eq!(r.lease_of(b"a"), 3);
+    assert_eq!(r.digest(), s.digest());
+    let mut plain = KvStore::default();
+    plain.apply(&cmd(1, 1, put("a", 0)));
+    assert_eq!(KvStore::restore(&plain.snapshot()).unwrap(), plain);
+    let mut bad = s.snapshot();
+    bad.push(0);
+    assert!(
+        KvStore::restore(&bad).is_err(),
+        "trailing bytes are refused"
+    );
+    // An expiry with a stale keep-alive count loses; the current one deletes a and b at once.
+    let k = lease(&mut s, 8, Op::LeaseKeepAlive { id: 3 });
+    assert_eq!(k.refresh, 1);
+    let stale = cmd(0, 0, Op::LeaseExpire { id: 3, refresh: 0 });
+    assert!(matches!(s.apply(&stale).outcome, Outcome::Lease(i) if i.keys.is_empty()));
+    assert!(s.get(b"a").is_some());
+    let rev = s.revision();
+    let gone = match s
+        .apply(&cmd(0, 0, Op::LeaseExpire { id: 3, refresh: 1 }))
+        .outcome
+    {
+        Outcome::Lease(i) => i.keys,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(gone, [b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(s.revision(), rev + 1, "one revision for the lease's keys");
+    assert!(s.get(b"a").is_none() && s.get(b"b").is_none() && s.get(b"c").is_some());
+    assert!(!lease(&mut s, 9, Op::LeaseRevoke { id: 3 }).existed);
+}
