@@ -303,6 +303,7 @@ pub fn allow_txn(who: Option<&Identity>, t: &Txn) -> Result<(), AuthError> {
     for op in t.success.iter().chain(&t.failure) {
         match op {
             TxnOp::Get { key } => allow(who, key, Access::Read)?,
+            TxnOp::Range { start, end } => allow_span(who, start, end, Access::Read)?,
             TxnOp::Put { key, .. }
             | TxnOp::Append { key, .. }
             | TxnOp::PutLease { key, .. }

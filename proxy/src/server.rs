@@ -264,7 +264,7 @@ pub async fn run(
                 crate::etcd::WatchService(edge.clone()),
             ))
             .add_service(etcd_client::proto::PbLeaseServer::new(
-                crate::etcd::LeaseService,
+                crate::etcd::LeaseService(edge.clone()),
             ))
             .serve_with_incoming(incoming);
         tokio::spawn(server);

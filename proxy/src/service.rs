@@ -34,7 +34,8 @@ pub fn txn_keys(t: &Txn) -> Vec<&[u8]> {
         | TxnOp::Append { key, .. }
         | TxnOp::PutLease { key, .. }
         | TxnOp::Delete { key }
-        | TxnOp::Get { key } => key.as_slice(),
+        | TxnOp::Get { key }
+        | TxnOp::Range { start: key, .. } => key.as_slice(),
     });
     t.compares
         .iter()
@@ -269,6 +270,16 @@ impl Proxy {
             .first()
             .ok_or_else(|| ServiceError::BadRequest("an empty transaction".into()))?;
         let shard = shard_for_key(first, self.shards);
+        let spans = t.success.iter().chain(&t.failure).any(|o| {
+            matches!(o, TxnOp::Range { start, end } if !(end.len() == start.len() + 1
+                && end.starts_with(start) && end.last() == Some(&0)))
+        });
+        if spans && self.shards > 1 {
+            return Err(ServiceError::BadRequest(format!(
+                "a range over several keys inside a transaction needs a one-shard cluster (this one has {} shards, and a span covers all of them)",
+                self.shards
+            )));
+        }
         if let Some(k) = keys.iter().find(|k| shard_for_key(k, self.shards) != shard) {
             return Err(ServiceError::BadRequest(format!(
                 "keys span shards {shard} and {} ('{}'); a transaction must stay within one shard",

@@ -13,7 +13,7 @@ use etcd_client::proto::{
     PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnResponse,
 };
 use meridian_replica::kv::{
-    Compare, CompareField, CompareTarget, KeyValue, Op, Order, Outcome, Txn, TxnOp,
+    Compare, CompareField, CompareTarget, KeyValue, Op, Order, Outcome, Txn, TxnOp, KEEP_LEASE,
 };
 use tonic::{Request, Response, Status};
 
@@ -35,12 +35,35 @@ fn pb_kv(kv: &KeyValue, shards: u32, keys_only: bool) -> PbKeyValue {
     }
 }
 
-fn no_lease(lease: i64) -> Result<(), Status> {
-    if lease != 0 {
-        // No TTL lease can exist yet, so any lease id is one etcd would not find.
-        return Err(Status::not_found("etcdserver: requested lease not found"));
+/// etcd's answer to a put naming a lease that does not exist.
+pub fn lease_not_found() -> Status {
+    Status::not_found("etcdserver: requested lease not found")
+}
+
+/// A put's write: plain, attached to a TTL lease, or keeping the key's current lease.
+fn put_op(key: Vec<u8>, value: Vec<u8>, lease: i64, ignore_lease: bool) -> Result<Op, Status> {
+    if lease < 0 {
+        return Err(lease_not_found());
     }
-    Ok(())
+    Ok(if ignore_lease {
+        Op::LeasePut {
+            key,
+            value,
+            lease: KEEP_LEASE,
+        }
+    } else if lease != 0 {
+        Op::LeasePut { key, value, lease }
+    } else {
+        Op::Put { key, value }
+    })
+}
+
+fn txn_put(key: Vec<u8>, value: Vec<u8>, lease: i64, ignore_lease: bool) -> Result<TxnOp, Status> {
+    Ok(match put_op(key, value, lease, ignore_lease)? {
+        Op::LeasePut { key, value, lease } => TxnOp::PutLease { key, value, lease },
+        Op::Put { key, value } => TxnOp::Put { key, value },
+        _ => unreachable!("put_op makes puts"),
+    })
 }
 
 /// `[key, range_end)` in etcd's terms as a span: `range_end` "\0" means every key from `key`
@@ -88,7 +111,7 @@ impl KvService {
         } else {
             Consistency::Linearizable
         };
-        let (mut kvs, count, header) = if r.range_end.is_empty() {
+        let (kvs, count, header) = if r.range_end.is_empty() {
             check_key(&r.key)?;
             let (shard, o) = p
                 .get(who.as_ref(), r.key.clone(), c, Mode::Auto)
@@ -120,43 +143,7 @@ impl KvService {
                 .map_err(service_status)?;
             (a.kvs, a.count, top(&a.revisions, shards))
         };
-        let rev_of = |kv: &KeyValue, f: fn(&KeyValue) -> u64| {
-            encode(f(kv), shard_for_key(&kv.key, shards), shards)
-        };
-        kvs.retain(|kv| {
-            let m = rev_of(kv, |k| k.mod_revision);
-            let cr = rev_of(kv, |k| k.create_revision);
-            (r.min_mod_revision == 0 || m >= r.min_mod_revision)
-                && (r.max_mod_revision == 0 || m <= r.max_mod_revision)
-                && (r.min_create_revision == 0 || cr >= r.min_create_revision)
-                && (r.max_create_revision == 0 || cr <= r.max_create_revision)
-        });
-        // sort_target: KEY 0, VERSION 1, CREATE 2, MOD 3, VALUE 4; sort_order: NONE 0, ASCEND 1,
-        // DESCEND 2.
-        match r.sort_target {
-            1 => kvs.sort_by_key(|k| k.version),
-            2 => kvs.sort_by_key(|k| rev_of(k, |k| k.create_revision)),
-            3 => kvs.sort_by_key(|k| rev_of(k, |k| k.mod_revision)),
-            4 => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-            _ => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
-        }
-        if r.sort_order == 2 {
-            kvs.reverse();
-        }
-        if r.limit > 0 {
-            kvs.truncate(r.limit as usize);
-        }
-        let more = (kvs.len() as u64) < count && filters.iter().all(|f| *f == 0);
-        Ok(PbRangeResponse {
-            header: self.0.header(header),
-            kvs: if r.count_only {
-                Vec::new()
-            } else {
-                kvs.iter().map(|k| pb_kv(k, shards, r.keys_only)).collect()
-            },
-            more,
-            count: count as i64,
-        })
+        Ok(shape(&self.0, &r, kvs, count, header))
     }
 
     async fn put_(&self, req: Request<PbPutRequest>) -> Result<PbPutResponse, Status> {
@@ -165,7 +152,6 @@ impl KvService {
         let p = &self.0.proxy;
         let shards = self.0.shards();
         check_key(&r.key)?;
-        no_lease(r.lease)?;
         if r.value.len() > MAX_VALUE {
             return Err(Status::invalid_argument(
                 "etcdserver: request is too large (values are at most 1 MiB)",
@@ -175,20 +161,14 @@ impl KvService {
         if r.ignore_value {
             return self.put_keeping_value(who.as_ref(), r).await;
         }
-        // ignore_lease: keys carry no lease, so the put is the same.
+        let op = put_op(r.key, r.value, r.lease, r.ignore_lease)?;
         let res = p
-            .write(
-                who.as_ref(),
-                shard,
-                Op::Put {
-                    key: r.key,
-                    value: r.value,
-                },
-            )
+            .write(who.as_ref(), shard, op)
             .await
             .map_err(service_status)?;
         let prev = match res.outcome {
             Outcome::Put { prev } => prev,
+            Outcome::Lease(_) => return Err(lease_not_found()),
             other => return Err(Status::internal(format!("a put answered {other:?}"))),
         };
         Ok(PbPutResponse {
@@ -219,13 +199,18 @@ impl KvService {
                     key: r.key.clone(),
                     target: CompareTarget::ModRevision(cur.mod_revision),
                 }],
-                success: vec![TxnOp::Put {
-                    key: r.key.clone(),
-                    value: cur.value.clone(),
-                }],
+                success: vec![txn_put(
+                    r.key.clone(),
+                    cur.value.clone(),
+                    r.lease,
+                    r.ignore_lease,
+                )?],
                 failure: vec![],
             };
             let (_, res) = p.txn(who, t).await.map_err(service_status)?;
+            if let Outcome::Lease(_) = res.outcome {
+                return Err(lease_not_found());
+            }
             if let Outcome::Txn {
                 succeeded: true, ..
             } = res.outcome
@@ -309,17 +294,36 @@ impl KvService {
             .txn(who.as_ref(), t)
             .await
             .map_err(service_status)?;
-        let Outcome::Txn { succeeded, gets } = res.outcome else {
-            return Err(Status::internal("a transaction answered something else"));
+        let (succeeded, gets, ranges) = match res.outcome {
+            Outcome::Txn { succeeded, gets } => (succeeded, gets, Vec::new()),
+            Outcome::TxnRanges {
+                succeeded,
+                gets,
+                ranges,
+            } => (succeeded, gets, ranges),
+            Outcome::Lease(_) => return Err(lease_not_found()),
+            _ => return Err(Status::internal("a transaction answered something else")),
         };
         let header = encode(res.revision, shard, shards);
         let plan = if succeeded { s_plan } else { f_plan };
         let mut gets = gets.into_iter();
+        let mut ranges = ranges.into_iter();
         let mut responses = Vec::new();
         for step in plan {
+            if let Step::Span(r) = step {
+                let kvs = ranges.next().unwrap_or_default();
+                let n = kvs.len() as u64;
+                responses.push(PbResponseOp {
+                    response: Some(PbTxnOpResponse::ResponseRange(shape(
+                        &self.0, &r, kvs, n, header,
+                    ))),
+                });
+                continue;
+            }
             let got = gets.next().flatten();
             let h = self.0.header(header);
             let resp = match step {
+                Step::Span(_) => unreachable!("answered above"),
                 Step::Range {
                     keys_only,
                     count_only,
@@ -364,9 +368,18 @@ impl KvService {
 /// How one etcd operation of a transaction's branch is answered: every step reads the key
 /// first (a `Get` in the same transaction, so the answer is the state the step acted on).
 enum Step {
-    Range { keys_only: bool, count_only: bool },
-    Put { prev_kv: bool },
-    Delete { prev_kv: bool },
+    Range {
+        keys_only: bool,
+        count_only: bool,
+    },
+    /// A range over a span (answered from `TxnRanges`).
+    Span(PbRangeRequest),
+    Put {
+        prev_kv: bool,
+    },
+    Delete {
+        prev_kv: bool,
+    },
 }
 
 fn ops(reqs: &[etcd_client::proto::PbTxnRequestOp]) -> Result<(Vec<TxnOp>, Vec<Step>), Status> {
@@ -375,15 +388,17 @@ fn ops(reqs: &[etcd_client::proto::PbTxnRequestOp]) -> Result<(Vec<TxnOp>, Vec<S
     for r in reqs {
         match &r.request {
             Some(PbTxnOpRequest::RequestRange(g)) => {
-                if !g.range_end.is_empty() {
-                    return Err(Status::invalid_argument(
-                        "a range inside a transaction must be one key (range_end empty)",
-                    ));
-                }
                 if g.revision != 0 {
                     return Err(Status::unimplemented("historical reads are not kept"));
                 }
                 check_key(&g.key)?;
+                if !g.range_end.is_empty() {
+                    // A span: the proxy refuses it unless the cluster has one shard.
+                    let (start, end) = span(&g.key, &g.range_end);
+                    out.push(TxnOp::Range { start, end });
+                    plan.push(Step::Span(g.clone()));
+                    continue;
+                }
                 out.push(TxnOp::Get { key: g.key.clone() });
                 plan.push(Step::Range {
                     keys_only: g.keys_only,
@@ -392,17 +407,18 @@ fn ops(reqs: &[etcd_client::proto::PbTxnRequestOp]) -> Result<(Vec<TxnOp>, Vec<S
             }
             Some(PbTxnOpRequest::RequestPut(p)) => {
                 check_key(&p.key)?;
-                no_lease(p.lease)?;
                 if p.ignore_value {
                     return Err(Status::invalid_argument(
                         "ignore_value inside a transaction is not supported",
                     ));
                 }
                 out.push(TxnOp::Get { key: p.key.clone() });
-                out.push(TxnOp::Put {
-                    key: p.key.clone(),
-                    value: p.value.clone(),
-                });
+                out.push(txn_put(
+                    p.key.clone(),
+                    p.value.clone(),
+                    p.lease,
+                    p.ignore_lease,
+                )?);
                 plan.push(Step::Put { prev_kv: p.prev_kv });
             }
             Some(PbTxnOpRequest::RequestDeleteRange(d)) => {
@@ -558,6 +574,61 @@ impl PbKvService for KvService {
         Ok(Response::new(PbCompactionResponse {
             header: self.0.header(top_rev),
         }))
+    }
+}
+
+/// A Range's answer from the keys of its span (`count` of them in all): revision filters, sort,
+/// limit, keys/count only.
+fn shape(
+    edge: &Edge,
+    r: &PbRangeRequest,
+    mut kvs: Vec<KeyValue>,
+    count: u64,
+    header: i64,
+) -> PbRangeResponse {
+    let shards = edge.shards();
+    let filters = [
+        r.min_mod_revision,
+        r.max_mod_revision,
+        r.min_create_revision,
+        r.max_create_revision,
+    ];
+    let rev_of = |kv: &KeyValue, f: fn(&KeyValue) -> u64| {
+        encode(f(kv), shard_for_key(&kv.key, shards), shards)
+    };
+    kvs.retain(|kv| {
+        let m = rev_of(kv, |k| k.mod_revision);
+        let cr = rev_of(kv, |k| k.create_revision);
+        (r.min_mod_revision == 0 || m >= r.min_mod_revision)
+            && (r.max_mod_revision == 0 || m <= r.max_mod_revision)
+            && (r.min_create_revision == 0 || cr >= r.min_create_revision)
+            && (r.max_create_revision == 0 || cr <= r.max_create_revision)
+    });
+    // sort_target: KEY 0, VERSION 1, CREATE 2, MOD 3, VALUE 4; sort_order: NONE 0, ASCEND 1,
+    // DESCEND 2.
+    match r.sort_target {
+        1 => kvs.sort_by_key(|k| k.version),
+        2 => kvs.sort_by_key(|k| rev_of(k, |k| k.create_revision)),
+        3 => kvs.sort_by_key(|k| rev_of(k, |k| k.mod_revision)),
+        4 => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+        _ => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+    }
+    if r.sort_order == 2 {
+        kvs.reverse();
+    }
+    if r.limit > 0 {
+        kvs.truncate(r.limit as usize);
+    }
+    let more = (kvs.len() as u64) < count && filters.iter().all(|f| *f == 0);
+    PbRangeResponse {
+        header: edge.header(header),
+        kvs: if r.count_only {
+            Vec::new()
+        } else {
+            kvs.iter().map(|k| pb_kv(k, shards, r.keys_only)).collect()
+        },
+        more,
+        count: count as i64,
     }
 }
 

@@ -15,12 +15,12 @@
 //! with the reason.
 mod cluster;
 mod kv;
-mod pending;
+mod lease;
 mod watch;
 
 pub use cluster::{ClusterService, MaintenanceService};
 pub use kv::KvService;
-pub use pending::LeaseService;
+pub use lease::LeaseService;
 pub use watch::WatchService;
 
 use etcd_client::proto::PbResponseHeader;

@@ -76,7 +76,8 @@ pub enum Op {
         id: i64,
         refresh: u64,
     },
-    /// A put that attaches the key to lease `lease` (which must exist).
+    /// A put that attaches the key to lease `lease` (which must exist; `KEEP_LEASE`: the
+    /// key's current lease, etcd's `ignore_lease`).
     LeasePut {
         key: Key,
         value: Value,
@@ -127,6 +128,11 @@ pub enum TxnOp {
         key: Key,
         value: Value,
         lease: i64,
+    },
+    /// Every key in `[start, end)` (`end` empty: unbounded), answered in `TxnRanges`.
+    Range {
+        start: Key,
+        end: Key,
     },
 }
 
@@ -234,6 +240,12 @@ pub enum Outcome {
     Leases {
         ids: Vec<i64>,
     },
+    /// A transaction with range reads: as `Txn`, and each `TxnOp::Range`'s keys in order.
+    TxnRanges {
+        succeeded: bool,
+        gets: Vec<Option<KeyValue>>,
+        ranges: Vec<Vec<KeyValue>>,
+    },
 }
 
 /// A TTL lease as an operation found it.
@@ -289,6 +301,7 @@ impl KvCommand {
                         | TxnOp::Delete { key: k }
                         | TxnOp::PutLease { key: k, .. }
                         | TxnOp::Get { key: k } => k == key,
+                        TxnOp::Range { start, end } => in_span(key, start, end),
                     })
             }
         }
@@ -305,7 +318,7 @@ impl KvCommand {
                 .success
                 .iter()
                 .chain(&t.failure)
-                .all(|o| matches!(o, TxnOp::Get { .. })),
+                .all(|o| matches!(o, TxnOp::Get { .. } | TxnOp::Range { .. })),
             _ => false,
         }
     }

@@ -37,6 +37,9 @@ pub struct KvStore {
     ttl: TtlLeases,
 }
 
+/// The lease of a lease put that keeps the key's current lease (etcd's `ignore_lease`).
+pub const KEEP_LEASE: i64 = -1;
+
 /// Marks the TTL-lease section that follows the store in a snapshot.
 const TTL_SECTION: &[u8; 8] = b"MRDNTTL1";
 
@@ -251,6 +254,15 @@ impl KvStore {
         }
     }
 
+    /// The lease a lease put attaches: `lease`, or the key's current one for `KEEP_LEASE`.
+    fn lease_for_put(&self, key: &[u8], lease: i64) -> i64 {
+        if lease == KEEP_LEASE {
+            self.ttl.lease_of(key)
+        } else {
+            lease
+        }
+    }
+
     /// Deletes lease `id` and its keys (under one new revision if it had any).
     fn revoke(&mut self, id: i64) -> Outcome {
         let Some(l) = self.ttl.remove(id) else {
@@ -323,12 +335,13 @@ impl KvStore {
                 }
             }
             Op::LeasePut { key, value, lease } => {
-                if self.ttl.get(*lease).is_none() {
+                if *lease != KEEP_LEASE && self.ttl.get(*lease).is_none() {
                     Outcome::Lease(self.lease_info(*lease, false))
                 } else {
                     self.revision += 1;
+                    let lease = self.lease_for_put(key, *lease);
                     let prev = self.put(key, value);
-                    self.ttl.attach(key, *lease);
+                    self.ttl.attach(key, lease);
                     Outcome::Put { prev }
                 }
             }
@@ -435,12 +448,20 @@ impl KvStore {
         // A put to a lease that does not exist fails the whole transaction (etcd).
         for op in ops {
             if let TxnOp::PutLease { lease, .. } = op {
-                if self.ttl.get(*lease).is_none() {
+                if *lease != KEEP_LEASE && self.ttl.get(*lease).is_none() {
                     return Outcome::Lease(self.lease_info(*lease, false));
                 }
             }
         }
-        let writes = ops.iter().any(|o| !matches!(o, TxnOp::Get { .. }));
+        let writes = ops
+            .iter()
+            .any(|o| !matches!(o, TxnOp::Get { .. } | TxnOp::Range { .. }));
+        let with_ranges = t
+            .success
+            .iter()
+            .chain(&t.failure)
+            .any(|o| matches!(o, TxnOp::Range { .. }));
+        let mut ranges = Vec::new();
         if writes {
             self.revision += 1;
         }
@@ -460,14 +481,25 @@ impl KvStore {
                     self.put(key, &v);
                 }
                 TxnOp::PutLease { key, value, lease } => {
+                    let lease = self.lease_for_put(key, *lease);
                     self.put(key, value);
-                    self.ttl.attach(key, *lease);
+                    self.ttl.attach(key, lease);
                 }
                 TxnOp::Delete { key } => {
                     self.remove_kv(key);
                 }
                 TxnOp::Get { key } => gets.push(self.data.get(key).cloned()),
+                TxnOp::Range { start, end } => {
+                    ranges.push(self.span(start, end).map(|(_, v)| v.clone()).collect())
+                }
             }
+        }
+        if with_ranges {
+            return Outcome::TxnRanges {
+                succeeded,
+                gets,
+                ranges,
+            };
         }
         Outcome::Txn { succeeded, gets }
     }
