@@ -10,9 +10,10 @@
 //! shards the request read or wrote. Revisions of different shards are not ordered in time: a
 //! comparison of a key's revision with a revision of another shard, and revision filters on a
 //! range over several shards, are refused (`INVALID_ARGUMENT`) rather than answered wrongly.
-//! Not built yet: Watch, Lease (a put with a lease gets etcd's "requested lease not found"),
-//! historical reads (`revision` ≠ 0), Compact, Auth, member changes — each `UNIMPLEMENTED`
-//! with the reason.
+//! Watch (`watch`, over the proxy's shared upstreams) and TTL leases (`lease`, expired through
+//! the log) are built; a watch over several shards cannot resume from a revision (refused with
+//! the reason). Not built: historical reads (`revision` ≠ 0), Auth, member changes — each
+//! `UNIMPLEMENTED` with the reason.
 mod cluster;
 mod kv;
 mod lease;
