@@ -227,6 +227,140 @@ async fn client(
 /// Register keys written and read through the etcd v3 edge (etcd-client crate).
 const ETCD_REGISTERS: u64 = 3;
 
+/// What a watcher of the etcd registers saw: per key, (mod revision, value) of each put event
+/// in arrival order, and whether the history was compacted under it (then completeness is not
+/// checked for that key, order still is).
+type Watched = Vec<(Vec<(i64, String)>, bool)>;
+
+/// Watches every etcd register through a proxy's etcd v3 endpoint from revision 1 until
+/// `stop`, resuming each key from its last revision + 1 whenever the stream breaks (a proxy
+/// kill, a partition): the client's side of "no gap, no duplicate, also across a proxy
+/// restart".
+async fn etcd_watcher(url: String, ca: String, stop: Arc<AtomicBool>) -> Watched {
+    use etcd_client::{Certificate, Client, ConnectOptions, TlsOptions, WatchOptions};
+    let n = ETCD_REGISTERS as usize;
+    let mut seen: Watched = vec![(Vec::new(), false); n];
+    // Per key: the revision to resume from (after the last event, or the compaction point).
+    let mut resume: Vec<i64> = vec![1; n];
+    while !stop.load(Ordering::Relaxed) {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_tls(
+                TlsOptions::new()
+                    .ca_certificate(Certificate::from_pem(ca.clone()))
+                    .domain_name("localhost"),
+            );
+        let Ok(Ok(mut client)) = tokio::time::timeout(
+            Duration::from_secs(3),
+            Client::connect([url.clone()], Some(opts)),
+        )
+        .await
+        else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let Ok(Ok(mut ws)) = tokio::time::timeout(
+            Duration::from_secs(3),
+            client.watch(
+                "nem-etcd-0",
+                Some(WatchOptions::new().with_start_revision(resume[0])),
+            ),
+        )
+        .await
+        else {
+            continue;
+        };
+        let mut ok = true;
+        for k in 1..n {
+            let opts = WatchOptions::new().with_start_revision(resume[k]);
+            if ws.watch(format!("nem-etcd-{k}"), Some(opts)).await.is_err() {
+                ok = false;
+            }
+        }
+        while ok && !stop.load(Ordering::Relaxed) {
+            let m = match tokio::time::timeout(Duration::from_millis(500), ws.message()).await {
+                Err(_) => continue,
+                Ok(Ok(Some(m))) => m,
+                Ok(_) => break,
+            };
+            let k = m.watch_id() as usize;
+            if k >= n {
+                continue;
+            }
+            if m.canceled() {
+                if m.compact_revision() > 0 {
+                    // Go on from the horizon: order is still checked, completeness not.
+                    seen[k].1 = true;
+                    resume[k] = resume[k].max(m.compact_revision());
+                }
+                break;
+            }
+            for e in m.events() {
+                if let Some(kv) = e.kv() {
+                    let v = String::from_utf8_lossy(kv.value()).into_owned();
+                    seen[k].0.push((kv.mod_revision(), v));
+                    resume[k] = kv.mod_revision() + 1;
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// Checks a watcher's view against the history: per key, revisions strictly increasing (no
+/// duplicate, in order), every value one a client put, and — unless compacted — every
+/// acknowledged put seen, the last one the key's final value.
+fn check_watched(watched: &Watched, history: &[HistoryOp]) -> Result<usize, String> {
+    let mut events = 0;
+    for (k, (ev, compacted)) in watched.iter().enumerate() {
+        let key = format!("nem-etcd-{k}");
+        events += ev.len();
+        if let Some(w) = ev.windows(2).find(|w| w[0].0 >= w[1].0) {
+            return Err(format!(
+                "watch of {key}: revision {} after {} (a duplicate or out of order)",
+                w[1].0, w[0].0
+            ));
+        }
+        let put: std::collections::HashSet<&str> = history
+            .iter()
+            .filter(|o| o.key == key && o.op == OpKind::Put)
+            .filter_map(|o| o.value.as_deref())
+            .collect();
+        if let Some(p) = ev.iter().find(|e| !put.contains(e.1.as_str())) {
+            return Err(format!("watch of {key}: value {} nobody put", p.1));
+        }
+        if *compacted {
+            continue;
+        }
+        let got: std::collections::HashSet<&str> = ev.iter().map(|e| e.1.as_str()).collect();
+        if let Some(lost) = history.iter().find(|o| {
+            o.key == key
+                && o.op == OpKind::Put
+                && o.outcome == HOutcome::Ok
+                && !got.contains(o.value.as_deref().unwrap_or(""))
+        }) {
+            return Err(format!(
+                "watch of {key}: acknowledged put {:?} never seen",
+                lost.value
+            ));
+        }
+        let last_read = history
+            .iter()
+            .filter(|o| o.key == key && o.process == 99 && o.op == OpKind::Get)
+            .filter_map(|o| o.read.clone())
+            .next_back();
+        if let (Some(r), Some(e)) = (last_read, ev.last()) {
+            if r != e.1 {
+                return Err(format!(
+                    "watch of {key}: last event {} but the key reads {r}",
+                    e.1
+                ));
+            }
+        }
+    }
+    Ok(events)
+}
+
 /// One client through a proxy's etcd v3 endpoint (the `etcd-client` crate, unchanged) until
 /// `stop`: puts and linearizable gets of its own register keys, recorded like the others.
 async fn etcd_client(
@@ -523,6 +657,12 @@ fn run_with(
             stop.clone(),
         )));
     }
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let watcher = rt.spawn(etcd_watcher(
+        etcd_urls[0].clone(),
+        ca.clone(),
+        stop_watch.clone(),
+    ));
     let mut rng = Rng(seed ^ 0xabcdef);
     let minority = sites.len().div_ceil(2) - 1;
     std::thread::sleep(Duration::from_secs(2));
@@ -713,6 +853,10 @@ fn run_with(
         Ok::<_, String>(out)
     })?;
     history.extend(finals);
+    // The watcher catches up with the final state, then stops.
+    std::thread::sleep(Duration::from_secs(5));
+    stop_watch.store(true, Ordering::Relaxed);
+    let watched = rt.block_on(watcher).unwrap();
     let file = c.dir.join("history.jsonl");
     std::fs::write(&file, meridian_testkit::history::to_jsonl(&history)).unwrap();
     let acked = |kind: OpKind| {
@@ -746,9 +890,10 @@ fn run_with(
             file.display()
         ));
     }
+    let watch_events = check_watched(&watched, &history).map_err(|e| format!("{what}: {e}"))?;
     converged(&c, Duration::from_secs(30)).map_err(|e| format!("{what}: {e}"))?;
     let done = format!(
-        "nemesis {what}: {} ops ({through_etcd} through the etcd API), {acked} acknowledged puts, {appended} appends, linearizable, converged",
+        "nemesis {what}: {} ops ({through_etcd} through the etcd API), {acked} acknowledged puts, {appended} appends, linearizable, converged; a watcher saw {watch_events} events of the etcd registers, in order, none lost",
         history.len()
     );
     eprintln!("{done}");
@@ -884,4 +1029,51 @@ fn nemesis_packet_faults_on_the_host_wan() {
             panic!("{e}");
         }
     }
+}
+
+/// The watch check has teeth: a lost acknowledged put, a duplicate, an out-of-order event and
+/// a value nobody put are each reported; compaction waives completeness, not order.
+#[test]
+fn the_watch_check_catches_lost_duplicate_and_phantom_events() {
+    let op = |key: &str, value: &str, outcome: HOutcome| HistoryOp {
+        process: 50,
+        op: OpKind::Put,
+        key: key.into(),
+        value: Some(value.into()),
+        expect: None,
+        invoke_ns: 0,
+        complete_ns: 1,
+        outcome,
+        read: None,
+        path: None,
+    };
+    let history = vec![
+        op("nem-etcd-0", "a", HOutcome::Ok),
+        op("nem-etcd-0", "b", HOutcome::Ok),
+        op("nem-etcd-0", "c", HOutcome::Unknown),
+    ];
+    let w = |ev: &[(i64, &str)], compacted: bool| -> Watched {
+        let mut v: Watched = vec![(Vec::new(), false); ETCD_REGISTERS as usize];
+        v[0] = (
+            ev.iter().map(|(r, s)| (*r, s.to_string())).collect(),
+            compacted,
+        );
+        v
+    };
+    assert_eq!(
+        check_watched(&w(&[(4, "a"), (8, "b")], false), &history),
+        Ok(2)
+    );
+    assert_eq!(
+        check_watched(&w(&[(4, "a"), (8, "b"), (12, "c")], false), &history),
+        Ok(3),
+        "an unknown put may show"
+    );
+    let err = |ev: &[(i64, &str)], c| check_watched(&w(ev, c), &history).unwrap_err();
+    assert!(err(&[(4, "a")], false).contains("never seen"));
+    assert!(err(&[(4, "a"), (4, "a"), (8, "b")], false).contains("duplicate"));
+    assert!(err(&[(8, "b"), (4, "a")], false).contains("out of order"));
+    assert!(err(&[(4, "a"), (8, "b"), (9, "z")], false).contains("nobody put"));
+    assert_eq!(check_watched(&w(&[(8, "b")], true), &history), Ok(1));
+    assert!(err(&[(8, "b"), (8, "b")], true).contains("duplicate"));
 }
