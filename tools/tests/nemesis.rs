@@ -271,8 +271,8 @@ async fn etcd_watcher(url: String, ca: String, stop: Arc<AtomicBool>) -> Watched
             continue;
         };
         let mut ok = true;
-        for k in 1..n {
-            let opts = WatchOptions::new().with_start_revision(resume[k]);
+        for (k, from) in resume.iter().enumerate().skip(1) {
+            let opts = WatchOptions::new().with_start_revision(*from);
             if ws.watch(format!("nem-etcd-{k}"), Some(opts)).await.is_err() {
                 ok = false;
             }
