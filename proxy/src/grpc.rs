@@ -2,7 +2,6 @@
 //! API, mapped to gRPC status codes at this edge.
 use crate::api::{self, ApiError, MAX_KEY, MAX_VALUE};
 use crate::logic::ServiceError;
-use crate::route::shard_for_key;
 use crate::Proxy;
 use meridian_replica::kv::{Compare, CompareTarget, KeyValue, Op, Outcome, Txn, TxnOp};
 use meridian_replica::trace::{self, TraceContext};
@@ -149,7 +148,7 @@ impl KvService {
                 r.value.len()
             )));
         }
-        let shard = shard_for_key(&r.key, self.0.shards);
+        let shard = self.0.placement.shard(&r.key);
         let res = self
             .0
             .write(
@@ -181,7 +180,7 @@ impl KvService {
         let who = who.as_ref();
         let r = req.into_inner();
         check_key(&r.key)?;
-        let shard = shard_for_key(&r.key, self.0.shards);
+        let shard = self.0.placement.shard(&r.key);
         let res = self
             .0
             .write(who, shard, Op::Delete { key: r.key })

@@ -4,7 +4,6 @@
 use crate::api::{self, bad, ApiError, MAX_VALUE};
 use crate::logic::ServiceError;
 use crate::reads::{Consistency, Mode};
-use crate::route::shard_for_key;
 use crate::Proxy;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -202,7 +201,7 @@ async fn put(
     let params = api::params(q, &["format"])?;
     let as_json = api::json_format(&params)?;
     let value = body(req, MAX_VALUE, p.body_timeout).await?;
-    let shard = shard_for_key(&key, p.shards);
+    let shard = p.placement.shard(&key);
     let r = write(
         p,
         who,
@@ -233,7 +232,7 @@ async fn delete(
 ) -> Result<Response<Body>, ApiError> {
     let params = api::params(q, &["format"])?;
     let as_json = api::json_format(&params)?;
-    let shard = shard_for_key(&key, p.shards);
+    let shard = p.placement.shard(&key);
     let r = write(p, who, shard, Op::Delete { key: key.clone() }).await?;
     let deleted = matches!(r.outcome, Outcome::Delete { deleted: Some(_) });
     let mut resp = if as_json {

@@ -32,6 +32,8 @@ use std::time::Duration;
 pub struct Proxy {
     pub region: String,
     pub shards: u32,
+    /// Which shard holds which key (`cluster.shards`, `cluster.colocate`).
+    pub placement: route::Placement,
     pub sites: Arc<sites::Sites>,
     pub reader: reads::Reader,
     pub batcher: batcher::Batcher,

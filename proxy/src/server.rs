@@ -126,6 +126,8 @@ pub async fn run(
     let proxy = Arc::new(Proxy {
         region: me.region.clone(),
         shards: cfg.cluster.shards,
+        placement: crate::route::Placement::new(cfg.cluster.shards, &cfg.cluster.colocate)
+            .map_err(ProxyError::Config)?,
         reader: Reader {
             quorum_leases: cfg.leases.mode != "off",
             sites: sites.clone(),

@@ -4,7 +4,6 @@
 use crate::auth::{self, Access, Identity};
 use crate::logic::{ReadOutcome, ServiceError};
 use crate::reads::{Consistency, Mode};
-use crate::route::shard_for_key;
 use crate::Proxy;
 use meridian_replica::kv::{KeyValue, KvCommand, KvResult, Op, Txn, TxnOp};
 use meridian_replica::node::MAX_COMMAND_BYTES;
@@ -93,7 +92,7 @@ impl Proxy {
         auth::allow(who, &key, Access::Read).map_err(|e| self.refused(who, e))?;
         let t0 = std::time::Instant::now();
         let (ctx, span) = request_span("get");
-        span.record("shard", shard_for_key(&key, self.shards));
+        span.record("shard", self.placement.shard(&key));
         let r = trace::scope(ctx, self.get_inner(key, c, mode))
             .instrument(span.clone())
             .await;
@@ -111,7 +110,7 @@ impl Proxy {
         mode: Mode,
     ) -> Result<(u32, ReadOutcome), ServiceError> {
         let _permit = self.read_permit()?;
-        let shard = shard_for_key(&key, self.shards);
+        let shard = self.placement.shard(&key);
         let cmd = KvCommand {
             client: 0,
             seq: 0,
@@ -124,7 +123,8 @@ impl Proxy {
         Ok((shard, o))
     }
 
-    /// A prefix range over every shard, read in parallel, merged in key order.
+    /// A prefix range over every shard (or the one shard of a co-located prefix), read in
+    /// parallel, merged in key order.
     pub async fn range(
         &self,
         who: Option<&Identity>,
@@ -154,7 +154,10 @@ impl Proxy {
         mode: Mode,
     ) -> Result<RangeAnswer, ServiceError> {
         let _permit = self.read_permit()?;
-        let reads = (0..self.shards).map(|shard| {
+        let shards = self
+            .placement
+            .span_shards(&prefix, &crate::route::prefix_end(&prefix));
+        let reads = shards.into_iter().map(|shard| {
             let cmd = KvCommand {
                 client: 0,
                 seq: 0,
@@ -269,21 +272,24 @@ impl Proxy {
         let first = keys
             .first()
             .ok_or_else(|| ServiceError::BadRequest("an empty transaction".into()))?;
-        let shard = shard_for_key(first, self.shards);
-        let spans = t.success.iter().chain(&t.failure).any(|o| {
-            matches!(o, TxnOp::Range { start, end } if !(end.len() == start.len() + 1
-                && end.starts_with(start) && end.last() == Some(&0)))
-        });
-        if spans && self.shards > 1 {
-            return Err(ServiceError::BadRequest(format!(
-                "a range over several keys inside a transaction needs a one-shard cluster (this one has {} shards, and a span covers all of them)",
-                self.shards
-            )));
+        let shard = self.placement.shard(first);
+        for o in t.success.iter().chain(&t.failure) {
+            let TxnOp::Range { start, end } = o else {
+                continue;
+            };
+            if self.placement.span_shard(start, end) != Some(shard) {
+                return Err(ServiceError::BadRequest(format!(
+                    "a range over several keys inside a transaction must lie on the transaction's shard: ['{}', '{}') may hold keys of any of the {} shards; co-locate its prefix (cluster.colocate) or use a one-shard cluster",
+                    String::from_utf8_lossy(start),
+                    String::from_utf8_lossy(end),
+                    self.shards
+                )));
+            }
         }
-        if let Some(k) = keys.iter().find(|k| shard_for_key(k, self.shards) != shard) {
+        if let Some(k) = keys.iter().find(|k| self.placement.shard(k) != shard) {
             return Err(ServiceError::BadRequest(format!(
                 "keys span shards {shard} and {} ('{}'); a transaction must stay within one shard",
-                shard_for_key(k, self.shards),
+                self.placement.shard(k),
                 String::from_utf8_lossy(k)
             )));
         }
@@ -299,8 +305,9 @@ pub struct ScanAnswer {
     pub more: bool,
     /// How many keys the span holds.
     pub count: u64,
-    /// Each shard's revision at its read, in shard order.
-    pub revisions: Vec<u64>,
+    /// Each shard read (`shard`, its revision at the read), in shard order: every shard, or
+    /// the one a co-located span lies on.
+    pub revisions: Vec<(u32, u64)>,
     /// The path each shard's read took, in shard order.
     pub paths: Vec<&'static str>,
 }
@@ -323,7 +330,8 @@ impl Proxy {
         let (ctx, span) = request_span("range");
         let r = trace::scope(ctx, async {
             let _permit = self.read_permit()?;
-            let reads = (0..self.shards).map(|shard| {
+            let shards = self.placement.span_shards(&start, &end);
+            let reads = shards.iter().map(|&shard| {
                 let cmd = KvCommand {
                     client: 0,
                     seq: 0,
@@ -342,9 +350,13 @@ impl Proxy {
                 revisions: Vec::new(),
                 paths: Vec::new(),
             };
-            for r in futures::future::join_all(reads).await {
+            for (r, &shard) in futures::future::join_all(reads)
+                .await
+                .into_iter()
+                .zip(&shards)
+            {
                 let o = r?;
-                a.revisions.push(o.result.revision);
+                a.revisions.push((shard, o.result.revision));
                 a.paths.push(o.path);
                 match o.result.outcome {
                     meridian_replica::kv::Outcome::Scan { kvs, count, .. } => {
@@ -374,17 +386,18 @@ impl Proxy {
         r
     }
 
-    /// Deletes every key in `[start, end)` (`end` empty: unbounded): one write per shard,
-    /// each atomic in its shard (not across shards). Returns the deleted keys in key order and
-    /// each shard's revision after its write.
+    /// Deletes every key in `[start, end)` (`end` empty: unbounded): one write per shard the
+    /// span may hold keys of, each atomic in its shard (not across shards). Returns the deleted
+    /// keys in key order and each shard written with its revision after the write.
     pub async fn delete_span(
         &self,
         who: Option<&Identity>,
         start: Vec<u8>,
         end: Vec<u8>,
-    ) -> Result<(Vec<KeyValue>, Vec<u64>), ServiceError> {
+    ) -> Result<(Vec<KeyValue>, Vec<(u32, u64)>), ServiceError> {
         auth::allow_span(who, &start, &end, Access::Write).map_err(|e| self.refused(who, e))?;
-        let writes = (0..self.shards).map(|shard| {
+        let shards = self.placement.span_shards(&start, &end);
+        let writes = shards.iter().map(|&shard| {
             let op = Op::DeleteRange {
                 start: start.clone(),
                 end: end.clone(),
@@ -392,9 +405,13 @@ impl Proxy {
             async move { self.write(who, shard, op).await }
         });
         let (mut deleted, mut revisions) = (Vec::new(), Vec::new());
-        for r in futures::future::join_all(writes).await {
+        for (r, &shard) in futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .zip(&shards)
+        {
             let r = r?;
-            revisions.push(r.revision);
+            revisions.push((shard, r.revision));
             if let meridian_replica::kv::Outcome::DeletedRange { deleted: d } = r.outcome {
                 deleted.extend(d);
             }

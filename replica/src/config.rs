@@ -264,6 +264,12 @@ pub struct ClusterSection {
     /// Per-shard preferred leaders (index = shard), overriding `preferred_leader` where given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shard_leaders: Vec<String>,
+    /// Key prefixes whose keys all live on one shard, placed by the prefix (DESIGN.md §4): what
+    /// a transaction or a sorted range over a prefix needs, e.g. etcd's lock and election
+    /// recipes (`etcdctl lock NAME` keeps its keys under `NAME/`). Prefixes may not nest.
+    /// Changing this (like `shards`) moves keys: set it before the cluster holds data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub colocate: Vec<String>,
     /// Leader lease length; 0 disables lease reads.
     #[serde(default = "d_lease")]
     pub lease_ms: u64,
@@ -596,6 +602,7 @@ impl ClusterConfig {
                 "cluster.shard_leaders: '{p}' is not a [[site]] name"
             ));
         }
+        check_colocate(&self.cluster.colocate)?;
         self.validate_leases()?;
         if !(0.0..0.5).contains(&self.cluster.drift_bound) {
             return Err("cluster.drift_bound must be within [0, 0.5)".into());
@@ -791,6 +798,28 @@ impl ClusterConfig {
     }
 }
 
+/// `cluster.colocate` as a configuration may hold it: no empty prefix (that would put every key
+/// on one shard: set `shards = 1` instead), none twice, none inside another (its keys would be
+/// claimed by both).
+pub fn check_colocate(colocate: &[String]) -> Result<(), String> {
+    for (i, a) in colocate.iter().enumerate() {
+        if a.is_empty() {
+            return Err(
+                "cluster.colocate: an empty prefix would put every key on one shard (use shards = 1)"
+                    .into(),
+            );
+        }
+        for b in &colocate[i + 1..] {
+            if a.starts_with(b.as_str()) || b.starts_with(a.as_str()) {
+                return Err(format!(
+                    "cluster.colocate: prefixes '{a}' and '{b}' overlap; a key under both would have two homes"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -924,6 +953,27 @@ data_dir = "c"
             .unwrap_err()
             .to_string();
         assert!(e.contains("built-in root"), "{e}");
+    }
+
+    #[test]
+    fn colocated_prefixes_are_read_and_checked() {
+        let ok = base().replace(r#"shard_leaders = ["b", "", "c"]"#, "");
+        let with = |list: &str| ok.replace("shards = 3", &format!("shards = 3\ncolocate = {list}"));
+        let c = load(&with(r#"["locks/", "election/"]"#)).unwrap();
+        assert_eq!(
+            c.cluster.colocate,
+            vec!["locks/".to_string(), "election/".into()]
+        );
+        assert!(
+            load(&ok).unwrap().cluster.colocate.is_empty(),
+            "none by default"
+        );
+        let e = load(&with(r#"["locks/", "locks/a/"]"#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'locks/' and 'locks/a/' overlap"), "{e}");
+        let e = load(&with(r#"[""]"#)).unwrap_err().to_string();
+        assert!(e.contains("cluster.colocate"), "{e}");
     }
 
     #[test]

@@ -192,9 +192,13 @@ fn etcdctl_lease_lock_and_elect_work() {
         eprintln!("SKIPPED: etcdctl is not installed (Debian's etcd-client; .ci/run installs it)");
         return;
     }
-    // One shard: the lock and election recipes compare create revisions across their keys
-    // (README: revisions are per shard).
-    let c = TestCluster::up("etcd-lock", &["--no-wan", "--shards", "1"]);
+    // Four shards, the lock's and the election's prefixes co-located: their recipes compare
+    // create revisions across the keys of a prefix, which needs the prefix on one shard
+    // (README: revisions are per shard). `reg/` is not co-located.
+    let c = TestCluster::up(
+        "etcd-lock",
+        &["--no-wan", "--shards", "4", "--colocate", "jobs/,primary/"],
+    );
     let urls = etcd_urls(&c);
     // lease grant / put --lease / keep-alive --once / timetolive --keys / revoke
     let out = run({
@@ -266,6 +270,11 @@ fn etcdctl_lease_lock_and_elect_work() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
+    let mut waiter = waiter;
+    assert!(
+        waiter.try_wait().unwrap().is_none(),
+        "the waiter got the lock while its holder was alive"
+    );
     let died = Instant::now();
     let _ = Command::new("kill")
         .args(["-9", &holder.id().to_string()])

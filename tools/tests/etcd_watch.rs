@@ -371,14 +371,15 @@ fn etcdctl_watch_prints_the_changes() {
         String::from_utf8_lossy(&out.stderr)
     );
     // etcd's lock recipe orders its keys by create revision across a prefix: on several
-    // shards it is refused with the reason (never a lock two holders believe they hold).
+    // shards, its prefix not co-located, it is refused with the reason (never a lock two
+    // holders believe they hold).
     let out = ctl(&urls[0])
         .args(["lock", "jobs", "echo", "held"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("one-shard cluster"), "{err}");
+    assert!(err.contains("co-locate its prefix"), "{err}");
 }
 
 /// Many watchers at one proxy over many keys, writes through another region's proxy on the

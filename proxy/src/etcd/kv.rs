@@ -5,7 +5,7 @@ use super::{decode_for, encode, Edge};
 use crate::api::MAX_VALUE;
 use crate::grpc::{caller, check_key, service_status};
 use crate::reads::{Consistency, Mode};
-use crate::route::shard_for_key;
+use crate::route::Placement;
 use etcd_client::proto::{PbCompactionRequest, PbCompactionResponse, PbRangeRequest};
 use etcd_client::proto::{
     PbCompare, PbDeleteRequest, PbDeleteResponse, PbKeyValue, PbKvService, PbPutRequest,
@@ -19,8 +19,8 @@ use tonic::{Request, Response, Status};
 
 pub struct KvService(pub Edge);
 
-fn pb_kv(kv: &KeyValue, shards: u32, keys_only: bool) -> PbKeyValue {
-    let shard = shard_for_key(&kv.key, shards);
+fn pb_kv(kv: &KeyValue, pl: &Placement, keys_only: bool) -> PbKeyValue {
+    let (shard, shards) = (pl.shard(&kv.key), pl.shards());
     PbKeyValue {
         key: kv.key.clone(),
         create_revision: encode(kv.create_revision, shard, shards),
@@ -76,12 +76,11 @@ fn span(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
-/// The largest etcd revision among shard revisions given in shard order.
-fn top(revisions: &[u64], shards: u32) -> i64 {
+/// The largest etcd revision among (shard, revision) pairs.
+fn top(revisions: &[(u32, u64)], shards: u32) -> i64 {
     revisions
         .iter()
-        .enumerate()
-        .map(|(s, r)| encode(*r, s as u32, shards))
+        .map(|&(s, r)| encode(r, s, shards))
         .max()
         .unwrap_or(0)
 }
@@ -128,12 +127,15 @@ impl KvService {
                 encode(o.result.revision, shard, shards),
             )
         } else {
-            if shards > 1 && filters.iter().any(|f| *f != 0) {
+            let (start, end) = span(&r.key, &r.range_end);
+            let by_revision = matches!(r.sort_target, 2 | 3);
+            if self.0.placement().span_shard(&start, &end).is_none()
+                && (filters.iter().any(|f| *f != 0) || by_revision)
+            {
                 return Err(Status::invalid_argument(
-                    "revision filters on a range over several shards are not supported: revisions of different shards are not ordered",
+                    "revision filters and sorting by revision need a range on one shard: revisions of different shards are not ordered (co-locate the prefix with cluster.colocate, or use a one-shard cluster)",
                 ));
             }
-            let (start, end) = span(&r.key, &r.range_end);
             // Sorting on anything but ascending keys needs the whole span before the limit.
             let by_key = r.sort_target == 0 && r.sort_order != 2;
             let limit = if by_key { r.limit.max(0) as usize } else { 0 };
@@ -157,7 +159,7 @@ impl KvService {
                 "etcdserver: request is too large (values are at most 1 MiB)",
             ));
         }
-        let shard = shard_for_key(&r.key, shards);
+        let shard = self.0.placement().shard(&r.key);
         if r.ignore_value {
             return self.put_keeping_value(who.as_ref(), r).await;
         }
@@ -173,7 +175,9 @@ impl KvService {
         };
         Ok(PbPutResponse {
             header: self.0.header(encode(res.revision, shard, shards)),
-            prev_kv: prev.filter(|_| r.prev_kv).map(|k| pb_kv(&k, shards, false)),
+            prev_kv: prev
+                .filter(|_| r.prev_kv)
+                .map(|k| pb_kv(&k, self.0.placement(), false)),
         })
     }
 
@@ -217,7 +221,7 @@ impl KvService {
             {
                 return Ok(PbPutResponse {
                     header: self.0.header(encode(res.revision, shard, shards)),
-                    prev_kv: r.prev_kv.then(|| pb_kv(&cur, shards, false)),
+                    prev_kv: r.prev_kv.then(|| pb_kv(&cur, self.0.placement(), false)),
                 });
             }
         }
@@ -236,7 +240,7 @@ impl KvService {
         }
         let (deleted, header) = if r.range_end.is_empty() {
             check_key(&r.key)?;
-            let shard = shard_for_key(&r.key, shards);
+            let shard = self.0.placement().shard(&r.key);
             let res = p
                 .write(who.as_ref(), shard, Op::Delete { key: r.key })
                 .await
@@ -258,7 +262,10 @@ impl KvService {
             header: self.0.header(header),
             deleted: deleted.len() as i64,
             prev_kvs: if r.prev_kv {
-                deleted.iter().map(|k| pb_kv(k, shards, false)).collect()
+                deleted
+                    .iter()
+                    .map(|k| pb_kv(k, self.0.placement(), false))
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -272,7 +279,7 @@ impl KvService {
         let compares = r
             .compare
             .iter()
-            .map(|c| compare(c, shards))
+            .map(|c| compare(c, self.0.placement()))
             .collect::<Result<Vec<_>, _>>()?;
         let (success, s_plan) = ops(&r.success)?;
         let (failure, f_plan) = ops(&r.failure)?;
@@ -333,13 +340,17 @@ impl KvService {
                     kvs: if count_only {
                         Vec::new()
                     } else {
-                        got.iter().map(|k| pb_kv(k, shards, keys_only)).collect()
+                        got.iter()
+                            .map(|k| pb_kv(k, self.0.placement(), keys_only))
+                            .collect()
                     },
                     more: false,
                 }),
                 Step::Put { prev_kv } => PbTxnOpResponse::ResponsePut(PbPutResponse {
                     header: h,
-                    prev_kv: got.filter(|_| prev_kv).map(|k| pb_kv(&k, shards, false)),
+                    prev_kv: got
+                        .filter(|_| prev_kv)
+                        .map(|k| pb_kv(&k, self.0.placement(), false)),
                 }),
                 Step::Delete { prev_kv } => {
                     PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse {
@@ -348,7 +359,7 @@ impl KvService {
                         prev_kvs: got
                             .iter()
                             .filter(|_| prev_kv)
-                            .map(|k| pb_kv(k, shards, false))
+                            .map(|k| pb_kv(k, self.0.placement(), false))
                             .collect(),
                     })
                 }
@@ -445,7 +456,7 @@ fn ops(reqs: &[etcd_client::proto::PbTxnRequestOp]) -> Result<(Vec<TxnOp>, Vec<S
 
 /// etcd's Compare as the state machine's: result EQUAL 0, GREATER 1, LESS 2, NOT_EQUAL 3;
 /// target VERSION 0, CREATE 1, MOD 2, VALUE 3, LEASE 4.
-fn compare(c: &PbCompare, shards: u32) -> Result<Compare, Status> {
+fn compare(c: &PbCompare, pl: &Placement) -> Result<Compare, Status> {
     if !c.range_end.is_empty() {
         return Err(Status::invalid_argument(
             "a compare over a key range is not supported (range_end must be empty)",
@@ -463,7 +474,7 @@ fn compare(c: &PbCompare, shards: u32) -> Result<Compare, Status> {
             )))
         }
     };
-    let shard = shard_for_key(&c.key, shards);
+    let (shard, shards) = (pl.shard(&c.key), pl.shards());
     let number = |n: i64| -> Result<u64, Status> {
         u64::try_from(n).map_err(|_| Status::invalid_argument(format!("{n} is negative")))
     };
@@ -594,7 +605,7 @@ fn shape(
         r.max_create_revision,
     ];
     let rev_of = |kv: &KeyValue, f: fn(&KeyValue) -> u64| {
-        encode(f(kv), shard_for_key(&kv.key, shards), shards)
+        encode(f(kv), edge.placement().shard(&kv.key), shards)
     };
     kvs.retain(|kv| {
         let m = rev_of(kv, |k| k.mod_revision);
@@ -625,7 +636,9 @@ fn shape(
         kvs: if r.count_only {
             Vec::new()
         } else {
-            kvs.iter().map(|k| pb_kv(k, shards, r.keys_only)).collect()
+            kvs.iter()
+                .map(|k| pb_kv(k, edge.placement(), r.keys_only))
+                .collect()
         },
         more,
         count: count as i64,
@@ -645,29 +658,41 @@ mod tests {
             range_end: vec![],
             target_union: u,
         };
-        let t = compare(&c(1, 0, Some(PbTargetUnion::Version(3))), 1).unwrap();
+        let t = compare(
+            &c(1, 0, Some(PbTargetUnion::Version(3))),
+            &Placement::hashed(1),
+        )
+        .unwrap();
         assert_eq!(
             t.target,
             CompareTarget::Ordered(CompareField::Version(3), Order::Greater)
         );
-        let t = compare(&c(0, 2, None), 4).unwrap();
+        let t = compare(&c(0, 2, None), &Placement::hashed(4)).unwrap();
         assert_eq!(
             t.target,
             CompareTarget::Ordered(CompareField::ModRevision(0), Order::Equal)
         );
-        let shard = shard_for_key(b"k", 4);
+        let shard = Placement::hashed(4).shard(b"k");
         let mine = encode(9, shard, 4);
-        let t = compare(&c(2, 1, Some(PbTargetUnion::CreateRevision(mine))), 4).unwrap();
+        let t = compare(
+            &c(2, 1, Some(PbTargetUnion::CreateRevision(mine))),
+            &Placement::hashed(4),
+        )
+        .unwrap();
         assert_eq!(
             t.target,
             CompareTarget::Ordered(CompareField::CreateRevision(9), Order::Less)
         );
         let theirs = encode(9, (shard + 1) % 4, 4);
-        assert!(compare(&c(2, 1, Some(PbTargetUnion::CreateRevision(theirs))), 4).is_err());
-        assert!(compare(&c(7, 0, None), 1).is_err());
+        assert!(compare(
+            &c(2, 1, Some(PbTargetUnion::CreateRevision(theirs))),
+            &Placement::hashed(4)
+        )
+        .is_err());
+        assert!(compare(&c(7, 0, None), &Placement::hashed(1)).is_err());
         let mut ranged = c(0, 0, None);
         ranged.range_end = b"z".to_vec();
-        assert!(compare(&ranged, 1).is_err());
+        assert!(compare(&ranged, &Placement::hashed(1)).is_err());
     }
 
     #[test]

@@ -114,6 +114,10 @@ impl Edge {
     pub fn shards(&self) -> u32 {
         self.proxy.shards
     }
+
+    pub fn placement(&self) -> &crate::route::Placement {
+        &self.proxy.placement
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@
 //! lower revisions): such a create with `start_revision` is refused with a `cancel_reason`.
 use super::{encode, shard_from, Edge};
 use crate::auth::Access;
-use crate::route::shard_for_key;
 use crate::watch::{Subscription, WatchError};
 use etcd_client::proto::{
     PbEvent, PbKeyValue, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService,
@@ -208,9 +207,9 @@ async fn run_watch(
 ) {
     let shards = edge.shards();
     let covered: Vec<u32> = if one_key {
-        vec![shard_for_key(&start, shards)]
+        vec![edge.placement().shard(&start)]
     } else {
-        (0..shards).collect()
+        edge.placement().span_shards(&start, &end)
     };
     if start_revision < 0 {
         let _ = tx
@@ -224,7 +223,7 @@ async fn run_watch(
     }
     if start_revision > 0 && covered.len() > 1 {
         let why = format!(
-            "meridian: a watch over several shards cannot start at a revision (revisions are per shard and not ordered across the {shards} shards); watch one key, or from now (start_revision 0)"
+            "meridian: a watch over several shards cannot start at a revision (revisions are per shard and not ordered across the {shards} shards); watch one key, a range inside a co-located prefix (cluster.colocate), or from now (start_revision 0)"
         );
         let _ = tx.send(Ok(canceled(&edge, spec.id, &why))).await;
         return;

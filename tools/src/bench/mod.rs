@@ -258,6 +258,7 @@ async fn start_meridian(a: &WorkloadArgs, dir: &Path, no_wan: bool) -> Result<Me
     }
     let _ = std::fs::remove_dir_all(dir);
     let up_args = UpArgs {
+        colocate: Vec::new(),
         lease_ms: 1000,
         lease_holders: a.lease_holders.clone(),
         lease_auto_interval_ms: 1000,

@@ -150,6 +150,7 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
 /// process (it goes down if we die).
 fn loopback(dir: std::path::PathBuf, shards: u32, no_batching: bool) -> UpArgs {
     UpArgs {
+        colocate: Vec::new(),
         lease_ms: 1000,
         lease_holders: None,
         lease_auto_interval_ms: 5000,

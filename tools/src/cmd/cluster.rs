@@ -37,6 +37,10 @@ pub struct UpArgs {
     pub regions: Vec<String>,
     #[arg(long, default_value_t = 4)]
     pub shards: u32,
+    /// Key prefixes whose keys share one shard (cluster.colocate), separated by commas: e.g.
+    /// `locks/,election/` for etcdctl lock and elect on a many-shard cluster.
+    #[arg(long, value_delimiter = ',')]
+    pub colocate: Vec<String>,
     /// Turn the WAN delay emulation off (loopback speed).
     #[arg(long)]
     pub no_wan: bool,
@@ -239,6 +243,7 @@ pub fn write_config(a: &UpArgs) -> Result<ClusterConfig> {
             },
             preferred_leader: Some(planned_leader(&m, &regions, hierarchical)?),
             shard_leaders: Vec::new(),
+            colocate: a.colocate.clone(),
             lease_ms: a.lease_ms,
             drift_bound: 0.01,
             heartbeat_ms: 100,

@@ -66,6 +66,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     }
     let _ = std::fs::remove_dir_all(&cdir);
     let up_args = UpArgs {
+        colocate: Vec::new(),
         lease_ms: 1000,
         lease_holders: a.quorum_leases.then(|| a.lease_holders.clone()),
         // The demo's leaders re-evaluate every second (the default is five).
