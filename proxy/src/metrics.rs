@@ -59,6 +59,7 @@ pub struct ProxyMetrics {
     pub parked_connections: Gauge,
     pub watch_upstreams: Gauge,
     pub watch_replies: Counter,
+    pub watch_moves: Counter,
     pub read_calls: Counter,
     pub batched_reads: Counter,
     registry: Registry,
@@ -116,6 +117,7 @@ impl ProxyMetrics {
             parked_connections: Gauge::default(),
             watch_upstreams: Gauge::default(),
             watch_replies: Counter::default(),
+            watch_moves: Counter::default(),
             read_calls: Counter::default(),
             batched_reads: Counter::default(),
             registry: Registry::default(),
@@ -229,6 +231,11 @@ impl ProxyMetrics {
             "watch_replies",
             "Watch replies received from replicas (changes and progress)",
             m.watch_replies.clone(),
+        );
+        r.register(
+            "watch_moves",
+            "Watch streams moved: an upstream to another site (its replica failed, fell silent or behind, or left a gap) or a watcher off its shared upstream onto a private one (it fell behind)",
+            m.watch_moves.clone(),
         );
         ProxyMetrics { registry: r, ..m }
     }

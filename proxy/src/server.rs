@@ -224,6 +224,7 @@ pub async fn run(
             watches: std::sync::Arc::new(crate::watch::Hub::new(proxy.sites.clone()).counting(
                 proxy.metrics.watch_upstreams.clone(),
                 proxy.metrics.watch_replies.clone(),
+                proxy.metrics.watch_moves.clone(),
             )),
         };
         let grpc_listener = tokio::net::TcpListener::bind(addr)

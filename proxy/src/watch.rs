@@ -67,6 +67,7 @@ pub struct Hub {
     metrics: Option<(
         prometheus_client::metrics::gauge::Gauge,
         prometheus_client::metrics::counter::Counter,
+        prometheus_client::metrics::counter::Counter,
     )>,
 }
 
@@ -96,13 +97,15 @@ impl Hub {
         }
     }
 
-    /// Counts upstream streams open (gauge) and replica replies received (counter).
+    /// Counts upstream streams open (gauge), replica replies received and moves (upstreams to
+    /// another site, watchers to a private upstream) (counters).
     pub fn counting(
         mut self,
         upstreams: prometheus_client::metrics::gauge::Gauge,
         replies: prometheus_client::metrics::counter::Counter,
+        moves: prometheus_client::metrics::counter::Counter,
     ) -> Hub {
-        self.metrics = Some((upstreams, replies));
+        self.metrics = Some((upstreams, replies, moves));
         self
     }
 
@@ -244,6 +247,9 @@ impl Hub {
                 Ended::Compacted(h) => compacted[site] = Some(h),
                 Ended::Failed { why, progressed } => {
                     tracing::debug!(site, shard = span.shard, %why, "watch upstream moves");
+                    if let Some(m) = &self.metrics {
+                        m.2.inc();
+                    }
                     failed[site] = true;
                     if progressed {
                         empty_rounds = 0;
@@ -286,7 +292,11 @@ impl Hub {
             }
         });
         let _reader = AbortOnDrop(reader);
-        let mut behind_since: Option<Instant> = None;
+        // A revision a probe saw elsewhere that this replica has not yet reported, and since
+        // when. Replicas report a quiet span's progress only about once a second, so the test
+        // is whether the replica reaches that revision within STALL, not whether every reply
+        // is current.
+        let mut behind: Option<(u64, Instant)> = None;
         let mut progressed = false;
         loop {
             let got = tokio::time::timeout(STALL, drx.recv()).await;
@@ -342,17 +352,22 @@ impl Hub {
             }
             // A replica that stays behind what another site already applied is cut off
             // (partitioned, or slow to apply): another site serves the watch.
-            let known = self.sites.revision(span.shard);
-            if through < known {
-                let since = *behind_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= STALL {
+            match behind {
+                Some((target, _)) if through >= target => behind = None,
+                Some((target, since)) if since.elapsed() >= STALL => {
                     return fail(
-                        format!("behind: through revision {through}, a probe saw {known}"),
+                        format!(
+                            "behind: through revision {through}, a probe saw {target} {:?} ago",
+                            since.elapsed()
+                        ),
                         progressed,
                     );
                 }
-            } else {
-                behind_since = None;
+                _ => {}
+            }
+            let known = self.sites.revision(span.shard);
+            if behind.is_none() && through < known {
+                behind = Some((known, Instant::now()));
             }
         }
     }
@@ -463,6 +478,9 @@ impl Subscription {
                 self.span.prev_kv,
             )
         } else {
+            if let Some(m) = &self.hub.metrics {
+                m.2.inc();
+            }
             self.hub.private(self.span.clone(), self.next)
         };
         self.up = fresh.up;

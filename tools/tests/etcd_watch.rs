@@ -540,6 +540,16 @@ fn many_watchers_see_every_write_of_their_key_once_in_order() {
                 }
             }
         }
+        // No upstream moved and no watcher left its shared upstream: no replica left a gap in
+        // its replies (each must start where the last one ended, also across the stretches
+        // where the replica reports nothing because only other keys changed), none fell
+        // silent or behind, no watcher fell behind.
+        let moves = scrape_proxy_metrics(&c, &region)
+            .lines()
+            .find(|l| l.starts_with("meridian_proxy_watch_moves"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<i64>().ok())
+            .unwrap();
+        assert_eq!(moves, 0, "watch streams moved");
         delays.sort_by(f64::total_cmp);
         let q = |p: f64| delays[((delays.len() as f64 - 1.0) * p) as usize];
         eprintln!(

@@ -57,6 +57,11 @@ struct Watcher {
     end: Vec<u8>,
     /// The next revision it has not been sent.
     next: u64,
+    /// Every revision below this (and at or above `next`) holds no change of the span: the
+    /// history is searched from here, and the empty stretch `[next, scanned)` is reported with
+    /// the next change or the next progress reply, not as a reply of its own (a write to
+    /// another key of the shard costs this watcher nothing).
+    scanned: u64,
     prev_kv: bool,
     tx: mpsc::Sender<Result<crate::wire::pb::WatchReply, tonic::Status>>,
     last_sent: Instant,
@@ -173,14 +178,18 @@ impl Shard {
         let driver = &self.driver;
         let mut blocked = false;
         self.watchers.retain_mut(|w| {
-            while w.next <= rev {
-                let reply = match driver.watch_since(w.next, &w.start, &w.end, WATCH_CHUNK) {
+            while w.scanned <= rev {
+                let reply = match driver.watch_since(w.scanned, &w.start, &w.end, WATCH_CHUNK) {
                     Since::Compacted { horizon } => pb::WatchReply {
                         from: w.next,
                         through: 0,
                         events: Vec::new(),
                         compacted: horizon,
                     },
+                    Since::Changes { changes, through } if changes.is_empty() => {
+                        w.scanned = through + 1;
+                        continue;
+                    }
                     Since::Changes { changes, through } => pb::WatchReply {
                         from: w.next,
                         through,
@@ -200,6 +209,7 @@ impl Shard {
                     Ok(()) if compacted != 0 => return false,
                     Ok(()) => {
                         w.next = through + 1;
+                        w.scanned = w.next;
                         w.last_sent = Instant::now();
                     }
                     Err(mpsc::error::TrySendError::Full(_)) => {
@@ -217,7 +227,11 @@ impl Shard {
                     compacted: 0,
                 };
                 match w.tx.try_send(Ok(reply)) {
-                    Ok(()) => w.last_sent = Instant::now(),
+                    Ok(()) => {
+                        // Everything through `rev` was searched (the loop above ran to it).
+                        w.next = w.next.max(rev + 1);
+                        w.last_sent = Instant::now();
+                    }
                     Err(mpsc::error::TrySendError::Full(_)) => blocked = true,
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,
                 }
@@ -263,6 +277,7 @@ impl Shard {
             start,
             end,
             next,
+            scanned: next,
             prev_kv,
             tx,
             last_sent: Instant::now(),
