@@ -73,7 +73,7 @@ struct Spec {
 
 #[tonic::async_trait]
 impl PbWatchService for WatchService {
-    type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<PbWatchResponse, Status>>;
+    type WatchStream = crate::gather::Gather<Result<PbWatchResponse, Status>>;
 
     async fn watch(
         &self,
@@ -170,9 +170,7 @@ impl PbWatchService for WatchService {
                 t.abort();
             }
         });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
-        )))
+        Ok(Response::new(crate::gather::Gather::new(rx)))
     }
 }
 
