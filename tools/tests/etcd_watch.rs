@@ -10,7 +10,7 @@ use etcd_client::{
     Client, DeleteOptions, EventType, PutOptions, Txn, TxnOp, WatchFilterType, WatchOptions,
     WatchStream,
 };
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One observed event: (watch id, key, put?, value, mod revision, previous value).
 type Seen = (i64, String, bool, String, i64, Option<String>);
@@ -383,180 +383,45 @@ fn etcdctl_watch_prints_the_changes() {
 }
 
 /// Many watchers at one proxy over many keys, writes through another region's proxy on the
-/// emulated WAN: every watcher sees every write of its key exactly once, in revision order;
-/// the proxy holds one upstream per key, whatever the number of watchers. Prints the delivery
-/// delay after each write's acknowledgement (a figure for the README, not asserted: timing
-/// belongs to benchmarks). CI runs 1,000 watchers and 1,000 writes; the size:
-/// `MERIDIAN_WATCHERS=10000 MERIDIAN_WATCH_WRITES=10000 cargo test --release -p meridian
-/// --test etcd_watch many -- --nocapture`.
+/// emulated WAN, through `meridian bench --watchers` (which fails unless every watcher sees
+/// every write of its key exactly once, in revision order, the proxy holds at most one
+/// upstream per key and moves none: `bench::watch::check` and its unit test). The delivery
+/// delay is printed, not asserted (timing belongs to benchmarks). CI runs 1,000 watchers and
+/// 1,000 writes; the size: `MERIDIAN_WATCHERS=10000 MERIDIAN_WATCH_WRITES=10000 cargo
+/// test --release -p meridian --test etcd_watch many -- --nocapture`, or the benchmark itself
+/// (README).
 #[test]
 fn many_watchers_see_every_write_of_their_key_once_in_order() {
-    let var = |k: &str, d: usize| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let (watchers, writes, keys) = (
-        var("MERIDIAN_WATCHERS", 1000),
-        var("MERIDIAN_WATCH_WRITES", 1000),
-        100usize,
+    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    let (watchers, writes) = (
+        var("MERIDIAN_WATCHERS", "1000"),
+        var("MERIDIAN_WATCH_WRITES", "1000"),
     );
-    let c = TestCluster::up("etcd-watch-many", &[]);
-    let urls = etcd_urls(&c);
-    let regions = etcd_regions(&c);
-    let leader_site = c.cfg.cluster.preferred_leader.clone().unwrap();
-    let leader_region = c.cfg.sites[c.cfg.site_index(&leader_site).unwrap()]
-        .region
-        .clone();
-    let w = regions.iter().position(|r| *r == leader_region).unwrap();
-    let r = (w + 2) % regions.len();
-    eprintln!(
-        "writes through {} (the leader's region), {watchers} watchers at {}",
-        regions[w], regions[r]
+    let out = temp_dir("etcd-watch-many");
+    let r = std::process::Command::new(bin())
+        .args(["bench", "--watchers", &watchers, "--watch-writes", &writes])
+        .args(["--watch-keys", "100", "--clients", "32", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&r.stderr));
+    assert!(r.status.success(), "the watch benchmark failed");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("watch.json")).unwrap()).unwrap();
+    let n = |k: &str| v[k].as_f64().unwrap();
+    let writes: f64 = writes.parse().unwrap();
+    assert_eq!(
+        n("events"),
+        writes * watchers.parse::<f64>().unwrap() / 100.0
     );
-    type Seen = std::collections::HashMap<i64, Vec<(String, i64, Instant)>>;
-    rt().block_on(async {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        // Watch streams of 100 watches each, watch i on key i % keys.
-        let streams = watchers.div_ceil(100);
-        let mut tasks = Vec::new();
-        let ready = std::sync::Arc::new(tokio::sync::Barrier::new(streams + 1));
-        for s in 0..streams {
-            let mut cl = etcd_connect(&c, &urls[r]).await;
-            let ready = ready.clone();
-            let n = (watchers - s * 100).min(100);
-            let want = writes * n / keys; // about; checked exactly below
-            tasks.push(tokio::spawn(async move {
-                let mut ws = cl.watch(format!("many/{}", (s * 100) % keys), None).await.unwrap();
-                let mut key_of = vec![(s * 100) % keys];
-                let mut created = 0;
-                let mut seen: Seen = Default::default();
-                loop {
-                    let m = ws.message().await.unwrap().unwrap();
-                    if m.created() {
-                        created += 1;
-                        if created == n {
-                            break;
-                        }
-                        let k = (s * 100 + created) % keys;
-                        key_of.push(k);
-                        ws.watch(format!("many/{k}"), None).await.unwrap();
-                    }
-                }
-                ready.wait().await;
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-                let mut got = 0;
-                while got < want {
-                    let m = match tokio::time::timeout_at(deadline, ws.message()).await {
-                        Ok(Ok(Some(m))) => m,
-                        _ => break,
-                    };
-                    let at = Instant::now();
-                    for e in m.events() {
-                        let kv = e.kv().unwrap();
-                        seen.entry(m.watch_id()).or_default().push((
-                            kv.key_str().unwrap().to_string(),
-                            kv.mod_revision(),
-                            at,
-                        ));
-                        got += 1;
-                    }
-                }
-                // Whatever else is in flight (a duplicate would show here).
-                while let Ok(Ok(Some(m))) =
-                    tokio::time::timeout(Duration::from_secs(3), ws.message()).await
-                {
-                    for e in m.events() {
-                        let kv = e.kv().unwrap();
-                        seen.entry(m.watch_id()).or_default().push((
-                            kv.key_str().unwrap().to_string(),
-                            kv.mod_revision(),
-                            Instant::now(),
-                        ));
-                    }
-                }
-                (key_of, seen)
-            }));
-        }
-        ready.wait().await;
-        let region = regions[r].clone();
-        let upstreams = scrape_proxy_metrics(&c, &region)
-            .lines()
-            .find(|l| l.starts_with("meridian_proxy_watch_upstreams"))
-            .and_then(|l| l.split_whitespace().last()?.parse::<i64>().ok())
-            .unwrap();
-        eprintln!("{watchers} watchers over {keys} keys: {upstreams} upstream streams");
-        assert!(upstreams as usize <= keys, "one upstream per (shard, key): {upstreams}");
-        // Writers: 32 at once, each write acknowledged at a known instant.
-        let acks = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
-        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut ws = Vec::new();
-        for _ in 0..32 {
-            let mut cl = etcd_connect(&c, &urls[w]).await;
-            let (acks, next) = (acks.clone(), next.clone());
-            ws.push(tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= writes {
-                        return;
-                    }
-                    let key = format!("many/{}", i % keys);
-                    let r = cl.put(key.clone(), format!("v{i}"), None).await.unwrap();
-                    let rev = r.header().unwrap().revision();
-                    acks.lock().unwrap().insert((key, rev), Instant::now());
-                }
-            }));
-        }
-        for t in ws {
-            t.await.unwrap();
-        }
-        let acks = acks.lock().unwrap().clone();
-        let mut per_key: std::collections::HashMap<String, Vec<i64>> = Default::default();
-        for (k, rev) in acks.keys() {
-            per_key.entry(k.clone()).or_default().push(*rev);
-        }
-        for v in per_key.values_mut() {
-            v.sort_unstable();
-        }
-        let mut delays = Vec::new();
-        let mut events = 0usize;
-        for t in tasks {
-            let (key_of, seen) = t.await.unwrap();
-            for (id, k) in key_of.iter().enumerate() {
-                let key = format!("many/{k}");
-                let got = seen.get(&(id as i64)).cloned().unwrap_or_default();
-                let revs: Vec<i64> = got.iter().map(|e| e.1).collect();
-                assert!(got.iter().all(|e| e.0 == key), "watch {id} got another key");
-                assert_eq!(
-                    &revs,
-                    per_key.get(&key).unwrap_or(&Vec::new()),
-                    "watch {id} of {key}: every write once, in order"
-                );
-                events += got.len();
-                for e in &got {
-                    let ack = acks[&(key.clone(), e.1)];
-                    delays.push(e.2.saturating_duration_since(ack).as_secs_f64() * 1e3);
-                }
-            }
-        }
-        // No upstream moved and no watcher left its shared upstream: no replica left a gap in
-        // its replies (each must start where the last one ended, also across the stretches
-        // where the replica reports nothing because only other keys changed), none fell
-        // silent or behind, no watcher fell behind.
-        let moves = scrape_proxy_metrics(&c, &region)
-            .lines()
-            .find(|l| l.starts_with("meridian_proxy_watch_moves"))
-            .and_then(|l| l.split_whitespace().last()?.parse::<i64>().ok())
-            .unwrap();
-        assert_eq!(moves, 0, "watch streams moved");
-        delays.sort_by(f64::total_cmp);
-        let q = |p: f64| delays[((delays.len() as f64 - 1.0) * p) as usize];
-        eprintln!(
-            "{events} events delivered; delay after the write's acknowledgement: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            q(0.5),
-            q(0.99),
-            q(1.0)
-        );
-    });
+    assert!(n("upstreams") <= 100.0, "one upstream per key: {v}");
+    assert_eq!(n("moves"), 0.0, "watch streams moved: {v}");
+    // Physics: no event arrives before the commit could cross the WAN (a loose floor: the
+    // acknowledgement itself leaves the writer's region after the commit).
+    assert!(
+        n("p50_ms") >= n("one_way_ms") * 0.5,
+        "faster than light: {v}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
 }

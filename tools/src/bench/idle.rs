@@ -40,16 +40,8 @@ async fn settle() {
 /// The proxy's `meridian_proxy_connections_parked` gauge (None: no metrics address or no
 /// answer).
 async fn parked(metrics: Option<std::net::SocketAddr>) -> Option<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(metrics?).await.ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    super::watch::proxy_metric(metrics, "meridian_proxy_connections_parked")
         .await
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("meridian_proxy_connections_parked "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
 }
 

@@ -10,6 +10,7 @@ pub mod idle;
 pub mod plot;
 pub mod report;
 pub mod target;
+pub mod watch;
 pub mod workload;
 
 use crate::cmd::cluster::{down, lease_holders, tool_tls, up, wait_for_preferred_leaders, UpArgs};

@@ -26,12 +26,29 @@ pub struct BenchArgs {
     /// idle.json.
     #[arg(long, value_name = "N")]
     idle_clients: Option<usize>,
+    /// Instead of the WAN benchmark: etcd watch delivery on the emulated WAN: N watchers at
+    /// one region's proxy over `--watch-keys` keys, `--watch-writes` writes through the
+    /// leader region's proxy by `--clients` writers; every watcher must see every write of
+    /// its key once and in order; reports each event's delay after its write's
+    /// acknowledgement next to the one-way delay (watch.json).
+    #[arg(long, value_name = "N")]
+    watchers: Option<usize>,
+    /// With `--watchers`: how many writes.
+    #[arg(long, default_value_t = 10_000)]
+    watch_writes: usize,
+    /// With `--watchers`: how many keys the watches spread over.
+    #[arg(long, default_value_t = 100)]
+    watch_keys: usize,
     #[command(flatten)]
     w: crate::bench::WorkloadArgs,
 }
 
 pub fn run(a: BenchArgs) -> Result<ExitCode> {
-    if let Some(n) = a.idle_clients {
+    if a.watchers.is_some() {
+        if a.batch.is_some() || a.proxy || a.idle_clients.is_some() {
+            bail!("--watchers takes no --batch, --proxy or --idle-clients");
+        }
+    } else if let Some(n) = a.idle_clients {
         if n == 0 || a.batch.is_some() || a.proxy {
             bail!("--idle-clients takes a positive count and no --batch or --proxy");
         }
@@ -52,6 +69,9 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         }
         if let Some(n) = a.idle_clients {
             return idle_bench(&a, &cdir, n).await;
+        }
+        if let Some(n) = a.watchers {
+            return watch_bench(&a, &cdir, n).await;
         }
         let up_args = loopback(cdir.clone(), 1, false);
         let cluster = up(&up_args).await?;
@@ -165,6 +185,42 @@ fn loopback(dir: std::path::PathBuf, shards: u32, no_batching: bool) -> UpArgs {
         parent_pid: Some(std::process::id() as i32),
         wan_hosts: None,
     }
+}
+
+/// etcd watch delivery on the emulated WAN (`crate::bench::watch`).
+async fn watch_bench(a: &BenchArgs, cdir: &std::path::Path, watchers: usize) -> Result<ExitCode> {
+    let mut up_args = loopback(cdir.to_path_buf(), a.w.shards, false);
+    up_args.no_wan = false;
+    let cluster = up(&up_args).await?;
+    let plan = crate::bench::watch::Plan {
+        watchers,
+        writes: a.watch_writes,
+        keys: a.watch_keys,
+        writers: a.w.clients,
+    };
+    let r = tokio::select! {
+        r = crate::bench::watch::measure(&cluster.config, &plan) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    down(cdir)?;
+    let v = r?;
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{} watchers in {} over {} keys, {} writes through {} by {} writers ({:.0} writes/s): {} events, each once and in order; {} upstream watches, {} moves",
+        v["watchers"], v["watch_region"].as_str().unwrap_or("?"), v["keys"], v["writes"],
+        v["write_region"].as_str().unwrap_or("?"), v["writers"], f("writes_per_s"), v["events"],
+        v["upstreams"], v["moves"],
+    );
+    println!(
+        "delivery after the write's acknowledgement: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; one-way delay {:.1} ms (p99 = one-way + {:.1} ms)",
+        f("p50_ms"), f("p99_ms"), f("max_ms"), f("one_way_ms"), f("p99_over_one_way_ms"),
+    );
+    std::fs::create_dir_all(&a.w.out)?;
+    std::fs::write(
+        a.w.out.join("watch.json"),
+        serde_json::to_string_pretty(&v)?,
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Memory per idle client connection at one proxy (`crate::bench::idle`).
