@@ -282,10 +282,15 @@ impl Hub {
             loop {
                 let item = stream.next().await;
                 let end = !matches!(item, Some(Ok(_)));
-                let tx = dtx.clone();
-                DelayLine::global().schedule(Instant::now() + one_way, move || {
-                    let _ = tx.send(item);
-                });
+                if one_way.is_zero() {
+                    // The replica of the proxy's own region: no hop through the delay thread.
+                    let _ = dtx.send(item);
+                } else {
+                    let tx = dtx.clone();
+                    DelayLine::global().schedule(Instant::now() + one_way, move || {
+                        let _ = tx.send(item);
+                    });
+                }
                 if end {
                     return;
                 }

@@ -29,12 +29,9 @@ type Seen = HashMap<i64, Vec<(usize, i64, Instant)>>;
 async fn connect(url: &str, ca: &str) -> Result<etcd_client::Client> {
     etcd_client::Client::connect(
         [url],
-        Some(
-            etcd_client::ConnectOptions::new().with_tls(
-                etcd_client::TlsOptions::new()
-                    .ca_certificate(etcd_client::Certificate::from_pem(ca)),
-            ),
-        ),
+        Some(etcd_client::ConnectOptions::new().with_tls(
+            etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(ca)),
+        )),
     )
     .await
     .with_context(|| format!("connecting to {url}"))
