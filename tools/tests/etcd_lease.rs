@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use etcd_client::{Client, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
+use etcd_client::{Client, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,11 +37,31 @@ fn ttl_leases_hold_keys_for_their_ttl_and_release_them_through_the_log() {
         let g = a.lease_grant(30, None).await.unwrap();
         let id = g.id();
         assert!(id > 0 && g.ttl() == 30);
+        let mut w = b.watch("svc/a", None).await.unwrap();
+        assert!(w.message().await.unwrap().unwrap().created());
         for k in ["svc/a", "svc/b"] {
             a.put(k, "up", Some(PutOptions::new().with_lease(id)))
                 .await
                 .unwrap();
         }
+        a.put("svc/plain", "p", None).await.unwrap();
+        let r = b
+            .get("svc/", Some(GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        let leases: Vec<(&[u8], i64)> = r.kvs().iter().map(|k| (k.key(), k.lease())).collect();
+        assert_eq!(
+            leases,
+            [(&b"svc/a"[..], id), (b"svc/b", id), (b"svc/plain", 0)],
+            "Range reports each key's lease"
+        );
+        let ev = loop {
+            let m = w.message().await.unwrap().unwrap();
+            if let Some(e) = m.events().first() {
+                break e.kv().unwrap().lease();
+            }
+        };
+        assert_eq!(ev, id, "a watch event reports the key's lease");
         let t = b
             .lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
             .await

@@ -31,7 +31,7 @@ fn pb_kv(kv: &KeyValue, pl: &Placement, keys_only: bool) -> PbKeyValue {
         } else {
             kv.value.clone()
         },
-        lease: 0,
+        lease: kv.lease,
     }
 }
 

@@ -56,7 +56,7 @@ fn pb_kv(kv: &pb::WatchKv, shard: u32, shards: u32) -> PbKeyValue {
         mod_revision: encode(kv.mod_revision, shard, shards),
         version: kv.version as i64,
         value: kv.value.clone(),
-        lease: 0,
+        lease: kv.lease,
     }
 }
 

@@ -192,6 +192,38 @@ pub struct KeyValue {
     pub mod_revision: u64,
     /// Number of puts since creation (1 after the first put).
     pub version: u64,
+    /// The TTL lease the key is attached to (0: none), etcd's `KeyValue.lease`. Absent from
+    /// snapshots taken before keys carried it (`decoding_before_kv_leases`).
+    #[serde(deserialize_with = "lease_field")]
+    pub lease: i64,
+}
+
+thread_local! {
+    /// Set while a snapshot from before `KeyValue::lease` is decoded.
+    static BEFORE_KV_LEASES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `KeyValue::lease`: read from the bytes, except in a snapshot from before it existed (there
+/// it takes no bytes and is 0; the restore fills it in from the TTL-lease section).
+fn lease_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    if BEFORE_KV_LEASES.with(|b| b.get()) {
+        Ok(0)
+    } else {
+        i64::deserialize(d)
+    }
+}
+
+/// Runs `f` (a bincode decode) reading key-values in the layout before `KeyValue::lease`.
+pub(crate) fn decoding_before_kv_leases<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BEFORE_KV_LEASES.with(|b| b.set(false));
+        }
+    }
+    BEFORE_KV_LEASES.with(|b| b.set(true));
+    let _reset = Reset;
+    f()
 }
 
 /// Every reply carries the shard's revision after the command.

@@ -147,6 +147,7 @@ mod tests {
                 create_revision: rev,
                 mod_revision: rev,
                 version: 1,
+                lease: 0,
             },
             prev: None,
         }

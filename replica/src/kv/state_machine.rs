@@ -43,6 +43,10 @@ pub const KEEP_LEASE: i64 = -1;
 /// Marks the TTL-lease section that follows the store in a snapshot.
 const TTL_SECTION: &[u8; 8] = b"MRDNTTL1";
 
+/// Starts a snapshot whose key-values carry their lease (`KeyValue::lease`). A snapshot without
+/// it is from before (its first 8 bytes are the key count, never this large).
+const SNAPSHOT_V2: &[u8; 8] = b"MRDNSNP2";
+
 /// FNV-1a (64-bit) over byte strings: stable across builds and platforms, unlike std's hasher.
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
@@ -132,6 +136,7 @@ impl KvStore {
                         create_revision: 0,
                         mod_revision: self.revision,
                         version: 0,
+                        lease: 0,
                     },
                     prev: Some(o.clone()),
                 });
@@ -294,7 +299,7 @@ impl KvStore {
             Op::Put { key, value } => {
                 self.revision += 1;
                 Outcome::Put {
-                    prev: self.put(key, value),
+                    prev: self.put(key, value, 0),
                 }
             }
             Op::Delete { key } => {
@@ -340,8 +345,7 @@ impl KvStore {
                 } else {
                     self.revision += 1;
                     let lease = self.lease_for_put(key, *lease);
-                    let prev = self.put(key, value);
-                    self.ttl.attach(key, lease);
+                    let prev = self.put(key, value, lease);
                     Outcome::Put { prev }
                 }
             }
@@ -360,9 +364,11 @@ impl KvStore {
         }
     }
 
-    /// Puts `key` (detached from any TTL lease, as an etcd put without a lease).
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Option<KeyValue> {
-        self.ttl.detach(key);
+    /// Puts `key`, attached to TTL lease `lease` (an existing one) or, with 0, to none (as an
+    /// etcd put without a lease).
+    fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> Option<KeyValue> {
+        self.ttl.attach(key, lease);
+        let lease = self.ttl.lease_of(key);
         let rev = self.revision;
         let prev = self.data.get(key).cloned();
         let (create, version) = prev
@@ -374,6 +380,7 @@ impl KvStore {
             create_revision: create,
             mod_revision: rev,
             version,
+            lease,
         };
         self.insert_kv(kv);
         prev
@@ -469,7 +476,7 @@ impl KvStore {
         for op in ops {
             match op {
                 TxnOp::Put { key, value } => {
-                    self.put(key, value);
+                    self.put(key, value, 0);
                 }
                 TxnOp::Append { key, value } => {
                     let mut v = self
@@ -478,12 +485,11 @@ impl KvStore {
                         .map(|kv| kv.value.clone())
                         .unwrap_or_default();
                     v.extend_from_slice(value);
-                    self.put(key, &v);
+                    self.put(key, &v, 0);
                 }
                 TxnOp::PutLease { key, value, lease } => {
                     let lease = self.lease_for_put(key, *lease);
-                    self.put(key, value);
-                    self.ttl.attach(key, lease);
+                    self.put(key, value, lease);
                 }
                 TxnOp::Delete { key } => {
                     self.remove_kv(key);
@@ -504,9 +510,10 @@ impl KvStore {
         Outcome::Txn { succeeded, gets }
     }
 
-    /// The store, then (if any lease exists) a marked TTL-lease section.
+    /// The version mark, the store, then (if any lease exists) a marked TTL-lease section.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut out = bincode::serialize(self).expect("state serializes");
+        let mut out = SNAPSHOT_V2.to_vec();
+        bincode::serialize_into(&mut out, self).expect("state serializes");
         if !self.ttl.leases.is_empty() {
             out.extend_from_slice(TTL_SECTION);
             bincode::serialize_into(&mut out, &self.ttl).expect("leases serialize");
@@ -516,8 +523,16 @@ impl KvStore {
 
     pub fn restore(bytes: &[u8]) -> Result<KvStore, crate::Error> {
         let decode = |e: bincode::Error| crate::Error::Decode(e.to_string());
-        let mut rest = bytes;
-        let mut s: KvStore = bincode::deserialize_from(&mut rest).map_err(decode)?;
+        let (mut rest, before_kv_leases) = match bytes.strip_prefix(SNAPSHOT_V2.as_slice()) {
+            Some(rest) => (rest, false),
+            None => (bytes, true),
+        };
+        let mut s: KvStore = if before_kv_leases {
+            super::command::decoding_before_kv_leases(|| bincode::deserialize_from(&mut rest))
+        } else {
+            bincode::deserialize_from(&mut rest)
+        }
+        .map_err(decode)?;
         if !rest.is_empty() {
             let Some(section) = rest.strip_prefix(TTL_SECTION.as_slice()) else {
                 return Err(crate::Error::Decode(format!(
@@ -532,6 +547,13 @@ impl KvStore {
                     "{} unexpected bytes after the snapshot's leases",
                     section.len()
                 )));
+            }
+        }
+        if before_kv_leases {
+            for (key, &lease) in &s.ttl.key_lease {
+                if let Some(kv) = s.data.get_mut(key) {
+                    kv.lease = lease;
+                }
             }
         }
         s.data_digest = s.data.values().fold(0, |d, kv| d ^ entry_hash(kv));

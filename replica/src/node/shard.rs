@@ -117,6 +117,7 @@ fn pb_watch_kv(kv: &crate::kv::KeyValue) -> crate::wire::pb::WatchKv {
         create_revision: kv.create_revision,
         mod_revision: kv.mod_revision,
         version: kv.version,
+        lease: kv.lease,
     }
 }
 
