@@ -210,7 +210,9 @@ impl Proxy {
             Op::Txn(t) => auth::allow_txn(who, t),
             Op::Get { key } => auth::allow(who, key, Access::Read),
             Op::Range { prefix, .. } => auth::allow_range(who, prefix),
-            Op::Scan { start, end, .. } => auth::allow_span(who, start, end, Access::Read),
+            Op::Scan { start, end, .. } | Op::ScanAt { start, end, .. } => {
+                auth::allow_span(who, start, end, Access::Read)
+            }
             Op::DeleteRange { start, end } => auth::allow_span(who, start, end, Access::Write),
             // Configuration: root only (an empty key no role's prefix can cover but root's).
             Op::SetLeaseHolders { .. } | Op::Compact { .. } | Op::LeaseExpire { .. } => {
@@ -299,6 +301,22 @@ impl Proxy {
 }
 
 /// The answer of a span read over every shard.
+/// What a read at a revision found (`Proxy::scan_at`).
+#[derive(Debug)]
+pub enum AtRevision {
+    /// The span's keys at the revision (at most the limit), how many there were, and the
+    /// shard's revision when they were read.
+    Keys {
+        kvs: Vec<KeyValue>,
+        count: u64,
+        revision: u64,
+    },
+    /// The history below `horizon` is gone.
+    Compacted(u64),
+    /// The shard's revision (below the one asked for).
+    Future(u64),
+}
+
 pub struct ScanAnswer {
     pub kvs: Vec<KeyValue>,
     /// Keys the span holds beyond `kvs` (the limit cut them).
@@ -384,6 +402,96 @@ impl Proxy {
         self.metrics
             .finished("range", path, t0, r.as_ref().map(|_| ()));
         r
+    }
+
+    /// The keys of `[start, end)` on `shard` as they were at the shard's `revision` (etcd's
+    /// Range with a revision), at most `limit` (0: all). The answer is the same at every
+    /// replica that has applied the revision, so the nearest answers; one that has not yet is
+    /// asked again until it has, once a linearizable read showed the revision exists (else
+    /// `AtRevision::Future`, at once).
+    pub async fn scan_at(
+        &self,
+        who: Option<&Identity>,
+        shard: u32,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        revision: u64,
+    ) -> Result<AtRevision, ServiceError> {
+        auth::allow_span(who, &start, &end, Access::Read).map_err(|e| self.refused(who, e))?;
+        let _permit = self.read_permit()?;
+        let cmd = KvCommand {
+            client: 0,
+            seq: 0,
+            op: Op::ScanAt {
+                start: start.clone(),
+                end,
+                limit,
+                revision,
+            },
+        };
+        let until = std::time::Instant::now() + self.deadline;
+        let mut exists = false;
+        loop {
+            let o = self
+                .reader
+                .read(
+                    shard,
+                    &cmd,
+                    Consistency::Serializable,
+                    Mode::Auto,
+                    self.deadline,
+                )
+                .await?;
+            match o.result.outcome {
+                meridian_replica::kv::Outcome::Scan { kvs, count, .. } => {
+                    return Ok(AtRevision::Keys {
+                        kvs,
+                        count,
+                        revision: o.result.revision,
+                    })
+                }
+                meridian_replica::kv::Outcome::Compacted { horizon } => {
+                    return Ok(AtRevision::Compacted(horizon))
+                }
+                meridian_replica::kv::Outcome::FutureRevision if !exists => {
+                    let probe = KvCommand {
+                        client: 0,
+                        seq: 0,
+                        op: Op::Get { key: start.clone() },
+                    };
+                    let current = self
+                        .reader
+                        .read(
+                            shard,
+                            &probe,
+                            Consistency::Linearizable,
+                            Mode::Auto,
+                            self.deadline,
+                        )
+                        .await?
+                        .result
+                        .revision;
+                    if current < revision {
+                        return Ok(AtRevision::Future(current));
+                    }
+                    exists = true;
+                }
+                meridian_replica::kv::Outcome::FutureRevision => {
+                    if std::time::Instant::now() >= until {
+                        return Err(ServiceError::Timeout(
+                            "the nearest replica did not reach the revision in time",
+                        ));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                other => {
+                    return Err(ServiceError::Refused(format!(
+                        "a read at a revision was answered with {other:?}"
+                    )))
+                }
+            }
+        }
     }
 
     /// Deletes every key in `[start, end)` (`end` empty: unbounded): one write per shard the

@@ -91,13 +91,11 @@ impl KvService {
         let r = req.into_inner();
         let p = &self.0.proxy;
         let shards = self.0.shards();
-        if r.revision != 0 {
-            return Err(Status::unimplemented(
-                "historical reads (revision != 0) are not kept: Meridian stores the latest version of each key",
-            ));
-        }
         if r.key.is_empty() {
             return Err(Status::invalid_argument("etcdserver: key is not provided"));
+        }
+        if r.revision != 0 {
+            return self.range_at(who.as_ref(), &r).await;
         }
         let filters = [
             r.min_mod_revision,
@@ -146,6 +144,64 @@ impl KvService {
             (a.kvs, a.count, top(&a.revisions, shards))
         };
         Ok(shape(&self.0, &r, kvs, count, header))
+    }
+
+    /// A Range at a revision: the keys as they were then, from the watch history of the one
+    /// shard the range lies on (the shard's revision at etcd revision `R` is its last one whose
+    /// etcd revision is at most `R`).
+    async fn range_at(
+        &self,
+        who: Option<&crate::auth::Identity>,
+        r: &PbRangeRequest,
+    ) -> Result<PbRangeResponse, Status> {
+        if r.revision < 0 {
+            return Err(Status::invalid_argument(format!(
+                "meridian: revision {} is negative",
+                r.revision
+            )));
+        }
+        let shards = self.0.shards();
+        let (start, end) = if r.range_end.is_empty() {
+            check_key(&r.key)?;
+            let mut end = r.key.clone();
+            end.push(0);
+            (r.key.clone(), end)
+        } else {
+            span(&r.key, &r.range_end)
+        };
+        let Some(shard) = self.0.placement().span_shard(&start, &end) else {
+            return Err(Status::invalid_argument(
+                "a read at a revision needs a range on one shard: revisions of different shards are not ordered (co-locate the prefix with cluster.colocate, or use a one-shard cluster)",
+            ));
+        };
+        let at = super::shard_from(r.revision.saturating_add(1), shard, shards) - 1;
+        let by_key = r.sort_target == 0 && r.sort_order != 2;
+        let limit = if by_key { r.limit.max(0) as usize } else { 0 };
+        let a = self
+            .0
+            .proxy
+            .scan_at(who, shard, start, end, limit, at)
+            .await
+            .map_err(service_status)?;
+        match a {
+            crate::service::AtRevision::Keys {
+                kvs,
+                count,
+                revision,
+            } => Ok(shape(
+                &self.0,
+                r,
+                kvs,
+                count,
+                encode(revision, shard, shards),
+            )),
+            crate::service::AtRevision::Compacted(_) => Err(Status::out_of_range(
+                "etcdserver: mvcc: required revision has been compacted",
+            )),
+            crate::service::AtRevision::Future(_) => Err(Status::out_of_range(
+                "etcdserver: mvcc: required revision is a future revision",
+            )),
+        }
     }
 
     async fn put_(&self, req: Request<PbPutRequest>) -> Result<PbPutResponse, Status> {
@@ -400,7 +456,7 @@ fn ops(reqs: &[etcd_client::proto::PbTxnRequestOp]) -> Result<(Vec<TxnOp>, Vec<S
         match &r.request {
             Some(PbTxnOpRequest::RequestRange(g)) => {
                 if g.revision != 0 {
-                    return Err(Status::unimplemented("historical reads are not kept"));
+                    return Err(Status::unimplemented("a range inside a transaction reads the present: a revision is not supported there"));
                 }
                 check_key(&g.key)?;
                 if !g.range_end.is_empty() {

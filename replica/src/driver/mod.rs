@@ -12,7 +12,7 @@ mod requests;
 #[cfg(test)]
 mod tests;
 
-use crate::kv::{History, KvCommand, KvResult, KvStore, Op, Since};
+use crate::kv::{History, KvCommand, KvResult, KvStore, Op, Outcome, Since};
 use bytes::Bytes;
 use demand::{AutoLeases, Demands};
 use meridian_core::{
@@ -453,6 +453,47 @@ impl ShardDriver {
             .since(from, start, end, max, self.kv.revision())
     }
 
+    /// Answers a read from this replica's state, and a read at a revision (`Op::ScanAt`) from
+    /// its state and watch history: the same answer at every replica that has applied the
+    /// revision, so any of them may serve it.
+    fn read_now(&self, op: &Op) -> KvResult {
+        let Op::ScanAt {
+            start,
+            end,
+            limit,
+            revision,
+        } = op
+        else {
+            return self.kv.read(op);
+        };
+        let current = self.kv.revision();
+        let outcome = if *revision > current {
+            Outcome::FutureRevision
+        } else {
+            match self
+                .history
+                .at(*revision, start, end, self.kv.span_kvs(start, end))
+            {
+                Ok(mut kvs) => {
+                    let count = kvs.len() as u64;
+                    if *limit > 0 {
+                        kvs.truncate(*limit);
+                    }
+                    Outcome::Scan {
+                        more: (kvs.len() as u64) < count,
+                        kvs,
+                        count,
+                    }
+                }
+                Err(horizon) => Outcome::Compacted { horizon },
+            }
+        };
+        KvResult {
+            revision: current,
+            outcome,
+        }
+    }
+
     /// The lowest revision a watch can start from.
     pub fn history_horizon(&self) -> u64 {
         self.history.horizon()
@@ -607,7 +648,7 @@ impl ShardDriver {
                 },
                 Output::ReadReady { id } => {
                     if let Some((req, cmd)) = self.requests.take_lease_read(id) {
-                        let result = self.with_ttl_timer(self.kv.read(&cmd.op));
+                        let result = self.with_ttl_timer(self.read_now(&cmd.op));
                         self.reply_done(req, vec![result], "lease");
                     }
                 }
@@ -821,7 +862,7 @@ impl ShardDriver {
         };
         let need = self.barrier(key).max(self.core.lease_guard().0);
         if need <= self.core.applied_index().0 {
-            let result = self.kv.read(&command.op);
+            let result = self.read_now(&command.op);
             let applied = self.core.applied_index().0;
             return self.reply(
                 id,
@@ -892,7 +933,7 @@ impl ShardDriver {
     }
 
     fn answer_local(&mut self, id: u64, cmd: &KvCommand, mode: ReadMode) {
-        let result = self.with_ttl_timer(self.kv.read(&cmd.op));
+        let result = self.with_ttl_timer(self.read_now(&cmd.op));
         let barrier = match (&cmd.op, mode) {
             (Op::Get { key }, ReadMode::Quorum) => self.barrier(Some(key)),
             (_, ReadMode::Quorum) => self.barrier(None),

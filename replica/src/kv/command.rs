@@ -89,6 +89,15 @@ pub enum Op {
     },
     /// Every lease id (read-only).
     LeaseList,
+    /// The keys of `[start, end)` as they were at `revision` (etcd's Range with a revision):
+    /// answered from the watch history (`History::at`) as `Outcome::Scan`, or
+    /// `Outcome::Compacted` / `Outcome::FutureRevision` (read-only).
+    ScanAt {
+        start: Key,
+        end: Key,
+        limit: usize,
+        revision: u64,
+    },
 }
 
 /// Whether `key` lies in `[start, end)` (`end` empty: unbounded above).
@@ -278,6 +287,13 @@ pub enum Outcome {
         gets: Vec<Option<KeyValue>>,
         ranges: Vec<Vec<KeyValue>>,
     },
+    /// `Op::ScanAt` below what the answering replica's history keeps: the lowest revision it
+    /// can read at is `horizon - 1`.
+    Compacted {
+        horizon: u64,
+    },
+    /// `Op::ScanAt` above the answering replica's revision.
+    FutureRevision,
 }
 
 /// A TTL lease as an operation found it.
@@ -313,9 +329,9 @@ impl KvCommand {
         match &self.op {
             Op::Put { key: k, .. } | Op::Delete { key: k } | Op::Get { key: k } => k == key,
             Op::Range { prefix, .. } => key.starts_with(prefix),
-            Op::Scan { start, end, .. } | Op::DeleteRange { start, end } => {
-                in_span(key, start, end)
-            }
+            Op::Scan { start, end, .. }
+            | Op::ScanAt { start, end, .. }
+            | Op::DeleteRange { start, end } => in_span(key, start, end),
             Op::SetLeaseHolders { .. }
             | Op::Compact { .. }
             | Op::LeaseGrant { .. }
@@ -344,6 +360,7 @@ impl KvCommand {
             Op::Get { .. }
             | Op::Range { .. }
             | Op::Scan { .. }
+            | Op::ScanAt { .. }
             | Op::LeaseInfo { .. }
             | Op::LeaseList => true,
             Op::Txn(t) => t

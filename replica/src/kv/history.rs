@@ -131,6 +131,35 @@ impl History {
         }
         Since::Changes { changes, through }
     }
+
+    /// The keys of `[start, end)` as they were at `revision`, given `now`: the span's keys (in
+    /// key order) at the store's current revision. Every kept change above `revision` within
+    /// the span is undone, newest first. `Err(horizon)` when changes above `revision` are no
+    /// longer all kept (`revision < horizon - 1`).
+    pub fn at(
+        &self,
+        revision: u64,
+        start: &[u8],
+        end: &[u8],
+        now: Vec<KeyValue>,
+    ) -> Result<Vec<KeyValue>, u64> {
+        if revision + 1 < self.horizon {
+            return Err(self.horizon);
+        }
+        let mut keys: std::collections::BTreeMap<Vec<u8>, KeyValue> =
+            now.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        let first = self.changes.partition_point(|c| c.revision <= revision);
+        for c in self.changes.range(first..).rev() {
+            if !super::command::in_span(&c.kv.key, start, end) {
+                continue;
+            }
+            match &c.prev {
+                Some(p) => keys.insert(p.key.clone(), p.clone()),
+                None => keys.remove(&c.kv.key),
+            };
+        }
+        Ok(keys.into_values().collect())
+    }
 }
 
 #[cfg(test)]

@@ -215,6 +215,19 @@ impl KvStore {
             },
             Op::Range { prefix, limit } => self.range(prefix, *limit),
             Op::Scan { start, end, limit } => self.scan(start, end, *limit),
+            // Without the history (the driver answers these with it): only the present.
+            Op::ScanAt {
+                start,
+                end,
+                limit,
+                revision,
+            } => match revision.cmp(&self.revision) {
+                std::cmp::Ordering::Equal => self.scan(start, end, *limit),
+                std::cmp::Ordering::Greater => Outcome::FutureRevision,
+                std::cmp::Ordering::Less => Outcome::Compacted {
+                    horizon: self.revision + 1,
+                },
+            },
             Op::LeaseInfo { id } => Outcome::Lease(self.lease_info(*id, true)),
             Op::LeaseList => Outcome::Leases {
                 ids: self.ttl.leases.keys().copied().collect(),
@@ -225,6 +238,11 @@ impl KvStore {
             revision: self.revision,
             outcome,
         }
+    }
+
+    /// Every key-value of `[start, end)` (`end` empty: unbounded), in key order.
+    pub fn span_kvs(&self, start: &[u8], end: &[u8]) -> Vec<KeyValue> {
+        self.span(start, end).map(|(_, v)| v.clone()).collect()
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&KeyValue> {
@@ -310,7 +328,9 @@ impl KvStore {
                     deleted: self.remove_kv(key),
                 }
             }
-            Op::Get { .. } | Op::Range { .. } | Op::Scan { .. } => return self.read(op),
+            Op::Get { .. } | Op::Range { .. } | Op::Scan { .. } | Op::ScanAt { .. } => {
+                return self.read(op)
+            }
             Op::DeleteRange { start, end } => {
                 let keys: Vec<Vec<u8>> = self.span(start, end).map(|(k, _)| k.clone()).collect();
                 if !keys.is_empty() {

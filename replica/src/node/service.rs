@@ -174,10 +174,17 @@ impl ReplicaService {
         let command = decode(&req.command)?;
         if !matches!(
             command.op,
-            Op::Get { .. } | Op::Range { .. } | Op::Scan { .. }
+            Op::Get { .. } | Op::Range { .. } | Op::Scan { .. } | Op::ScanAt { .. }
         ) {
             return Err(Status::invalid_argument(
-                "a read carries a Get, a Range or a Scan",
+                "a read carries a Get, a Range, a Scan or a ScanAt",
+            ));
+        }
+        if matches!(command.op, Op::ScanAt { .. }) && req.mode != pb::ReadMode::Local as i32 {
+            // Its answer is the same at every replica that reached the revision: it is read
+            // locally (the log path would answer without the watch history).
+            return Err(Status::invalid_argument(
+                "a read at a revision (ScanAt) is served in mode Local",
             ));
         }
         let mode = match pb::ReadMode::try_from(req.mode) {
