@@ -21,6 +21,8 @@ pub struct Plan {
     pub writes: usize,
     pub keys: usize,
     pub writers: usize,
+    /// Every replica and proxy process, by name (the cluster's `pids` file), for CPU per event.
+    pub pids: Vec<(String, u32)>,
 }
 
 /// One delivered event: (key index, etcd revision, when it arrived).
@@ -226,6 +228,18 @@ pub async fn measure(cfg: &ClusterConfig, plan: &Plan) -> Result<Value> {
     let upstreams = proxy_metric(metrics, "meridian_proxy_watch_upstreams").await;
     let acks: Arc<Mutex<HashMap<(usize, i64), Instant>>> = Default::default();
     let next = Arc::new(AtomicUsize::new(0));
+    let proxy_pid: Vec<u32> = plan
+        .pids
+        .iter()
+        .filter(|(n, _)| *n == cfg.proxies[r].name)
+        .map(|p| p.1)
+        .collect();
+    let all: Vec<u32> = plan.pids.iter().map(|p| p.1).collect();
+    let cpu_before = (
+        super::cpu::total(&proxy_pid),
+        super::cpu::total(&all),
+        super::cpu::this_process(),
+    );
     let started = Instant::now();
     let mut writers = Vec::new();
     for _ in 0..plan.writers {
@@ -256,6 +270,12 @@ pub async fn measure(cfg: &ClusterConfig, plan: &Plan) -> Result<Value> {
     for t in tasks {
         watches.push(t.await??);
     }
+    // Over writes and deliveries (and the streams' 3 s quiet end, which costs little).
+    let cpu = (
+        super::cpu::total(&proxy_pid) - cpu_before.0,
+        super::cpu::total(&all) - cpu_before.1,
+        super::cpu::this_process() - cpu_before.2,
+    );
     let acks = acks.lock().expect("acks lock").clone();
     let delays = check(&watches, &acks)?;
     let moves = proxy_metric(metrics, "meridian_proxy_watch_moves_total").await;
@@ -271,6 +291,7 @@ pub async fn measure(cfg: &ClusterConfig, plan: &Plan) -> Result<Value> {
         "{moves:?} watch streams moved (a replica left a gap, fell silent or behind)"
     );
     let p99 = quantile(&delays, 0.99);
+    let per_event = |s: f64| s * 1e6 / delays.len().max(1) as f64;
     Ok(json!({
         "watchers": plan.watchers,
         "keys": plan.keys,
@@ -279,6 +300,11 @@ pub async fn measure(cfg: &ClusterConfig, plan: &Plan) -> Result<Value> {
         "write_region": regions[w],
         "watch_region": regions[r],
         "writes_per_s": plan.writes as f64 / write_s,
+        "cpu_us_per_event": {
+            "watchers_proxy": if proxy_pid.is_empty() { None } else { Some(per_event(cpu.0)) },
+            "all_replicas_and_proxies": per_event(cpu.1),
+            "clients": per_event(cpu.2),
+        },
         "events": delays.len(),
         "upstreams": upstreams,
         "moves": moves,

@@ -192,11 +192,19 @@ async fn watch_bench(a: &BenchArgs, cdir: &std::path::Path, watchers: usize) -> 
     let mut up_args = loopback(cdir.to_path_buf(), a.w.shards, false);
     up_args.no_wan = false;
     let cluster = up(&up_args).await?;
+    let pids = std::fs::read_to_string(cdir.join("pids"))?
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_string(), f.next()?.parse().ok()?))
+        })
+        .collect();
     let plan = crate::bench::watch::Plan {
         watchers,
         writes: a.watch_writes,
         keys: a.watch_keys,
         writers: a.w.clients,
+        pids,
     };
     let r = tokio::select! {
         r = crate::bench::watch::measure(&cluster.config, &plan) => r,
@@ -214,6 +222,13 @@ async fn watch_bench(a: &BenchArgs, cdir: &std::path::Path, watchers: usize) -> 
     println!(
         "delivery after the write's acknowledgement: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; one-way delay {:.1} ms (p99 = one-way + {:.1} ms)",
         f("p50_ms"), f("p99_ms"), f("max_ms"), f("one_way_ms"), f("p99_over_one_way_ms"),
+    );
+    let cpu = &v["cpu_us_per_event"];
+    println!(
+        "CPU per delivered event: watchers' proxy {:.1} µs, all replicas and proxies {:.1} µs, the clients {:.1} µs",
+        cpu["watchers_proxy"].as_f64().unwrap_or(f64::NAN),
+        cpu["all_replicas_and_proxies"].as_f64().unwrap_or(f64::NAN),
+        cpu["clients"].as_f64().unwrap_or(f64::NAN),
     );
     std::fs::create_dir_all(&a.w.out)?;
     std::fs::write(
