@@ -257,7 +257,18 @@ async fn get(
     key: Vec<u8>,
     q: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let params = api::params(q, &["consistency", "read_mode", "format"])?;
+    let params = api::params(q, &["consistency", "read_mode", "format", "revision"])?;
+    if let Some(r) = params.get("revision") {
+        if params.contains_key("consistency") || params.contains_key("read_mode") {
+            return Err(bad(
+                "revision reads the key as it was at that shard revision (any replica that reached it answers): consistency and read_mode do not apply",
+            ));
+        }
+        let revision: u64 = r
+            .parse()
+            .map_err(|_| bad("revision must be a shard revision (an unsigned integer)"))?;
+        return get_at(p, who, key, revision, api::json_format(&params)?).await;
+    }
     let (c, mode, as_json) = (
         api::consistency(&params)?,
         api::read_mode(&params)?,
@@ -292,6 +303,68 @@ async fn get(
     };
     meta(&mut resp, shard, o.result.revision, Some(o.path));
     if let Some(kv) = kv {
+        resp.headers_mut()
+            .insert("x-meridian-mod-revision", kv.mod_revision.into());
+        resp.headers_mut()
+            .insert("x-meridian-version", kv.version.into());
+    }
+    Ok(resp)
+}
+
+/// `GET /v1/kv/{key}?revision=N`: the key as it was at its shard's revision `N`
+/// (`Proxy::scan_at`). 404 if it did not exist then; 410 below the history the replica keeps;
+/// 400 above the shard's revision.
+async fn get_at(
+    p: &Arc<Proxy>,
+    who: Who<'_>,
+    key: Vec<u8>,
+    revision: u64,
+    as_json: bool,
+) -> Result<Response<Body>, ApiError> {
+    let shard = p.placement.shard(&key);
+    let mut end = key.clone();
+    end.push(0);
+    let at = p
+        .scan_at(who, shard, key.clone(), end, 1, revision)
+        .await
+        .map_err(api_error)?;
+    let (kv, current) = match at {
+        crate::service::AtRevision::Keys { kvs, revision, .. } => (kvs.into_iter().next(), revision),
+        crate::service::AtRevision::Compacted(horizon) => {
+            return Err(ApiError {
+                status: 410,
+                message: format!(
+                    "revision {revision} of shard {shard} is no longer kept (the lowest readable is {})",
+                    horizon.saturating_sub(1)
+                ),
+            })
+        }
+        crate::service::AtRevision::Future(current) => {
+            return Err(bad(format!(
+                "revision {revision} is above shard {shard}'s revision {current}"
+            )))
+        }
+    };
+    let status = if kv.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    let mut resp = if as_json {
+        json_response(
+            status,
+            json!({"key": String::from_utf8_lossy(&key), "found": kv.is_some(), "kv": kv.as_ref().map(kv_json),
+                   "revision": current, "at_revision": revision, "shard": shard, "read_path": "revision"}),
+        )
+    } else {
+        let mut r = Response::new(Full::from(Bytes::from(
+            kv.as_ref().map(|kv| kv.value.clone()).unwrap_or_default(),
+        )));
+        *r.status_mut() = status;
+        r
+    };
+    meta(&mut resp, shard, current, Some("revision"));
+    if let Some(kv) = &kv {
         resp.headers_mut()
             .insert("x-meridian-mod-revision", kv.mod_revision.into());
         resp.headers_mut()

@@ -133,6 +133,60 @@ fn every_read_path_returns_the_latest_write_through_another_proxy() {
             .await
             .unwrap();
         assert_eq!(missing.status, 404);
+        // A read at a revision, through the other region's proxy: the key as it was then.
+        let mut revs = Vec::new();
+        for (method, body) in [("PUT", &b"a"[..]), ("PUT", b"b"), ("DELETE", b"")] {
+            let r = east
+                .request(method, "/v1/kv/rev-key", body.to_vec())
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{method}");
+            revs.push(
+                r.header("x-meridian-revision")
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap(),
+            );
+        }
+        for (rev, want) in [
+            (revs[0], Some("a")),
+            (revs[1], Some("b")),
+            (revs[2], None),
+            (revs[0] - 1, None),
+        ] {
+            let r = tokyo
+                .request("GET", &format!("/v1/kv/rev-key?revision={rev}"), vec![])
+                .await
+                .unwrap();
+            match want {
+                Some(v) => assert_eq!((r.status, &r.body[..]), (200, v.as_bytes())),
+                None => assert_eq!(r.status, 404, "revision {rev}"),
+            }
+            assert_eq!(
+                r.header("x-meridian-read-path").as_deref(),
+                Some("revision")
+            );
+        }
+        for (q, status, says) in [
+            (format!("revision={}", revs[2] + 1_000_000), 400, "above"),
+            (
+                "revision=1&consistency=serializable".to_string(),
+                400,
+                "do not apply",
+            ),
+            ("revision=x".to_string(), 400, "unsigned"),
+        ] {
+            let r = tokyo
+                .request("GET", &format!("/v1/kv/rev-key?{q}"), vec![])
+                .await
+                .unwrap();
+            let body = String::from_utf8_lossy(&r.body);
+            assert!(
+                r.status == status && body.contains(says),
+                "{q}: {} {body}",
+                r.status
+            );
+        }
     });
 }
 
