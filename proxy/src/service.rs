@@ -300,7 +300,6 @@ impl Proxy {
     }
 }
 
-/// The answer of a span read over every shard.
 /// What a read at a revision found (`Proxy::scan_at`).
 #[derive(Debug)]
 pub enum AtRevision {
@@ -317,6 +316,7 @@ pub enum AtRevision {
     Future(u64),
 }
 
+/// The answer of a span read over every shard.
 pub struct ScanAnswer {
     pub kvs: Vec<KeyValue>,
     /// Keys the span holds beyond `kvs` (the limit cut them).
