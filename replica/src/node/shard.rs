@@ -409,7 +409,10 @@ impl Shard {
                 }
                 Effect::Persist { records, token } => {
                     if self.wal.send(WalOp::Append { token, records }).is_err() {
-                        tracing::error!(shard = self.id, "WAL thread gone");
+                        // Nothing more would ever be durable: stop rather than serve
+                        // without a log (the WAL thread said why before it ended).
+                        tracing::error!(shard = self.id, "WAL thread gone; stopping the replica");
+                        std::process::exit(3);
                     }
                 }
                 Effect::Compact { records } => {

@@ -98,8 +98,8 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
         a.w.clients, cfg.sites[l].name
     );
     println!(
-        "{:>6} {:>14} {:>12} {:>10} {:>10}",
-        "batch", "commands/s", "submits/s", "p50 ms", "p99 ms"
+        "{:>6} {:>14} {:>12} {:>10} {:>10} {:>10} {:>7}",
+        "batch", "commands/s", "submits/s", "p50 ms", "p99 ms", "max ms", "failed"
     );
     let mut rows = Vec::new();
     for (bi, &batch) in a.batch.iter().flatten().enumerate() {
@@ -115,6 +115,7 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
                 let mut seq = 0u64;
                 let mut lat = Vec::new();
                 let mut done = 0usize;
+                let mut failed = 0usize;
                 while Instant::now() < end {
                     let cmds: Vec<KvCommand> = (0..batch)
                         .map(|i| {
@@ -132,18 +133,24 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
                         })
                         .collect();
                     let t0 = Instant::now();
-                    if let Ok(Outcome::Ok(_)) = conn.submit(0, &cmds).await {
-                        lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                    let ok = matches!(conn.submit(0, &cmds).await, Ok(Outcome::Ok(_)));
+                    // A failed submit's time counts too: a stall that ends in an error is
+                    // still a stall.
+                    lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                    if ok {
                         done += batch;
+                    } else {
+                        failed += 1;
                     }
                 }
-                (done, lat)
+                (done, failed, lat)
             }));
         }
-        let (mut total, mut lat) = (0usize, Vec::new());
+        let (mut total, mut failed, mut lat) = (0usize, 0usize, Vec::new());
         for t in tasks {
-            let (d, l) = t.await?;
+            let (d, f, l) = t.await?;
             total += d;
+            failed += f;
             lat.extend(l);
         }
         lat.sort_by(|x, y| x.total_cmp(y));
@@ -154,14 +161,16 @@ async fn measure(cfg: &ClusterConfig, a: &BenchArgs) -> Result<Vec<serde_json::V
         };
         let secs = a.w.seconds as f64;
         println!(
-            "{:>6} {:>14.0} {:>12.0} {:>10.2} {:>10.2}",
+            "{:>6} {:>14.0} {:>12.0} {:>10.2} {:>10.2} {:>10.2} {:>7}",
             batch,
             total as f64 / secs,
             lat.len() as f64 / secs,
             p(0.5),
-            p(0.99)
+            p(0.99),
+            p(1.0),
+            failed
         );
-        rows.push(json!({"batch": batch, "clients": a.w.clients, "commands_per_s": total as f64 / secs, "submits_per_s": lat.len() as f64 / secs, "p50_ms": p(0.5), "p99_ms": p(0.99)}));
+        rows.push(json!({"batch": batch, "clients": a.w.clients, "commands_per_s": total as f64 / secs, "submits_per_s": lat.len() as f64 / secs, "p50_ms": p(0.5), "p99_ms": p(0.99), "max_ms": p(1.0), "failed": failed}));
     }
     Ok(rows)
 }
