@@ -65,6 +65,12 @@ pub enum Event {
         log_size: u64,
     },
     Tick,
+    /// The snapshot an `Effect::Snapshot` asked for, serialized (and, on a real replica,
+    /// already in its durable snapshot file).
+    SnapshotTaken {
+        through: Slot,
+        data: Bytes,
+    },
     Client {
         id: u64,
         request: Request,
@@ -89,6 +95,13 @@ pub enum Effect {
     Compact {
         records: Vec<Record>,
     },
+    /// Serialize `state` (the state machine right after applying `through`: a persistent
+    /// copy, O(1) to take) off the shard task and report `Event::SnapshotTaken`. Nothing
+    /// waits for it; a crash before it is reported loses nothing but the snapshot.
+    Snapshot {
+        through: Slot,
+        state: KvStore,
+    },
     Reply {
         id: u64,
         reply: Reply,
@@ -97,6 +110,8 @@ pub enum Effect {
     Applied {
         slot: Slot,
         batch: Batch,
+        /// `KvStore::digest` right after this slot: replicas that agree on the log agree on it.
+        digest: u64,
     },
     /// The replica cannot go on (e.g. a snapshot that does not decode): stop the process.
     Fatal {
@@ -215,6 +230,8 @@ pub struct ShardDriver {
     requests: Requests,
     parked: Vec<Parked>,
     last_snapshot: u64,
+    /// A snapshot is being serialized (at most one at a time).
+    snapshotting: bool,
     compacting: bool,
     /// Snapshots installed from peers (catch-up across a compacted log).
     installs: u64,
@@ -244,6 +261,7 @@ impl ShardDriver {
             cfg,
             requests: Requests::default(),
             parked: Vec::new(),
+            snapshotting: false,
             compacting: false,
             installs: 0,
             config_proposed: None,
@@ -557,6 +575,12 @@ impl ShardDriver {
                 self.step(Input::Persisted { token });
                 self.maybe_compact(log_size);
             }
+            Event::SnapshotTaken { through, data } => {
+                self.snapshotting = false;
+                // A snapshot installed from a peer meanwhile may have passed it: the core
+                // keeps the newer one.
+                self.step(Input::Snapshot { through, data });
+            }
             Event::Tick => {
                 self.step(Input::Tick);
                 self.expire_parked();
@@ -611,15 +635,22 @@ impl ShardDriver {
                     if self.apply(&batch, &tokens) {
                         follow_up.push(self.holders_input());
                     }
-                    if slot.0 >= self.last_snapshot + self.cfg.snapshot_every {
+                    if !self.snapshotting && slot.0 >= self.last_snapshot + self.cfg.snapshot_every
+                    {
                         self.last_snapshot = slot.0;
-                        follow_up.push(Input::Snapshot {
+                        self.snapshotting = true;
+                        self.out.push(Effect::Snapshot {
                             through: slot,
-                            data: self.kv.snapshot().into(),
+                            state: self.kv.clone(),
                         });
                     }
                     if self.cfg.observe_applies {
-                        self.out.push(Effect::Applied { slot, batch });
+                        let digest = self.kv.digest();
+                        self.out.push(Effect::Applied {
+                            slot,
+                            batch,
+                            digest,
+                        });
                     }
                 }
                 Output::InstallSnapshot { through, data } => match KvStore::restore(&data) {

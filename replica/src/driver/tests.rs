@@ -16,6 +16,8 @@ struct Group {
     replies: Vec<(usize, u64, Reply)>,
     /// Messages (to, message) for which this returns true are lost.
     drop: Option<fn(usize, &Message) -> bool>,
+    /// When set, snapshots asked for are held here instead of being taken at once.
+    held_snapshots: Option<Vec<(usize, Slot, KvStore)>>,
 }
 
 impl Group {
@@ -50,6 +52,7 @@ impl Group {
             queue: VecDeque::new(),
             replies: Vec::new(),
             drop: None,
+            held_snapshots: None,
         }
     }
 
@@ -72,6 +75,18 @@ impl Group {
                             .push_back((i, Event::Persisted { token, log_size: 0 }))
                     }
                     Effect::Reply { id, reply } => self.replies.push((i, id, reply)),
+                    Effect::Snapshot { through, state } if self.held_snapshots.is_some() => {
+                        if let Some(h) = self.held_snapshots.as_mut() {
+                            h.push((i, through, state))
+                        }
+                    }
+                    Effect::Snapshot { through, state } => self.queue.push_back((
+                        i,
+                        Event::SnapshotTaken {
+                            through,
+                            data: state.snapshot().into(),
+                        },
+                    )),
                     _ => {}
                 }
             }
@@ -685,4 +700,79 @@ fn ttl_leases_expire_through_the_log_never_early_and_survive_a_leader_change() {
             "the new leader expires it within TTL + election time ({elected:?}) + 2 s"
         );
     }
+}
+
+/// Snapshots are taken off the shard task: the driver hands out a frozen copy of the state at
+/// the snapshot's slot and goes on applying; at most one is in flight; once it is reported the
+/// core holds it, persists it, and a restart recovers the same state from it.
+#[test]
+fn snapshots_are_taken_from_a_frozen_copy_while_applying_goes_on() {
+    let mut g = Group::new(3, true, None);
+    for d in &mut g.drivers {
+        d.cfg.snapshot_every = 3;
+    }
+    g.held_snapshots = Some(Vec::new());
+    g.advance(Duration::from_secs(2));
+    let put = |k: &str, v: &str| Op::Put {
+        key: k.into(),
+        value: v.into(),
+    };
+    let mut id = 0;
+    while g.held_snapshots.as_ref().unwrap().iter().all(|h| h.0 != 0) {
+        id += 1;
+        assert!(id < 50, "no snapshot asked for");
+        let r = submit_op(&mut g, 0, id, put("k", &format!("v{id}")));
+        assert!(matches!(r, Reply::Done { .. }), "{r:?}");
+    }
+    let (_, through, frozen) = g
+        .held_snapshots
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|h| h.0 == 0)
+        .cloned()
+        .unwrap();
+    let at = frozen.get(b"k").unwrap().value.clone();
+    let rev = frozen.revision();
+    // Applying goes on; the copy does not move, and no second snapshot is asked for.
+    for _ in 0..10 {
+        id += 1;
+        submit_op(&mut g, 0, id, put("k", &format!("v{id}")));
+    }
+    assert_eq!(frozen.get(b"k").unwrap().value, at);
+    assert_eq!(frozen.revision(), rev);
+    assert!(g.drivers[0].kv().revision() >= rev + 10);
+    let held = g.held_snapshots.as_ref().unwrap();
+    assert_eq!(held.iter().filter(|h| h.0 == 0).count(), 1, "one in flight");
+    assert_eq!(g.drivers[0].core().snapshot_through(), Slot::ZERO);
+    // Reported: the core holds it and persisted it.
+    g.held_snapshots = None;
+    g.queue.push_back((
+        0,
+        Event::SnapshotTaken {
+            through,
+            data: frozen.snapshot().into(),
+        },
+    ));
+    g.run();
+    assert_eq!(g.drivers[0].core().snapshot_through(), through);
+    let persisted = g.disks[0].iter().find_map(|r| match r {
+        Record::Snapshot { through: t, data } if *t == through => Some(data.clone()),
+        _ => None,
+    });
+    let restored = KvStore::restore(&persisted.expect("persisted")).unwrap();
+    assert_eq!(restored.snapshot(), frozen.snapshot());
+    // The next snapshot is asked for (and, unheld, taken) again.
+    for _ in 0..5 {
+        id += 1;
+        submit_op(&mut g, 0, id, put("k", &format!("v{id}")));
+    }
+    assert!(g.drivers[0].core().snapshot_through() > through);
+    // A restart recovers from the snapshot plus the log after it.
+    let live = (g.drivers[0].kv().revision(), g.drivers[0].kv().digest());
+    g.restart(0);
+    g.advance(Duration::from_secs(3));
+    let after = (g.drivers[0].kv().revision(), g.drivers[0].kv().digest());
+    let other = (g.drivers[1].kv().revision(), g.drivers[1].kv().digest());
+    assert_eq!(after, live, "other {other:?}");
 }

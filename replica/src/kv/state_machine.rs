@@ -6,17 +6,21 @@ use super::command::{
 };
 use super::history::Change;
 use super::ttl::TtlLeases;
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
+/// The maps are persistent (`imbl`, B-trees sharing their nodes), so a clone is O(1): the shard
+/// task hands a frozen copy to a snapshot thread and goes on applying. Their serialized form is
+/// that of the `BTreeMap`s they replaced (a length, then entries in key order), so snapshots
+/// read across the change.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvStore {
-    data: BTreeMap<Vec<u8>, KeyValue>,
+    data: OrdMap<Vec<u8>, KeyValue>,
     revision: u64,
     /// Per client: the last executed write's sequence number and result.
-    sessions: BTreeMap<u64, Session>,
+    sessions: OrdMap<u64, Session>,
     /// (last use, client), oldest first, for eviction.
-    lru: std::collections::BTreeSet<(u64, u64)>,
+    lru: OrdSet<(u64, u64)>,
     /// Counts applied writes; orders `lru`.
     tick: u64,
     /// The quorum-lease holders the log configured (site indices).
@@ -201,7 +205,7 @@ impl KvStore {
         }
         self.lru.insert((self.tick, cmd.client));
         while self.sessions.len() > MAX_SESSIONS {
-            let (_, client) = self.lru.pop_first().expect("lru tracks every session");
+            let (_, client) = self.lru.remove_min().expect("lru tracks every session");
             self.sessions.remove(&client);
         }
         result

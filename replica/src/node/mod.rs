@@ -159,6 +159,8 @@ pub async fn run(
             auto_leases: auto_leases.clone(),
             metrics: metrics.clone(),
             demand_every: Duration::from_millis(cfg.leases.auto_interval_ms),
+            data_dir: dir.clone(),
+            inbox: peer_tx.clone(),
         };
         let shard = Shard::new(k, core, restore, clock, wal, links.clone(), opts);
         shard_tasks.push(tokio::spawn(shard.run(peer_rx, client_rx, stop_rx.clone())));

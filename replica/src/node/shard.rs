@@ -15,8 +15,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 pub enum ShardInput {
-    Peer { from: usize, msg: Message },
+    Peer {
+        from: usize,
+        msg: Message,
+    },
     Durable(Durable),
+    /// A snapshot thread finished: the snapshot is serialized and in its durable file.
+    SnapshotTaken {
+        through: meridian_core::Slot,
+        data: bytes::Bytes,
+    },
 }
 
 pub enum ClientInput {
@@ -84,6 +92,10 @@ pub struct ShardOptions {
     pub auto_leases: Option<crate::driver::demand::AutoLeases>,
     pub metrics: Arc<ReplicaMetrics>,
     pub demand_every: Duration,
+    /// The shard's data directory (snapshot files go next to its WAL).
+    pub data_dir: std::path::PathBuf,
+    /// The shard's own inbox, for snapshot threads to report back.
+    pub inbox: mpsc::UnboundedSender<ShardInput>,
 }
 
 pub struct Shard {
@@ -108,6 +120,8 @@ pub struct Shard {
     /// The revision the watchers were last served at, and whether one waits for room.
     watched_rev: u64,
     watch_blocked: bool,
+    data_dir: std::path::PathBuf,
+    inbox: mpsc::UnboundedSender<ShardInput>,
 }
 
 fn pb_watch_kv(kv: &crate::kv::KeyValue) -> crate::wire::pb::WatchKv {
@@ -156,6 +170,8 @@ impl Shard {
             label: ShardLabel { shard: id },
             metrics: opts.metrics,
             seen_leader: None,
+            data_dir: opts.data_dir,
+            inbox: opts.inbox,
             campaigning: false,
             churn: Default::default(),
             watchers: Vec::new(),
@@ -311,8 +327,11 @@ impl Shard {
                             .fsync_seconds
                             .get_or_create(&self.label)
                             .observe(d.fsync_us as f64 / 1e6);
-                        self.handle(Event::Persisted { token: d.token, log_size: d.bytes });
+                        self.handle(Event::Persisted { token: d.token, log_size: d.grown });
                         self.serve_watchers(false);
+                    }
+                    ShardInput::SnapshotTaken { through, data } => {
+                        self.handle(Event::SnapshotTaken { through, data });
                     }
                 },
                 Some(c) = clients.recv() => {
@@ -419,6 +438,7 @@ impl Shard {
                     // The rewrite is ordered after every append already queued.
                     let _ = self.wal.send(WalOp::Rewrite(records));
                 }
+                Effect::Snapshot { through, state } => self.snapshot(through, state),
                 Effect::Reply { id, reply } => {
                     self.count_reply(id, &reply);
                     if let Some(tx) = self.replies.remove(&id) {
@@ -431,6 +451,36 @@ impl Shard {
                     std::process::exit(3);
                 }
             }
+        }
+    }
+
+    /// Serializes `state` and writes its snapshot file on a thread of its own (a large state
+    /// takes seconds: the shard task goes on meanwhile), then reports back.
+    fn snapshot(&self, through: meridian_core::Slot, state: crate::kv::KvStore) {
+        let (dir, inbox, shard) = (self.data_dir.clone(), self.inbox.clone(), self.id);
+        let spawned = std::thread::Builder::new()
+            .name(format!("snap-{shard}"))
+            .spawn(move || {
+                let start = std::time::Instant::now();
+                let data = bytes::Bytes::from(state.snapshot());
+                drop(state);
+                if let Err(e) = crate::storage::snapshot_file::ensure(&dir, through.0, &data) {
+                    // The WAL shares this disk: it will not fare better. Stop.
+                    tracing::error!(shard, error = %e, "snapshot write failed; stopping the replica");
+                    std::process::exit(3);
+                }
+                tracing::debug!(
+                    shard,
+                    through = through.0,
+                    bytes = data.len(),
+                    ms = start.elapsed().as_millis() as u64,
+                    "snapshot written"
+                );
+                let _ = inbox.send(ShardInput::SnapshotTaken { through, data });
+            });
+        if let Err(e) = spawned {
+            tracing::error!(shard, error = %e, "cannot start a snapshot thread; stopping the replica");
+            std::process::exit(3);
         }
     }
 

@@ -13,10 +13,12 @@ pub enum WalOp {
     Rewrite(Vec<Record>),
 }
 
-/// A durability notice: every append up to `token` is on disk; the log is `bytes` long.
+/// A durability notice: every append up to `token` is on disk; the log is `bytes` long, `grown`
+/// of them since its last rewrite.
 pub struct Durable {
     pub token: u64,
     pub bytes: u64,
+    pub grown: u64,
     pub fsync_us: u64,
 }
 
@@ -61,6 +63,7 @@ pub fn spawn(
                     if !done(Durable {
                         token,
                         bytes: log.size(),
+                        grown: log.grown(),
                         fsync_us,
                     }) {
                         return;
@@ -103,6 +106,7 @@ fn run_planted(
                     let d = Durable {
                         token: *token,
                         bytes: log.size(),
+                        grown: log.grown(),
                         fsync_us: 0,
                     };
                     if !done(d) {

@@ -53,6 +53,28 @@ fn suite(h: &mut impl Harness) {
     let before = h.store().size();
     h.store().append(&[rec(103)]).unwrap();
     assert!(h.store().size() > before);
+    h.store().sync().unwrap();
+    // Snapshots: kept across restarts and rewrites; growth restarts at every rewrite.
+    let snap = |through: u64| Record::Snapshot {
+        through: Slot(through),
+        data: vec![through as u8; 3000].into(),
+    };
+    h.store().append(&[snap(103), rec(104)]).unwrap();
+    h.store().sync().unwrap();
+    let got = h.restart();
+    assert_eq!(got[got.len() - 2..], [snap(103), rec(104)]);
+    let grown = h.store().grown();
+    h.store().rewrite(&[rec(105), snap(103), rec(106)]).unwrap();
+    assert_eq!(h.store().grown(), 0, "a rewrite starts growth afresh");
+    h.store().append(&[rec(107), snap(107)]).unwrap();
+    h.store().sync().unwrap();
+    assert!(h.store().grown() > 0 && grown > 0);
+    assert_eq!(
+        h.restart(),
+        vec![rec(105), snap(103), rec(106), rec(107), snap(107)]
+    );
+    h.store().rewrite(&[rec(110), snap(107)]).unwrap();
+    assert_eq!(h.restart(), vec![rec(110), snap(107)]);
 }
 
 struct Mem(MemLog);
@@ -140,6 +162,96 @@ fn torn_tail_is_truncated_and_reported() {
     let (_, again, recovery) = FileLog::open(&dir).unwrap();
     assert_eq!(again.len(), 2);
     assert_eq!(recovery.truncated, None);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn snapshot(through: u64, len: usize) -> Record {
+    Record::Snapshot {
+        through: Slot(through),
+        data: (0..len)
+            .map(|i| (i * 7 + through as usize) as u8)
+            .collect::<Vec<_>>()
+            .into(),
+    }
+}
+
+/// A snapshot goes to its own file and the WAL holds a reference of a few bytes: a rewrite
+/// copies the reference, not the state, and removes the snapshot files it made obsolete.
+#[test]
+fn snapshots_live_in_their_own_files_and_rewrites_copy_only_a_reference() {
+    let dir = temp_dir("snapfile");
+    let (mut log, _, _) = FileLog::open(&dir).unwrap();
+    log.append(&[rec(1), snapshot(10, 1 << 20), rec(11)])
+        .unwrap();
+    log.sync().unwrap();
+    let seg = std::fs::metadata(log.current_segment()).unwrap().len();
+    assert!(
+        seg < 1024,
+        "the WAL holds a reference, not 1 MiB: {seg} bytes"
+    );
+    assert!(log.size() > 1 << 20, "size counts the snapshot file");
+    let snap10 = super::snapshot_file::path(&dir, 10);
+    assert!(snap10.exists());
+    log.rewrite(&[rec(12), snapshot(10, 1 << 20)]).unwrap();
+    let seg = std::fs::metadata(log.current_segment()).unwrap().len();
+    assert!(
+        seg < 1024,
+        "a rewrite copies the reference only: {seg} bytes"
+    );
+    log.append(&[snapshot(20, 4096)]).unwrap();
+    log.sync().unwrap();
+    log.rewrite(&[snapshot(20, 4096), rec(21)]).unwrap();
+    assert!(!snap10.exists(), "an obsolete snapshot file is removed");
+    drop(log);
+    let (_, records, _) = FileLog::open(&dir).unwrap();
+    assert_eq!(records, vec![snapshot(20, 4096), rec(21)]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A snapshot file that is damaged, missing or not the one the log names stops recovery with
+/// an error naming the file; a log written with snapshots inline (before snapshot files)
+/// still reads.
+#[test]
+fn a_damaged_or_missing_snapshot_file_stops_recovery_naming_it() {
+    let dir = temp_dir("snapbad");
+    let (mut log, _, _) = FileLog::open(&dir).unwrap();
+    log.append(&[rec(1), snapshot(10, 5000), rec(11)]).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let path = super::snapshot_file::path(&dir, 10);
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    bad[3000] ^= 1;
+    std::fs::write(&path, &bad).unwrap();
+    let msg = FileLog::open(&dir).err().expect("refuses").to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("CRC32C"), "{msg}");
+    std::fs::write(&path, &good[..good.len() - 10]).unwrap();
+    let msg = FileLog::open(&dir).err().expect("refuses").to_string();
+    assert!(msg.contains("cut short"), "{msg}");
+    // Another snapshot of the same slot is not the one the log names.
+    std::fs::remove_file(&path).unwrap();
+    let Record::Snapshot { data, .. } = snapshot(10, 4000) else {
+        unreachable!()
+    };
+    super::snapshot_file::ensure(&dir, 10, &data).unwrap();
+    let msg = FileLog::open(&dir).err().expect("refuses").to_string();
+    assert!(msg.contains("not the one the log refers to"), "{msg}");
+    std::fs::remove_file(&path).unwrap();
+    let msg = FileLog::open(&dir).err().expect("refuses").to_string();
+    assert!(msg.contains("missing") && msg.contains("snap-"), "{msg}");
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(FileLog::open(&dir).unwrap().1.len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+    // A log with the snapshot inline, as written before snapshot files.
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut bytes = Vec::new();
+    for r in [rec(1), snapshot(10, 5000), rec(11)] {
+        super::frame::encode(&r, &mut bytes);
+    }
+    std::fs::write(dir.join("wal-0000000000000001.log"), &bytes).unwrap();
+    let (_, records, _) = FileLog::open(&dir).unwrap();
+    assert_eq!(records, vec![rec(1), snapshot(10, 5000), rec(11)]);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -6,6 +6,8 @@ use meridian_core::Record;
 pub struct MemLog {
     durable: Vec<Record>,
     buffered: Vec<Record>,
+    /// Durable records since the last rewrite.
+    grown: u64,
 }
 
 impl MemLog {
@@ -25,16 +27,21 @@ impl LogStore for MemLog {
         Ok(())
     }
     fn sync(&mut self) -> Result<(), StorageError> {
+        self.grown += self.buffered.len() as u64;
         self.durable.append(&mut self.buffered);
         Ok(())
     }
     fn rewrite(&mut self, records: &[Record]) -> Result<(), StorageError> {
         self.buffered.clear();
         self.durable = records.to_vec();
+        self.grown = 0;
         Ok(())
     }
     /// Counted in records, not bytes.
     fn size(&self) -> u64 {
         (self.durable.len() + self.buffered.len()) as u64
+    }
+    fn grown(&self) -> u64 {
+        self.grown + self.buffered.len() as u64
     }
 }

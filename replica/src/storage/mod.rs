@@ -4,6 +4,7 @@
 mod conformance;
 mod frame;
 mod mem;
+pub mod snapshot_file;
 mod wal;
 
 pub use mem::MemLog;
@@ -19,6 +20,9 @@ pub trait LogStore {
     fn sync(&mut self) -> Result<(), StorageError>;
     /// Replaces the whole log with `records` (an equivalent, compacted state), durably.
     fn rewrite(&mut self, records: &[Record]) -> Result<(), StorageError>;
-    /// Bytes the log occupies (to decide when to compact).
+    /// Bytes the log occupies, snapshot files included.
     fn size(&self) -> u64;
+    /// What was added since the last rewrite (to decide when to compact: a log whose compacted
+    /// form is itself large must still compact again once it has grown).
+    fn grown(&self) -> u64;
 }

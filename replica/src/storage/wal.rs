@@ -1,10 +1,11 @@
-//! The file write-ahead log: segment files `wal-<n>.log` of framed records.
+//! The file write-ahead log: segment files `wal-<n>.log` of framed records, and snapshot files
+//! `snap-<through>.bin` the log refers to (`snapshot_file`).
 //!
 //! Recovery reads every segment in order. A torn final record (a write cut short by a crash) is
 //! truncated and reported; any other damage stops the replica with an error naming the file and
 //! byte offset — never silently dropped data.
-use super::frame::{self, Decoded, HEADER};
-use super::LogStore;
+use super::frame::{self, Decoded, WalEntry, HEADER};
+use super::{snapshot_file, LogStore};
 use meridian_core::Record;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -45,7 +46,12 @@ pub struct FileLog {
     segment: u64,
     file: File,
     buf: Vec<u8>,
+    /// Bytes of the segments and of the snapshot files they refer to.
     size: u64,
+    /// Bytes written since the last rewrite (since opening, everything).
+    grown: u64,
+    /// The snapshot files the log refers to, by slot, with their sizes.
+    snapshots: std::collections::BTreeMap<u64, u64>,
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -77,7 +83,9 @@ impl FileLog {
     pub fn open(dir: &Path) -> Result<(FileLog, Vec<Record>, Recovery), StorageError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let segments = list_segments(dir)?;
+        snapshot_file::list(dir, true)?;
         let mut records = Vec::new();
+        let mut snapshots = std::collections::BTreeMap::new();
         let mut recovery = Recovery {
             segments: segments.len(),
             ..Recovery::default()
@@ -88,8 +96,28 @@ impl FileLog {
             let mut off = 0usize;
             while off < bytes.len() {
                 match frame::decode(&bytes[off..]) {
-                    Decoded::Record(r, n) => {
-                        records.push(r);
+                    Decoded::Entry(e, n) => {
+                        records.push(match e {
+                            WalEntry::Promise(b) => Record::Promise(b),
+                            WalEntry::Accept {
+                                slot,
+                                ballot,
+                                batch,
+                            } => Record::Accept {
+                                slot,
+                                ballot,
+                                batch,
+                            },
+                            WalEntry::Chosen { slot, batch } => Record::Chosen { slot, batch },
+                            WalEntry::Snapshot { through, data } => {
+                                Record::Snapshot { through, data }
+                            }
+                            WalEntry::SnapshotFile { through, len, crc } => {
+                                let data = snapshot_file::read(dir, through.0, len, crc)?;
+                                snapshots.insert(through.0, snapshot_file::file_len(len));
+                                Record::Snapshot { through, data }
+                            }
+                        });
                         off += n;
                     }
                     other => {
@@ -136,7 +164,8 @@ impl FileLog {
         let size = segments
             .iter()
             .map(|(_, p)| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-            .sum();
+            .sum::<u64>()
+            + snapshots.values().sum::<u64>();
         if segments.is_empty() {
             sync_dir(dir)?;
         }
@@ -147,6 +176,8 @@ impl FileLog {
                 file,
                 buf: Vec::new(),
                 size,
+                grown: size,
+                snapshots,
             },
             records,
             recovery,
@@ -156,6 +187,29 @@ impl FileLog {
     pub fn current_segment(&self) -> PathBuf {
         segment_path(&self.dir, self.segment)
     }
+
+    /// Frames `r` into `out`; a snapshot goes to its own file first (durable before the frame
+    /// that names it). Returns the bytes of a snapshot file newly referred to.
+    fn frame(&mut self, r: &Record, out: &mut Vec<u8>) -> Result<u64, StorageError> {
+        let Record::Snapshot { through, data } = r else {
+            frame::encode(r, out);
+            return Ok(0);
+        };
+        let (len, crc) = snapshot_file::ensure(&self.dir, through.0, data)?;
+        frame::encode(
+            &WalEntry::SnapshotFile {
+                through: *through,
+                len,
+                crc,
+            },
+            out,
+        );
+        let bytes = snapshot_file::file_len(len);
+        Ok(match self.snapshots.insert(through.0, bytes) {
+            Some(_) => 0,
+            None => bytes,
+        })
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
@@ -164,9 +218,20 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 
 impl LogStore for FileLog {
     fn append(&mut self, records: &[Record]) -> Result<(), StorageError> {
+        let mut buf = std::mem::take(&mut self.buf);
         for r in records {
-            frame::encode(r, &mut self.buf);
+            match self.frame(r, &mut buf) {
+                Ok(bytes) => {
+                    self.size += bytes;
+                    self.grown += bytes;
+                }
+                Err(e) => {
+                    self.buf = buf;
+                    return Err(e);
+                }
+            }
         }
+        self.buf = buf;
         Ok(())
     }
 
@@ -175,6 +240,7 @@ impl LogStore for FileLog {
         if !self.buf.is_empty() {
             self.file.write_all(&self.buf).map_err(io(&path))?;
             self.size += self.buf.len() as u64;
+            self.grown += self.buf.len() as u64;
             self.buf.clear();
         }
         self.file.sync_data().map_err(io(&path))
@@ -185,9 +251,13 @@ impl LogStore for FileLog {
         let next = self.segment + 1;
         let path = segment_path(&self.dir, next);
         let tmp = path.with_extension("log.tmp");
+        let old_snapshots = std::mem::take(&mut self.snapshots);
         let mut bytes = Vec::new();
         for r in records {
-            frame::encode(r, &mut bytes);
+            if let Err(e) = self.frame(r, &mut bytes) {
+                self.snapshots = old_snapshots;
+                return Err(e);
+            }
         }
         {
             let mut f = File::create(&tmp).map_err(io(&tmp))?;
@@ -201,17 +271,31 @@ impl LogStore for FileLog {
                 fs::remove_file(&old).map_err(io(&old))?;
             }
         }
+        // Snapshot files older than the newest one the new log refers to are no longer needed
+        // (newer ones may be a snapshot whose frame is still on its way).
+        if let Some(&newest) = self.snapshots.keys().next_back() {
+            for (n, old) in snapshot_file::list(&self.dir, false)? {
+                if n < newest && !self.snapshots.contains_key(&n) {
+                    fs::remove_file(&old).map_err(io(&old))?;
+                }
+            }
+        }
         sync_dir(&self.dir)?;
         self.file = OpenOptions::new()
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
         self.segment = next;
-        self.size = bytes.len() as u64;
+        self.size = bytes.len() as u64 + self.snapshots.values().sum::<u64>();
+        self.grown = 0;
         Ok(())
     }
 
     fn size(&self) -> u64 {
         self.size + self.buf.len() as u64
+    }
+
+    fn grown(&self) -> u64 {
+        self.grown + self.buf.len() as u64
     }
 }

@@ -23,6 +23,13 @@ pub enum Event {
         node: usize,
         incarnation: u64,
     },
+    /// A snapshot the site's driver asked for is serialized (lost if the site crashed).
+    SnapshotDone {
+        node: usize,
+        incarnation: u64,
+        through: meridian_core::Slot,
+        data: bytes::Bytes,
+    },
     /// A proxy's delayed call (backoff) leaves now.
     CallSend {
         proxy: usize,
@@ -83,6 +90,7 @@ impl Event {
             Event::Deliver { to, .. } => Some(*to),
             Event::Tick { node, .. }
             | Event::DiskDone { node, .. }
+            | Event::SnapshotDone { node, .. }
             | Event::CallArrive { node, .. } => Some(*node),
             _ => None,
         }
@@ -106,6 +114,7 @@ impl Event {
             Event::Partition { .. } => 14,
             Event::HealPartition => 15,
             Event::HealAll => 16,
+            Event::SnapshotDone { .. } => 17,
         }
     }
 }

@@ -465,10 +465,21 @@ impl World {
                 }
                 match nd.disk_done() {
                     Some(token) => {
-                        let log_size = nd.disk.durable().len() as u64;
+                        let log_size = meridian_replica::storage::LogStore::grown(&nd.disk);
                         self.step(node, DEvent::Persisted { token, log_size });
                     }
                     None => self.compactions += 1,
+                }
+            }
+            Event::SnapshotDone {
+                node,
+                incarnation,
+                through,
+                data,
+            } => {
+                let nd = &self.nodes[node];
+                if nd.incarnation == incarnation && nd.driver.is_some() {
+                    self.step(node, DEvent::SnapshotTaken { through, data });
                 }
             }
             Event::CallSend {
@@ -626,8 +637,28 @@ impl World {
                     self.disk_op(i, DiskOp::Append { token, records })
                 }
                 Effect::Compact { records } => self.disk_op(i, DiskOp::Compact { records }),
-                Effect::Applied { slot, batch } => {
-                    self.agreement.applied(i, slot, &batch, &mut self.findings);
+                Effect::Snapshot { through, state } => {
+                    // Serialized off the shard task: applying goes on meanwhile, and a crash
+                    // before it is done loses it.
+                    let at = self.now + 5 * MS + self.rng.below(20 * MS);
+                    let incarnation = self.nodes[i].incarnation;
+                    self.q.push(
+                        at,
+                        Event::SnapshotDone {
+                            node: i,
+                            incarnation,
+                            through,
+                            data: state.snapshot().into(),
+                        },
+                    );
+                }
+                Effect::Applied {
+                    slot,
+                    batch,
+                    digest,
+                } => {
+                    self.agreement
+                        .applied(i, slot, &batch, digest, &mut self.findings);
                     if self.cfg.quorum_leases
                         && !self.config_slots.contains(&slot.0)
                         && batch.0.iter().any(|c| {

@@ -1,0 +1,146 @@
+//! Snapshot files: a state machine snapshot lives in its own file `snap-<through>.bin` next to
+//! the WAL segments, and the WAL holds a small frame naming it (`WalEntry::SnapshotFile`). A
+//! snapshot may be far larger than a WAL frame may be, and a rewrite of the log copies only the
+//! reference, not the state.
+//!
+//! Layout: `MSNAP001 | len: u64 LE | crc32c(data): u32 LE | data`. A file is written to
+//! `snap-<through>.bin.tmp`, fsync'd, renamed and the directory fsync'd, so a file under its final
+//! name is always complete: whoever writes it first (the snapshot thread, or the WAL thread for a
+//! snapshot installed from a peer) does so before any WAL frame refers to it.
+use super::wal::StorageError;
+use bytes::Bytes;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"MSNAP001";
+const HEADER: usize = 20;
+
+/// The file holding the snapshot through slot `through`.
+pub fn path(dir: &Path, through: u64) -> PathBuf {
+    dir.join(format!("snap-{through:016}.bin"))
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Length and CRC32C of `data`, as a reference frame records them.
+pub fn identity(data: &[u8]) -> (u64, u32) {
+    (data.len() as u64, crc32c::crc32c(data))
+}
+
+/// Writes the snapshot through `through` durably (tmp, fsync, rename, directory fsync) unless a
+/// complete file with the same length and checksum is already there. Returns its identity.
+pub fn ensure(dir: &Path, through: u64, data: &[u8]) -> Result<(u64, u32), StorageError> {
+    let (len, crc) = identity(data);
+    let final_path = path(dir, through);
+    if header(&final_path).is_ok_and(|h| h == (len, crc)) {
+        return Ok((len, crc));
+    }
+    // A name of its own per writer: the snapshot thread and the WAL thread never share one.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = final_path.with_extension(format!("bin.{n}.tmp"));
+    {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        let mut head = Vec::with_capacity(HEADER);
+        head.extend_from_slice(MAGIC);
+        head.extend_from_slice(&len.to_le_bytes());
+        head.extend_from_slice(&crc.to_le_bytes());
+        f.write_all(&head).map_err(io(&tmp))?;
+        f.write_all(data).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok((len, crc))
+}
+
+fn header(path: &Path) -> Result<(u64, u32), StorageError> {
+    let mut f = File::open(path).map_err(io(path))?;
+    let mut head = [0u8; HEADER];
+    f.read_exact(&mut head).map_err(io(path))?;
+    if &head[..8] != MAGIC {
+        return Err(corrupt(path, 0, "not a snapshot file (bad magic)"));
+    }
+    Ok((
+        u64::from_le_bytes(head[8..16].try_into().expect("8 bytes")),
+        u32::from_le_bytes(head[16..20].try_into().expect("4 bytes")),
+    ))
+}
+
+fn corrupt(path: &Path, offset: u64, reason: &'static str) -> StorageError {
+    StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    }
+}
+
+/// Reads the snapshot a WAL frame refers to and checks it is exactly that one.
+pub fn read(dir: &Path, through: u64, len: u64, crc: u32) -> Result<Bytes, StorageError> {
+    let p = path(dir, through);
+    let bytes = match fs::read(&p) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(corrupt(&p, 0, "snapshot file the log refers to is missing"))
+        }
+        Err(e) => return Err(io(&p)(e)),
+    };
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(corrupt(&p, 0, "not a snapshot file (bad magic)"));
+    }
+    let h_len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let h_crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    if h_len != len || h_crc != crc {
+        return Err(corrupt(
+            &p,
+            8,
+            "snapshot file is not the one the log refers to (length or checksum differs)",
+        ));
+    }
+    if (bytes.len() - HEADER) as u64 != len {
+        return Err(corrupt(
+            &p,
+            bytes.len().min(HEADER + len as usize) as u64,
+            "snapshot file is cut short or too long",
+        ));
+    }
+    let data = Bytes::from(bytes).slice(HEADER..);
+    if crc32c::crc32c(&data) != crc {
+        return Err(corrupt(&p, HEADER as u64, "snapshot CRC32C mismatch"));
+    }
+    Ok(data)
+}
+
+/// Snapshot files in `dir` by slot; with `clean`, leftovers of an interrupted write are removed
+/// (only when nothing may be writing one: at open).
+pub fn list(dir: &Path, clean: bool) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name
+            .strip_prefix("snap-")
+            .and_then(|s| s.strip_suffix(".bin"))
+            .and_then(|s| s.parse().ok())
+        {
+            out.push((n, entry.path()));
+        } else if clean && name.starts_with("snap-") && name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Bytes a snapshot file of `len` data bytes occupies.
+pub fn file_len(len: u64) -> u64 {
+    len + HEADER as u64
+}
