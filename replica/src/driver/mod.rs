@@ -232,6 +232,8 @@ pub struct ShardDriver {
     last_snapshot: u64,
     /// A snapshot is being serialized (at most one at a time).
     snapshotting: bool,
+    /// The last slot the state machine reflects.
+    applied_slot: Slot,
     compacting: bool,
     /// Snapshots installed from peers (catch-up across a compacted log).
     installs: u64,
@@ -262,6 +264,7 @@ impl ShardDriver {
             requests: Requests::default(),
             parked: Vec::new(),
             snapshotting: false,
+            applied_slot: Slot::ZERO,
             compacting: false,
             installs: 0,
             config_proposed: None,
@@ -580,6 +583,10 @@ impl ShardDriver {
                 // A snapshot installed from a peer meanwhile may have passed it: the core
                 // keeps the newer one.
                 self.step(Input::Snapshot { through, data });
+                // Every snapshot is followed by a rewrite behind it (ordered after the
+                // snapshot's own record): the log holds a reference and what came after.
+                self.compacting = true;
+                self.compact();
             }
             Event::Tick => {
                 self.step(Input::Tick);
@@ -608,15 +615,36 @@ impl ShardDriver {
         self.execute(outs);
     }
 
+    /// Once the log has grown past `compact_at`, a snapshot of the state as it is now is taken
+    /// first and the log is rewritten right behind it (`Event::SnapshotTaken`): a rewrite
+    /// without a fresh snapshot would copy every applied entry, the whole log, every time.
     fn maybe_compact(&mut self, log_size: u64) {
-        if log_size > self.cfg.compact_at && !self.compacting {
-            self.compacting = true;
-            self.out.push(Effect::Compact {
-                records: self.core.compaction_records(),
-            });
-        } else if log_size <= self.cfg.compact_at {
+        if log_size <= self.cfg.compact_at {
             self.compacting = false;
+        } else if !self.compacting && !self.snapshotting {
+            self.compacting = true;
+            if self.applied_slot > self.core.snapshot_through() {
+                self.take_snapshot(self.applied_slot);
+            } else {
+                self.compact();
+            }
         }
+    }
+
+    fn compact(&mut self) {
+        self.out.push(Effect::Compact {
+            records: self.core.compaction_records(),
+        });
+    }
+
+    /// Asks for a snapshot of the state as it is now, right after applying `through`.
+    fn take_snapshot(&mut self, through: Slot) {
+        self.last_snapshot = through.0;
+        self.snapshotting = true;
+        self.out.push(Effect::Snapshot {
+            through,
+            state: self.kv.clone(),
+        });
     }
 
     fn execute(&mut self, outs: Vec<Output>) {
@@ -667,6 +695,7 @@ impl ShardDriver {
                             .map(|(id, ttl, refresh)| (id, (refresh, now + self.ttl_span(ttl))))
                             .collect();
                         self.last_snapshot = through.0;
+                        self.applied_slot = self.applied_slot.max(through);
                         self.installs += 1;
                         follow_up.push(self.holders_input());
                     }

@@ -36,9 +36,18 @@ pub fn identity(data: &[u8]) -> (u64, u32) {
 /// Writes the snapshot through `through` durably (tmp, fsync, rename, directory fsync) unless a
 /// complete file with the same length and checksum is already there. Returns its identity.
 pub fn ensure(dir: &Path, through: u64, data: &[u8]) -> Result<(u64, u32), StorageError> {
-    let (len, crc) = identity(data);
     let final_path = path(dir, through);
+    // The snapshot thread wrote it moments ago and the WAL thread now refers to it: the state
+    // through a slot is the same wherever it was taken, so its identity is not computed again
+    // (a checksum of a large state costs the WAL thread a group commit's time).
+    if let Some(&(len, crc)) = written().lock().expect("lock").get(&final_path) {
+        if len == data.len() as u64 && header(&final_path).is_ok_and(|h| h == (len, crc)) {
+            return Ok((len, crc));
+        }
+    }
+    let (len, crc) = identity(data);
     if header(&final_path).is_ok_and(|h| h == (len, crc)) {
+        remember(&final_path, len, crc);
         return Ok((len, crc));
     }
     // A name of its own per writer: the snapshot thread and the WAL thread never share one.
@@ -59,7 +68,30 @@ pub fn ensure(dir: &Path, through: u64, data: &[u8]) -> Result<(u64, u32), Stora
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
+    remember(&final_path, len, crc);
     Ok((len, crc))
+}
+
+type Written = std::sync::Mutex<std::collections::HashMap<PathBuf, (u64, u32)>>;
+
+/// Identities of the snapshot files this process wrote or checked (a few per shard: entries
+/// go when their file is removed).
+fn written() -> &'static Written {
+    static W: std::sync::OnceLock<Written> = std::sync::OnceLock::new();
+    W.get_or_init(Default::default)
+}
+
+fn remember(path: &Path, len: u64, crc: u32) {
+    written()
+        .lock()
+        .expect("lock")
+        .insert(path.to_path_buf(), (len, crc));
+}
+
+/// Removes a snapshot file no log refers to any more.
+pub fn remove(path: &Path) -> Result<(), StorageError> {
+    written().lock().expect("lock").remove(path);
+    fs::remove_file(path).map_err(io(path))
 }
 
 fn header(path: &Path) -> Result<(u64, u32), StorageError> {

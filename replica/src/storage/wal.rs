@@ -276,7 +276,7 @@ impl LogStore for FileLog {
         if let Some(&newest) = self.snapshots.keys().next_back() {
             for (n, old) in snapshot_file::list(&self.dir, false)? {
                 if n < newest && !self.snapshots.contains_key(&n) {
-                    fs::remove_file(&old).map_err(io(&old))?;
+                    snapshot_file::remove(&old)?;
                 }
             }
         }
