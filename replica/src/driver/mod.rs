@@ -663,14 +663,10 @@ impl ShardDriver {
                     if self.apply(&batch, &tokens) {
                         follow_up.push(self.holders_input());
                     }
+                    self.applied_slot = slot;
                     if !self.snapshotting && slot.0 >= self.last_snapshot + self.cfg.snapshot_every
                     {
-                        self.last_snapshot = slot.0;
-                        self.snapshotting = true;
-                        self.out.push(Effect::Snapshot {
-                            through: slot,
-                            state: self.kv.clone(),
-                        });
+                        self.take_snapshot(slot);
                     }
                     if self.cfg.observe_applies {
                         let digest = self.kv.digest();

@@ -18,6 +18,9 @@ struct Group {
     drop: Option<fn(usize, &Message) -> bool>,
     /// When set, snapshots asked for are held here instead of being taken at once.
     held_snapshots: Option<Vec<(usize, Slot, KvStore)>>,
+    /// The log size every `Persisted` reports, and the compactions asked for.
+    log_size: u64,
+    compactions: Vec<(usize, Vec<Record>)>,
 }
 
 impl Group {
@@ -53,6 +56,8 @@ impl Group {
             replies: Vec::new(),
             drop: None,
             held_snapshots: None,
+            log_size: 0,
+            compactions: Vec::new(),
         }
     }
 
@@ -71,10 +76,16 @@ impl Group {
                     )),
                     Effect::Persist { token, records } => {
                         self.disks[i].extend(records);
-                        self.queue
-                            .push_back((i, Event::Persisted { token, log_size: 0 }))
+                        self.queue.push_back((
+                            i,
+                            Event::Persisted {
+                                token,
+                                log_size: self.log_size,
+                            },
+                        ))
                     }
                     Effect::Reply { id, reply } => self.replies.push((i, id, reply)),
+                    Effect::Compact { records } => self.compactions.push((i, records)),
                     Effect::Snapshot { through, state } if self.held_snapshots.is_some() => {
                         if let Some(h) = self.held_snapshots.as_mut() {
                             h.push((i, through, state))
@@ -775,4 +786,65 @@ fn snapshots_are_taken_from_a_frozen_copy_while_applying_goes_on() {
     let after = (g.drivers[0].kv().revision(), g.drivers[0].kv().digest());
     let other = (g.drivers[1].kv().revision(), g.drivers[1].kv().digest());
     assert_eq!(after, live, "other {other:?}");
+}
+
+/// A log grown past `compact_at` is compacted right behind a fresh snapshot of the applied
+/// state, never by copying every applied entry; then not again until it has grown again.
+#[test]
+fn a_grown_log_is_compacted_behind_a_fresh_snapshot() {
+    let mut g = Group::new(3, true, None);
+    for d in &mut g.drivers {
+        d.cfg.compact_at = 1000;
+    }
+    g.advance(Duration::from_secs(2));
+    for id in 1..=20 {
+        let op = Op::Put {
+            key: format!("k{id}").into_bytes(),
+            value: b"v".to_vec(),
+        };
+        assert!(matches!(submit_op(&mut g, 0, id, op), Reply::Done { .. }));
+    }
+    assert!(g.compactions.is_empty(), "not grown yet");
+    assert_eq!(g.drivers[0].core().snapshot_through(), Slot::ZERO);
+    g.log_size = 5000;
+    g.held_snapshots = Some(Vec::new());
+    let op = Op::Put {
+        key: b"x".to_vec(),
+        value: b"1".to_vec(),
+    };
+    submit_op(&mut g, 0, 21, op);
+    assert!(
+        g.compactions.is_empty(),
+        "no rewrite before the snapshot is in"
+    );
+    let held = g.held_snapshots.take().unwrap();
+    let (_, through, state) = held
+        .iter()
+        .find(|h| h.0 == 0)
+        .cloned()
+        .expect("snapshot asked");
+    // The state as applied when the log crossed the threshold.
+    assert!(through <= g.drivers[0].core().applied_index());
+    assert!(state.get(b"k20").is_some());
+    g.queue.push_back((
+        0,
+        Event::SnapshotTaken {
+            through,
+            data: state.snapshot().into(),
+        },
+    ));
+    g.log_size = 0;
+    g.run();
+    let (_, records) = g.compactions.iter().find(|c| c.0 == 0).expect("compacted");
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::Snapshot { through: t, .. } if *t == through)));
+    let entries = records
+        .iter()
+        .filter(|r| matches!(r, Record::Accept { slot, .. } | Record::Chosen { slot, .. } if *slot <= through))
+        .count();
+    assert!(
+        entries <= 2 * 64,
+        "entries behind the snapshot copied: {entries}"
+    );
 }
