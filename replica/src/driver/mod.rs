@@ -152,6 +152,10 @@ pub struct DriverConfig {
     pub snapshot_every: u64,
     /// Compact the log once storage reports more than this (its own units).
     pub compact_at: u64,
+    /// Storage counts bytes: the log must also have grown by the last snapshot's size before
+    /// it is compacted again (each compaction serializes the whole state: writing the state
+    /// out at most once per state's worth of log bounds that cost to 2x the bytes written).
+    pub compact_scales_with_snapshot: bool,
     /// Clock drift rate bound ε (staleness is padded by it).
     pub drift_bound: f64,
     pub max_parked: usize,
@@ -174,6 +178,7 @@ impl Default for DriverConfig {
         DriverConfig {
             snapshot_every: 10_000,
             compact_at: 64 << 20,
+            compact_scales_with_snapshot: true,
             drift_bound: 0.01,
             max_parked: 4096,
             observe_applies: false,
@@ -234,6 +239,8 @@ pub struct ShardDriver {
     snapshotting: bool,
     /// The last slot the state machine reflects.
     applied_slot: Slot,
+    /// Bytes of the last snapshot taken or installed.
+    snapshot_bytes: u64,
     compacting: bool,
     /// Snapshots installed from peers (catch-up across a compacted log).
     installs: u64,
@@ -265,6 +272,7 @@ impl ShardDriver {
             parked: Vec::new(),
             snapshotting: false,
             applied_slot: Slot::ZERO,
+            snapshot_bytes: 0,
             compacting: false,
             installs: 0,
             config_proposed: None,
@@ -580,6 +588,7 @@ impl ShardDriver {
             }
             Event::SnapshotTaken { through, data } => {
                 self.snapshotting = false;
+                self.snapshot_bytes = data.len() as u64;
                 // A snapshot installed from a peer meanwhile may have passed it: the core
                 // keeps the newer one.
                 self.step(Input::Snapshot { through, data });
@@ -619,7 +628,12 @@ impl ShardDriver {
     /// first and the log is rewritten right behind it (`Event::SnapshotTaken`): a rewrite
     /// without a fresh snapshot would copy every applied entry, the whole log, every time.
     fn maybe_compact(&mut self, log_size: u64) {
-        if log_size <= self.cfg.compact_at {
+        let threshold = if self.cfg.compact_scales_with_snapshot {
+            self.cfg.compact_at.max(self.snapshot_bytes)
+        } else {
+            self.cfg.compact_at
+        };
+        if log_size <= threshold {
             self.compacting = false;
         } else if !self.compacting && !self.snapshotting {
             self.compacting = true;
@@ -679,6 +693,7 @@ impl ShardDriver {
                 }
                 Output::InstallSnapshot { through, data } => match KvStore::restore(&data) {
                     Ok(mut kv) => {
+                        self.snapshot_bytes = data.len() as u64;
                         kv.record_changes();
                         self.history.reset(kv.revision());
                         self.kv = kv;

@@ -280,6 +280,8 @@ impl World {
         DriverConfig {
             snapshot_every: self.cfg.snapshot_every,
             compact_at: COMPACT_AT_RECORDS,
+            // The simulated log counts records, not bytes.
+            compact_scales_with_snapshot: false,
             drift_bound: self.cfg.drift_bound,
             max_parked: 4096,
             observe_applies: true,
