@@ -49,6 +49,7 @@ pub struct ReplicaMetrics {
     pub commit_seconds: HistogramFamily<ShardLabel>,
     pub fsync_seconds: HistogramFamily<ShardLabel>,
     pub commands_accepted: Family<ShardLabel, Counter>,
+    pub slots_accepted: Family<ShardLabel, Counter>,
     pub bytes_accepted: Family<ShardLabel, Counter>,
     pub rejections: Family<ShardReason, Counter>,
     pub reads: Family<ShardPath, Counter>,
@@ -81,6 +82,7 @@ impl ReplicaMetrics {
             commit_seconds: h(),
             fsync_seconds: h(),
             commands_accepted: Family::default(),
+            slots_accepted: Family::default(),
             bytes_accepted: Family::default(),
             rejections: Family::default(),
             reads: Family::default(),
@@ -128,6 +130,11 @@ impl ReplicaMetrics {
             "commands_accepted",
             "Client commands accepted for proposal at the leader",
             m.commands_accepted.clone(),
+        );
+        r.register(
+            "slots_accepted",
+            "Log slots accepted and written to the WAL here (at the leader, commands_accepted / slots_accepted is the batching factor)",
+            m.slots_accepted.clone(),
         );
         r.register(
             "bytes_accepted",

@@ -64,6 +64,11 @@ pub struct CoreConfig {
     pub drift_bound: f64,
     /// Slots in flight (pipelining window).
     pub window: usize,
+    /// The leader opens a new slot only once its own log writes are durable: requests that
+    /// arrive during a leader fsync share the next slot instead of one slot each (group
+    /// commit across slots; costs a request at most one local fsync of waiting). Off: a slot
+    /// per arrival while the window has room.
+    pub batch_behind_fsync: bool,
     pub max_batch_commands: usize,
     pub max_batch_bytes: usize,
     /// Resend an unacknowledged accept after this long.
@@ -91,6 +96,7 @@ impl CoreConfig {
             quorum_lease: None,
             drift_bound: 0.01,
             window: 32,
+            batch_behind_fsync: true,
             max_batch_commands: 1024,
             max_batch_bytes: 1 << 20,
             retransmit_interval: Duration::from_millis(700),

@@ -116,7 +116,7 @@ pub struct Core {
     next_token: u64,
     staged_records: Vec<Record>,
     staged_sends: Vec<(SiteId, Message)>,
-    awaiting: BTreeMap<u64, Vec<(SiteId, Message)>>,
+    pub(crate) awaiting: BTreeMap<u64, Vec<(SiteId, Message)>>,
     loopback: VecDeque<(SiteId, Message)>,
     pub(crate) out: Vec<Output>,
 }
@@ -420,6 +420,9 @@ impl Core {
             for (to, msg) in sends {
                 self.send(to, msg);
             }
+        }
+        if self.cfg.batch_behind_fsync && self.awaiting.is_empty() {
+            self.try_propose();
         }
     }
 

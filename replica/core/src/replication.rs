@@ -66,6 +66,11 @@ impl Core {
             if l.queue.is_empty() || l.inflight.len() >= window || l.transfer.is_some() {
                 return;
             }
+            // Our last write is still being made durable: what queues meanwhile leaves in one
+            // slot when it is (`on_persisted` calls back here).
+            if self.cfg.batch_behind_fsync && !self.awaiting.is_empty() {
+                return;
+            }
             let mut batch = Vec::new();
             let mut tokens = Vec::new();
             let mut writes = false;

@@ -459,3 +459,72 @@ fn a_restarted_grantor_reports_every_site_for_a_lease_period() {
         "expired for non-holders"
     );
 }
+
+/// Accept slots sent by the leader's outputs, with the commands each carries.
+fn accepts_sent(out: &[Output]) -> Vec<(Slot, usize)> {
+    let mut v: Vec<(Slot, usize)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                msg: Message::Accept { slot, batch, .. },
+                ..
+            } => Some((*slot, batch.0.len())),
+            _ => None,
+        })
+        .collect();
+    v.dedup();
+    v
+}
+
+fn proposals(from: u32, n: u32) -> Input {
+    Input::Propose(
+        (from..from + n)
+            .map(|x| crate::Proposal {
+                token: u64::from(x) + 1,
+                command: cmd(x),
+                writes: true,
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn arrivals_during_the_leaders_fsync_share_the_next_slot() {
+    let (mut g, l) = elected(5);
+    let now = g.now;
+    let leader = &mut g.cores[l.0 as usize];
+    let out = leader.step(now, proposals(0, 1));
+    let first = accepts_sent(&out);
+    assert_eq!(first.len(), 1, "an idle leader proposes at once: {out:?}");
+    let token = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Persist { token, .. } => Some(*token),
+            _ => None,
+        })
+        .expect("the leader logs its own acceptance");
+    // Three more requests arrive while that write is being made durable: no slot yet.
+    for k in 1..4 {
+        let out = leader.step(now, proposals(k, 1));
+        assert!(accepts_sent(&out).is_empty(), "{out:?}");
+    }
+    // Durable: the three leave together, in the next slot.
+    let out = leader.step(now, Input::Persisted { token });
+    assert_eq!(accepts_sent(&out), vec![(first[0].0.next(), 3)], "{out:?}");
+}
+
+#[test]
+fn without_fsync_batching_each_arrival_takes_a_slot_of_its_own() {
+    let mut g = LocalGroup::new(5, |me| CoreConfig {
+        batch_behind_fsync: false,
+        ..CoreConfig::wan(me, Quorum::Majority(5), 7)
+    });
+    g.advance(Duration::from_secs(4), TICK);
+    let l = g.leader().expect("a leader");
+    let now = g.now;
+    let leader = &mut g.cores[l.0 as usize];
+    let sent: usize = (0..4)
+        .map(|k| accepts_sent(&leader.step(now, proposals(k, 1))).len())
+        .sum();
+    assert_eq!(sent, 4, "one slot per arrival");
+}

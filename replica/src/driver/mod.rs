@@ -249,6 +249,9 @@ pub struct ShardDriver {
     /// Per-origin operation counts (auto leases only).
     demands: Option<Demands>,
     now: Duration,
+    /// Client proposals of this `handle_all` call not yet given to the core: requests that
+    /// arrive together are proposed together (one slot instead of one each).
+    pending: Vec<Proposal>,
     out: Vec<Effect>,
 }
 
@@ -278,6 +281,7 @@ impl ShardDriver {
             config_proposed: None,
             demands: None,
             now,
+            pending: Vec::new(),
             out: Vec::new(),
         };
         let every = d
@@ -571,7 +575,41 @@ impl ShardDriver {
 
     /// Advances the driver. `now` is this replica's local monotonic clock.
     pub fn handle(&mut self, now: Duration, ev: Event) -> Vec<Effect> {
+        self.handle_all(now, std::iter::once(ev))
+    }
+
+    /// Handles events that arrived together. Client requests among them that need the log
+    /// are proposed together, as one batch (the core packs them into as few slots as its
+    /// limits allow): under load a replica's inbox holds many Submits at each wake-up, and
+    /// a slot each would cost every replica a WAL append, a message and an apply each.
+    /// Any other event first proposes what is pending, so that events keep their order.
+    pub fn handle_all(
+        &mut self,
+        now: Duration,
+        evs: impl IntoIterator<Item = Event>,
+    ) -> Vec<Effect> {
         self.now = self.now.max(now);
+        for ev in evs {
+            if !matches!(ev, Event::Client { .. }) {
+                self.flush_proposals();
+            }
+            self.on_event(ev);
+        }
+        self.flush_proposals();
+        if !self.parked.is_empty() {
+            self.unpark();
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn flush_proposals(&mut self) {
+        if !self.pending.is_empty() {
+            let proposals = std::mem::take(&mut self.pending);
+            self.step(Input::Propose(proposals));
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Peer {
                 msg: Message::ReadLoad { milli_reads },
@@ -613,10 +651,6 @@ impl ShardDriver {
                 self.on_client(id, request)
             }
         }
-        if !self.parked.is_empty() {
-            self.unpark();
-        }
-        std::mem::take(&mut self.out)
     }
 
     fn step(&mut self, input: Input) {
@@ -809,6 +843,11 @@ impl ShardDriver {
 
     /// Proposes `commands` for request `req` (one token each).
     fn propose(&mut self, req: u64, commands: Vec<KvCommand>) -> Input {
+        Input::Propose(self.proposals(req, commands))
+    }
+
+    /// The proposals of `commands` for request `req` (one token each).
+    fn proposals(&mut self, req: u64, commands: Vec<KvCommand>) -> Vec<Proposal> {
         let read_only = commands.iter().all(KvCommand::is_read_only);
         let proposals: Vec<Proposal> = commands
             .iter()
@@ -819,12 +858,11 @@ impl ShardDriver {
             })
             .collect();
         let tokens = self.requests.register(req, commands.len(), read_only);
-        let proposals = proposals
+        proposals
             .into_iter()
             .zip(tokens)
             .map(|(p, token)| Proposal { token, ..p })
-            .collect();
-        Input::Propose(proposals)
+            .collect()
     }
 
     fn reply(&mut self, id: u64, reply: Reply) {
@@ -898,16 +936,16 @@ impl ShardDriver {
                 self.reply(id, Reply::NotLeader { hint });
             }
             Request::Submit { commands } => {
-                let input = self.propose(id, commands);
-                self.step(input);
+                let proposals = self.proposals(id, commands);
+                self.pending.extend(proposals);
             }
             Request::Read {
                 command,
                 mode: ReadMode::Log,
                 ..
             } => {
-                let input = self.propose(id, vec![command]);
-                self.step(input);
+                let proposals = self.proposals(id, vec![command]);
+                self.pending.extend(proposals);
             }
             Request::Read {
                 command,

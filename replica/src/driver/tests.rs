@@ -848,3 +848,63 @@ fn a_grown_log_is_compacted_behind_a_fresh_snapshot() {
         "entries behind the snapshot copied: {entries}"
     );
 }
+
+/// The Accept slots in `effects`, each with its command count.
+fn accept_slots(effects: &[Effect]) -> Vec<(Slot, usize)> {
+    let mut v: Vec<(Slot, usize)> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                msg: Message::Accept { slot, batch, .. },
+                ..
+            } => Some((*slot, batch.0.len())),
+            _ => None,
+        })
+        .collect();
+    v.dedup();
+    v
+}
+
+#[test]
+fn requests_handled_together_are_proposed_in_one_slot_and_all_answered() {
+    let mut g = Group::new(3, true, None);
+    g.advance(Duration::from_secs(3));
+    let events: Vec<Event> = (0..5u64)
+        .map(|k| Event::Client {
+            id: 100 + k,
+            request: Request::Submit {
+                commands: vec![put(k, &format!("k{k}"), "v")],
+            },
+            origin: None,
+        })
+        .collect();
+    let effects = g.drivers[0].handle_all(g.now, events);
+    let slots = accept_slots(&effects);
+    assert_eq!(slots.len(), 1, "one slot for the five: {slots:?}");
+    assert_eq!(slots[0].1, 5);
+    // The rest of the round as usual: every request gets its own answer.
+    for e in effects {
+        match e {
+            Effect::Send { to, msg } => g.queue.push_back((
+                to.0 as usize,
+                Event::Peer {
+                    from: SiteId(0),
+                    msg,
+                },
+            )),
+            Effect::Persist { token, records } => {
+                g.disks[0].extend(records);
+                g.queue
+                    .push_back((0, Event::Persisted { token, log_size: 0 }));
+            }
+            _ => {}
+        }
+    }
+    g.run();
+    for k in 0..5u64 {
+        assert!(
+            matches!(g.take_reply(100 + k), Reply::Done { .. }),
+            "request {k} answered"
+        );
+    }
+}

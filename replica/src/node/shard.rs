@@ -54,6 +54,9 @@ pub enum ClientInput {
     },
 }
 
+/// Client requests taken from the inbox at one wake-up (and proposed together).
+const CLIENT_DRAIN: usize = 256;
+
 /// Replies buffered per watch stream before the shard waits for it (it never drops one).
 pub const WATCH_BUFFER: usize = 64;
 /// Changes per watch reply (about: a revision is never split).
@@ -335,7 +338,17 @@ impl Shard {
                     }
                 },
                 Some(c) = clients.recv() => {
-                    self.on_client(c);
+                    // Whatever else is queued is handled with it: the Submits among them are
+                    // proposed together.
+                    let mut events = Vec::new();
+                    events.extend(self.on_client(c));
+                    while events.len() < CLIENT_DRAIN {
+                        let Ok(c) = clients.try_recv() else { break };
+                        events.extend(self.on_client(c));
+                    }
+                    if !events.is_empty() {
+                        self.handle_all(events);
+                    }
                     self.serve_watchers(false);
                 }
                 _ = tick.tick() => {
@@ -353,7 +366,9 @@ impl Shard {
         tracing::debug!(shard = self.id, "shard stopped");
     }
 
-    fn on_client(&mut self, c: ClientInput) {
+    /// Answers what the shard task answers itself (status, watches); returns the driver's
+    /// event for the rest.
+    fn on_client(&mut self, c: ClientInput) -> Option<Event> {
         let (request, origin, reply) = match c {
             ClientInput::Status { reply } => {
                 let _ = reply.send(ShardStatus {
@@ -362,7 +377,7 @@ impl Shard {
                     fsync_us_last: self.fsync_us_last,
                     churn: self.churn.recent(self.clock.now()),
                 });
-                return;
+                return None;
             }
             ClientInput::Watch {
                 start,
@@ -370,7 +385,10 @@ impl Shard {
                 from,
                 prev_kv,
                 tx,
-            } => return self.watch(start, end, from, prev_kv, tx),
+            } => {
+                self.watch(start, end, from, prev_kv, tx);
+                return None;
+            }
             ClientInput::Submit {
                 commands,
                 origin,
@@ -411,15 +429,19 @@ impl Shard {
                     .inc_by(bytes as u64);
             }
         }
-        self.handle(Event::Client {
+        Some(Event::Client {
             id,
             request,
             origin,
-        });
+        })
     }
 
     fn handle(&mut self, ev: Event) {
-        let effects = self.driver.handle(self.clock.now(), ev);
+        self.handle_all(vec![ev]);
+    }
+
+    fn handle_all(&mut self, evs: Vec<Event>) {
+        let effects = self.driver.handle_all(self.clock.now(), evs);
         for e in effects {
             match e {
                 Effect::Send { to, msg } => {
@@ -427,6 +449,16 @@ impl Shard {
                     self.links.send(to.0 as usize, self.id, bytes);
                 }
                 Effect::Persist { records, token } => {
+                    let slots = records
+                        .iter()
+                        .filter(|r| matches!(r, meridian_core::Record::Accept { .. }))
+                        .count();
+                    if slots > 0 {
+                        self.metrics
+                            .slots_accepted
+                            .get_or_create(&self.label)
+                            .inc_by(slots as u64);
+                    }
                     if self.wal.send(WalOp::Append { token, records }).is_err() {
                         // Nothing more would ever be durable: stop rather than serve
                         // without a log (the WAL thread said why before it ended).
