@@ -12,7 +12,7 @@ mod requests;
 #[cfg(test)]
 mod tests;
 
-use crate::kv::{History, KvCommand, KvResult, KvStore, Op, Outcome, Since};
+use crate::kv::{EncodedCommand, History, KvCommand, KvResult, KvStore, Op, Outcome, Since};
 use bytes::Bytes;
 use demand::{AutoLeases, Demands};
 use meridian_core::{
@@ -40,7 +40,8 @@ pub enum ReadMode {
 #[derive(Clone, Debug)]
 pub enum Request {
     Submit {
-        commands: Vec<KvCommand>,
+        /// Encoded once, by the client; carried to the log as they are.
+        commands: Vec<EncodedCommand>,
     },
     Read {
         command: KvCommand,
@@ -763,7 +764,7 @@ impl ShardDriver {
                     };
                     match reason {
                         // No valid lease (yet): the read goes through the log.
-                        Rejection::LeaseExpired => follow_up.push(self.propose(req, vec![cmd])),
+                        Rejection::LeaseExpired => follow_up.push(self.propose(req, &cmd)),
                         Rejection::NotLeader { hint } => self.reply(
                             req,
                             Reply::NotLeader {
@@ -841,27 +842,24 @@ impl ShardDriver {
         configured
     }
 
-    /// Proposes `commands` for request `req` (one token each).
-    fn propose(&mut self, req: u64, commands: Vec<KvCommand>) -> Input {
-        Input::Propose(self.proposals(req, commands))
+    /// Proposes `command` for request `req` (a read through the log).
+    fn propose(&mut self, req: u64, command: &KvCommand) -> Input {
+        Input::Propose(self.proposals(req, vec![EncodedCommand::from(command)]))
     }
 
-    /// The proposals of `commands` for request `req` (one token each).
-    fn proposals(&mut self, req: u64, commands: Vec<KvCommand>) -> Vec<Proposal> {
-        let read_only = commands.iter().all(KvCommand::is_read_only);
-        let proposals: Vec<Proposal> = commands
-            .iter()
-            .map(|c| Proposal {
-                token: 0,
-                command: Bytes::from(c.encode()),
-                writes: !c.is_read_only(),
-            })
-            .collect();
+    /// The proposals of `commands` for request `req` (one token each), their bytes as they
+    /// came.
+    fn proposals(&mut self, req: u64, commands: Vec<EncodedCommand>) -> Vec<Proposal> {
+        let read_only = commands.iter().all(EncodedCommand::is_read_only);
         let tokens = self.requests.register(req, commands.len(), read_only);
-        proposals
+        commands
             .into_iter()
             .zip(tokens)
-            .map(|(p, token)| Proposal { token, ..p })
+            .map(|(c, token)| Proposal {
+                token,
+                writes: !c.is_read_only(),
+                command: c.bytes().clone(),
+            })
             .collect()
     }
 
@@ -944,7 +942,7 @@ impl ShardDriver {
                 mode: ReadMode::Log,
                 ..
             } => {
-                let proposals = self.proposals(id, vec![command]);
+                let proposals = self.proposals(id, vec![EncodedCommand::from(&command)]);
                 self.pending.extend(proposals);
             }
             Request::Read {

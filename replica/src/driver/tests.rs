@@ -187,7 +187,7 @@ fn concurrent_log_reads(bug: Option<PlantedBug>) -> usize {
             0,
             k + 1,
             Request::Submit {
-                commands: vec![put(100 + k, &format!("k{k}"), &format!("v{k}"))],
+                commands: vec![put(100 + k, &format!("k{k}"), &format!("v{k}")).into()],
             },
         );
     }
@@ -280,7 +280,7 @@ fn submits_to_a_follower_are_redirected_with_a_hint() {
         1,
         5,
         Request::Submit {
-            commands: vec![put(1, "a", "b")],
+            commands: vec![put(1, "a", "b").into()],
         },
     );
     g.run();
@@ -297,7 +297,7 @@ fn a_restarted_leader_answers_new_log_reads_with_the_current_state() {
     // Writes interleaved with reads through the log that share one identity, (0, 0).
     for k in 0..5u64 {
         let w = Request::Submit {
-            commands: vec![put(10 + k, "k", &format!("v{k}"))],
+            commands: vec![put(10 + k, "k", &format!("v{k}")).into()],
         };
         g.request(0, 100 + k, w);
         g.run();
@@ -381,7 +381,7 @@ fn a_holder_the_leader_cannot_reach_is_removed_and_writes_go_on() {
         0,
         77,
         Request::Submit {
-            commands: vec![put(5, "w", "x")],
+            commands: vec![put(5, "w", "x").into()],
         },
     );
     g.run();
@@ -558,7 +558,8 @@ fn every_replica_keeps_the_same_watch_history_and_compacts_it_through_the_log() 
                     client: 7,
                     seq: id,
                     op,
-                }],
+                }
+                .into()],
             },
         );
         g.run();
@@ -612,7 +613,8 @@ fn submit_op(g: &mut Group, site: usize, id: u64, op: Op) -> Reply {
                 client: 9,
                 seq: id,
                 op,
-            }],
+            }
+            .into()],
         },
     );
     g.run();
@@ -873,7 +875,7 @@ fn requests_handled_together_are_proposed_in_one_slot_and_all_answered() {
         .map(|k| Event::Client {
             id: 100 + k,
             request: Request::Submit {
-                commands: vec![put(k, &format!("k{k}"), "v")],
+                commands: vec![put(k, &format!("k{k}"), "v").into()],
             },
             origin: None,
         })
@@ -907,4 +909,43 @@ fn requests_handled_together_are_proposed_in_one_slot_and_all_answered() {
             "request {k} answered"
         );
     }
+}
+
+#[test]
+fn a_submitted_command_reaches_the_log_as_the_bytes_it_came_as() {
+    let mut g = Group::new(3, true, None);
+    g.advance(Duration::from_secs(3));
+    let wire = bytes::Bytes::from(put(3, "k", "v").encode());
+    let cmd = crate::kv::EncodedCommand::checked(wire.clone()).expect("decodes");
+    let effects = g.drivers[0].handle(
+        g.now,
+        Event::Client {
+            id: 7,
+            request: Request::Submit {
+                commands: vec![cmd],
+            },
+            origin: None,
+        },
+    );
+    let carried = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Send {
+                msg: Message::Accept { batch, .. },
+                ..
+            } => Some(batch.0[0].clone()),
+            _ => None,
+        })
+        .expect("an accept");
+    assert_eq!(carried, wire);
+    // Not re-encoded on the way: the very same buffer.
+    assert_eq!(carried.as_ptr(), wire.as_ptr());
+}
+
+#[test]
+fn a_command_that_does_not_decode_is_refused_before_it_is_carried() {
+    assert!(crate::kv::EncodedCommand::checked(vec![0xff; 3]).is_err());
+    let ok = crate::kv::EncodedCommand::checked(get("k").encode()).expect("decodes");
+    assert!(ok.is_read_only());
+    assert!(!crate::kv::EncodedCommand::from(put(1, "k", "v")).is_read_only());
 }

@@ -313,6 +313,55 @@ pub struct LeaseInfo {
     pub refresh: u64,
 }
 
+/// A command as it travels to the log: its encoding, made once (by the proxy, checked by the
+/// replica's client service) and carried as bytes into the log, the WAL, the peers and the
+/// state machine, with the one fact the leader needs before it applies (whether it writes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedCommand {
+    bytes: bytes::Bytes,
+    read_only: bool,
+}
+
+impl EncodedCommand {
+    /// Takes an encoding received from a client if it decodes (a malformed one is refused
+    /// before it reaches a shard); the bytes are kept as they came.
+    pub fn checked(bytes: impl Into<bytes::Bytes>) -> Result<EncodedCommand, crate::Error> {
+        let bytes = bytes.into();
+        let cmd = KvCommand::decode(&bytes)?;
+        Ok(EncodedCommand {
+            read_only: cmd.is_read_only(),
+            bytes,
+        })
+    }
+    pub fn bytes(&self) -> &bytes::Bytes {
+        &self.bytes
+    }
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl From<&KvCommand> for EncodedCommand {
+    fn from(cmd: &KvCommand) -> EncodedCommand {
+        EncodedCommand {
+            bytes: bytes::Bytes::from(cmd.encode()),
+            read_only: cmd.is_read_only(),
+        }
+    }
+}
+
+impl From<KvCommand> for EncodedCommand {
+    fn from(cmd: KvCommand) -> EncodedCommand {
+        EncodedCommand::from(&cmd)
+    }
+}
+
 impl KvCommand {
     pub fn encode(&self) -> Vec<u8> {
         bincode::serialize(self).expect("commands always serialize")

@@ -7,8 +7,8 @@ mod tests;
 mod ttl;
 
 pub use command::{
-    in_span, Compare, CompareField, CompareTarget, Key, KeyValue, KvCommand, KvResult, LeaseInfo,
-    Op, Order, Outcome, Txn, TxnOp, Value,
+    in_span, Compare, CompareField, CompareTarget, EncodedCommand, Key, KeyValue, KvCommand,
+    KvResult, LeaseInfo, Op, Order, Outcome, Txn, TxnOp, Value,
 };
 pub use history::{Change, History, Since};
 pub use state_machine::{KvStore, KEEP_LEASE, MAX_SESSIONS};

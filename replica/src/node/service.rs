@@ -87,6 +87,18 @@ fn decode(bytes: &[u8]) -> Result<KvCommand, Status> {
         .map_err(|e| Status::invalid_argument(format!("malformed command: {e}")))
 }
 
+/// A submitted command: checked that it decodes, kept as the bytes it came as.
+fn checked(bytes: Vec<u8>) -> Result<crate::kv::EncodedCommand, Status> {
+    if bytes.len() > MAX_COMMAND_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "command of {} bytes exceeds {MAX_COMMAND_BYTES}",
+            bytes.len()
+        )));
+    }
+    crate::kv::EncodedCommand::checked(bytes)
+        .map_err(|e| Status::invalid_argument(format!("malformed command: {e}")))
+}
+
 /// The span of one client RPC at this replica: a child of the caller's span when the request
 /// carries a `traceparent` (see `crate::trace`).
 fn request_span<T>(rpc: &'static str, shard: u32, req: &Request<T>) -> tracing::Span {
@@ -137,8 +149,8 @@ impl ReplicaService {
         // Decode everything first: a malformed batch changes nothing.
         let commands = req
             .commands
-            .iter()
-            .map(|c| decode(c))
+            .into_iter()
+            .map(checked)
             .collect::<Result<Vec<_>, _>>()?;
         match self
             .call(req.shard, |reply| ClientInput::Submit {

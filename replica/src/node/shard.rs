@@ -29,7 +29,7 @@ pub enum ShardInput {
 
 pub enum ClientInput {
     Submit {
-        commands: Vec<KvCommand>,
+        commands: Vec<crate::kv::EncodedCommand>,
         origin: Option<u8>,
         reply: oneshot::Sender<Reply>,
     },
@@ -422,7 +422,7 @@ impl Shard {
                     .commands_accepted
                     .get_or_create(&self.label)
                     .inc_by(commands.len() as u64);
-                let bytes: usize = commands.iter().map(|c| c.encoded_len()).sum();
+                let bytes: usize = commands.iter().map(|c| c.len()).sum();
                 self.metrics
                     .bytes_accepted
                     .get_or_create(&self.label)

@@ -819,7 +819,15 @@ impl World {
             return;
         }
         let (request, submit) = match call.kind {
-            CallKind::Submit { commands } => (Request::Submit { commands }, true),
+            CallKind::Submit { commands } => (
+                Request::Submit {
+                    commands: commands
+                        .iter()
+                        .map(meridian_replica::kv::EncodedCommand::from)
+                        .collect(),
+                },
+                true,
+            ),
             CallKind::Read {
                 mode,
                 min_applied,
