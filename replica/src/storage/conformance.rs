@@ -149,8 +149,9 @@ fn torn_tail_is_truncated_and_reported() {
     log.append(&(1..=3).map(rec).collect::<Vec<_>>()).unwrap();
     log.sync().unwrap();
     let path = log.current_segment();
+    let len = log.segment_len();
     drop(log);
-    let len = std::fs::metadata(&path).unwrap().len();
+    // A crash left the last record short (and no preallocated space after it).
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(len - 7).unwrap();
     let (_, records, recovery) = FileLog::open(&dir).unwrap();
@@ -184,7 +185,7 @@ fn snapshots_live_in_their_own_files_and_rewrites_copy_only_a_reference() {
     log.append(&[rec(1), snapshot(10, 1 << 20), rec(11)])
         .unwrap();
     log.sync().unwrap();
-    let seg = std::fs::metadata(log.current_segment()).unwrap().len();
+    let seg = log.segment_len();
     assert!(
         seg < 1024,
         "the WAL holds a reference, not 1 MiB: {seg} bytes"
@@ -193,7 +194,7 @@ fn snapshots_live_in_their_own_files_and_rewrites_copy_only_a_reference() {
     let snap10 = super::snapshot_file::path(&dir, 10);
     assert!(snap10.exists());
     log.rewrite(&[rec(12), snapshot(10, 1 << 20)]).unwrap();
-    let seg = std::fs::metadata(log.current_segment()).unwrap().len();
+    let seg = log.segment_len();
     assert!(
         seg < 1024,
         "a rewrite copies the reference only: {seg} bytes"
@@ -273,5 +274,85 @@ fn a_flipped_byte_in_the_middle_stops_recovery_naming_file_and_offset() {
     assert!(msg.contains(&format!("byte offset {first_len}")), "{msg}");
     // Nothing was modified.
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The segment being written is preallocated with zeros: they are free space on reopen (given
+/// back, nothing reported), a record cut short in front of them is a torn tail (cut and
+/// reported), and zeros with a record after them are damage (refused, nothing changed).
+#[test]
+fn preallocated_space_is_neither_a_record_nor_damage() {
+    let dir = temp_dir("prealloc");
+    let (mut log, _, _) = FileLog::open(&dir).unwrap();
+    log.append(&(1..=3).map(rec).collect::<Vec<_>>()).unwrap();
+    log.sync().unwrap();
+    let path = log.current_segment();
+    let end = log.segment_len();
+    let on_disk = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(on_disk, super::wal::PREALLOCATE, "space was preallocated");
+    assert!(end < on_disk);
+    // Appends go into the preallocated space: the file does not grow.
+    log.append(&[rec(4)]).unwrap();
+    log.sync().unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), on_disk);
+    let end4 = log.segment_len();
+    drop(log);
+
+    // A clean reopen: every record, nothing reported, the space given back.
+    let (log, records, recovery) = FileLog::open(&dir).unwrap();
+    assert_eq!(records, (1..=4).map(rec).collect::<Vec<_>>());
+    assert_eq!(recovery.truncated, None);
+    assert_eq!(log.segment_len(), end4);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), end4);
+    drop(log);
+
+    // The fourth record's write was cut short inside preallocated space.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.resize(on_disk as usize, 0);
+    for b in &mut bytes[end as usize + 10..end4 as usize] {
+        *b = 0;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let (_, records, recovery) = FileLog::open(&dir).unwrap();
+    assert_eq!(records, (1..=3).map(rec).collect::<Vec<_>>());
+    let (p, off, _) = recovery.truncated.expect("a torn tail is reported");
+    assert_eq!((p.as_path(), off), (path.as_path(), end));
+
+    // Zeros in front of a record: damage, refused, the file left as it was.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut record = Vec::new();
+    super::frame::encode(&rec(9), &mut record);
+    bytes.extend_from_slice(&[0u8; 64]);
+    bytes.extend_from_slice(&record);
+    std::fs::write(&path, &bytes).unwrap();
+    let msg = FileLog::open(&dir).err().expect("refuses").to_string();
+    assert!(msg.contains(&format!("byte offset {end}")), "{msg}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A crash between a rewrite's rename and the removal of the old segments leaves an older
+/// segment with its preallocated zeros: it still reads, and is not changed.
+#[test]
+fn an_older_segment_with_preallocated_space_still_reads() {
+    let dir = temp_dir("prealloc-old");
+    let (mut log, _, _) = FileLog::open(&dir).unwrap();
+    log.append(&[rec(1), rec(2)]).unwrap();
+    log.sync().unwrap();
+    let old = log.current_segment();
+    let kept = std::fs::read(&old).unwrap();
+    log.rewrite(&[rec(2)]).unwrap();
+    log.append(&[rec(3)]).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    std::fs::write(&old, &kept).unwrap();
+    let (_, records, recovery) = FileLog::open(&dir).unwrap();
+    assert_eq!(records, vec![rec(1), rec(2), rec(2), rec(3)]);
+    assert_eq!(recovery.truncated, None);
+    assert_eq!(
+        std::fs::read(&old).unwrap(),
+        kept,
+        "an older segment is not changed"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,14 +1,20 @@
 //! The file write-ahead log: segment files `wal-<n>.log` of framed records, and snapshot files
 //! `snap-<through>.bin` the log refers to (`snapshot_file`).
 //!
-//! Recovery reads every segment in order. A torn final record (a write cut short by a crash) is
-//! truncated and reported; any other damage stops the replica with an error naming the file and
-//! byte offset — never silently dropped data.
+//! The segment being written is extended with zeros a chunk at a time ([`PREALLOCATE`]) and
+//! records are written into that space: an fdatasync then has no file size to persist (on
+//! ext4, a synchronous inode write saved per group commit — about a third of its CPU). Zeros
+//! after a segment's last record are free space, not records and not damage.
+//!
+//! Recovery reads every segment in order. A torn final record (a write cut short by a crash,
+//! possibly followed by preallocated zeros) is truncated and reported; any other damage stops
+//! the replica with an error naming the file and byte offset — never silently dropped data.
 use super::frame::{self, Decoded, WalEntry, HEADER};
 use super::{snapshot_file, LogStore};
 use meridian_core::Record;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +47,17 @@ pub struct Recovery {
     pub segments: usize,
 }
 
+/// The segment being written grows by this much zeroed space at a time.
+pub const PREALLOCATE: u64 = 1 << 20;
+
 pub struct FileLog {
     dir: PathBuf,
     segment: u64,
     file: File,
+    /// Where the next record goes in the current segment (its records' length).
+    end: u64,
+    /// The current segment's length on disk: records, then zeros.
+    allocated: u64,
     buf: Vec<u8>,
     /// Bytes of the segments and of the snapshot files they refer to.
     size: u64,
@@ -90,6 +103,8 @@ impl FileLog {
             segments: segments.len(),
             ..Recovery::default()
         };
+        // The records' length of each segment (without the zeros after them).
+        let mut ends = Vec::with_capacity(segments.len());
         for (i, (_, path)) in segments.iter().enumerate() {
             let last = i + 1 == segments.len();
             let bytes = fs::read(path).map_err(io(path))?;
@@ -120,14 +135,30 @@ impl FileLog {
                         });
                         off += n;
                     }
+                    _ if zeros(&bytes[off..]) => {
+                        // Preallocated space: the records end here. The last segment gives
+                        // it back (nothing is dropped: it never held a record).
+                        if last {
+                            let f = OpenOptions::new()
+                                .write(true)
+                                .open(path)
+                                .map_err(io(path))?;
+                            f.set_len(off as u64).map_err(io(path))?;
+                            f.sync_all().map_err(io(path))?;
+                        }
+                        break;
+                    }
                     other => {
+                        // A record cut short: by the end of the file, or by the zeros of
+                        // preallocated space that its write did not fill.
                         let reaches_end = match other {
                             Decoded::Incomplete => true,
                             _ => {
                                 let len = u32::from_le_bytes(
                                     bytes[off..off + 4].try_into().expect("header"),
                                 ) as usize;
-                                off + HEADER + len >= bytes.len()
+                                let claimed = off.saturating_add(HEADER).saturating_add(len);
+                                claimed >= bytes.len() || zeros(&bytes[claimed..])
                             }
                         };
                         if last && reaches_end {
@@ -153,19 +184,18 @@ impl FileLog {
                     }
                 }
             }
+            ends.push(off.min(bytes.len()) as u64);
         }
         let segment = segments.last().map_or(1, |s| s.0);
         let path = segment_path(dir, segment);
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(false)
             .open(&path)
             .map_err(io(&path))?;
-        let size = segments
-            .iter()
-            .map(|(_, p)| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-            .sum::<u64>()
-            + snapshots.values().sum::<u64>();
+        let end = ends.last().copied().unwrap_or(0);
+        let size = ends.iter().sum::<u64>() + snapshots.values().sum::<u64>();
         if segments.is_empty() {
             sync_dir(dir)?;
         }
@@ -174,6 +204,8 @@ impl FileLog {
                 dir: dir.to_path_buf(),
                 segment,
                 file,
+                end,
+                allocated: end,
                 buf: Vec::new(),
                 size,
                 grown: size,
@@ -186,6 +218,11 @@ impl FileLog {
 
     pub fn current_segment(&self) -> PathBuf {
         segment_path(&self.dir, self.segment)
+    }
+
+    /// The length of the current segment's records (its file is longer by its free space).
+    pub fn segment_len(&self) -> u64 {
+        self.end
     }
 
     /// Frames `r` into `out`; a snapshot goes to its own file first (durable before the frame
@@ -210,6 +247,11 @@ impl FileLog {
             None => bytes,
         })
     }
+}
+
+/// Whether `bytes` are all zero (preallocated space never written).
+fn zeros(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
@@ -238,9 +280,24 @@ impl LogStore for FileLog {
     fn sync(&mut self) -> Result<(), StorageError> {
         let path = self.current_segment();
         if !self.buf.is_empty() {
-            self.file.write_all(&self.buf).map_err(io(&path))?;
-            self.size += self.buf.len() as u64;
-            self.grown += self.buf.len() as u64;
+            let len = self.buf.len() as u64;
+            let end = self.end + len;
+            if end > self.allocated {
+                // Zeros written (not fallocated: ext4 would then convert extents at every
+                // fdatasync), synced with the records below.
+                let to = end.div_ceil(PREALLOCATE) * PREALLOCATE;
+                let zeros = vec![0u8; (to - self.allocated) as usize];
+                self.file
+                    .write_all_at(&zeros, self.allocated)
+                    .map_err(io(&path))?;
+                self.allocated = to;
+            }
+            self.file
+                .write_all_at(&self.buf, self.end)
+                .map_err(io(&path))?;
+            self.end = end;
+            self.size += len;
+            self.grown += len;
             self.buf.clear();
         }
         self.file.sync_data().map_err(io(&path))
@@ -282,9 +339,11 @@ impl LogStore for FileLog {
         }
         sync_dir(&self.dir)?;
         self.file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(io(&path))?;
+        self.end = bytes.len() as u64;
+        self.allocated = self.end;
         self.segment = next;
         self.size = bytes.len() as u64 + self.snapshots.values().sum::<u64>();
         self.grown = 0;
