@@ -210,6 +210,8 @@ pub struct StatusInfo {
     /// The leader's decayed demand per origin site (reads, writes); empty at followers.
     pub demand_reads: Vec<f64>,
     pub demand_writes: Vec<f64>,
+    /// The log growth (since its last rewrite) at which this replica compacts it.
+    pub compact_threshold: u64,
 }
 
 struct Parked {
@@ -560,6 +562,7 @@ impl ShardDriver {
             lease_holders: self.kv.lease_holders().to_vec(),
             demand_reads: self.demand_vec(|d| d.1),
             demand_writes: self.demand_vec(|d| d.2),
+            compact_threshold: self.compact_threshold(),
         }
     }
 
@@ -662,12 +665,18 @@ impl ShardDriver {
     /// Once the log has grown past `compact_at`, a snapshot of the state as it is now is taken
     /// first and the log is rewritten right behind it (`Event::SnapshotTaken`): a rewrite
     /// without a fresh snapshot would copy every applied entry, the whole log, every time.
-    fn maybe_compact(&mut self, log_size: u64) {
-        let threshold = if self.cfg.compact_scales_with_snapshot {
+    /// The log growth at which it is compacted: `compact_at`, or (scaling) the last
+    /// snapshot's size if larger — each compaction serializes the whole state.
+    fn compact_threshold(&self) -> u64 {
+        if self.cfg.compact_scales_with_snapshot {
             self.cfg.compact_at.max(self.snapshot_bytes)
         } else {
             self.cfg.compact_at
-        };
+        }
+    }
+
+    fn maybe_compact(&mut self, log_size: u64) {
+        let threshold = self.compact_threshold();
         if log_size <= threshold {
             self.compacting = false;
         } else if !self.compacting && !self.snapshotting {

@@ -407,6 +407,8 @@ impl Replica for ReplicaService {
                 revision: st.revision,
                 state_digest: st.state_digest,
                 wal_bytes: full.wal_bytes,
+                wal_grown_bytes: full.wal_grown,
+                compact_threshold_bytes: st.compact_threshold,
                 fsync_us_last: full.fsync_us_last,
                 holds_quorum_lease: st.holds_quorum_lease,
                 lease_holders: st.lease_holders.iter().map(|s| *s as u32).collect(),

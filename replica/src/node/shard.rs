@@ -82,6 +82,8 @@ struct Watcher {
 pub struct ShardStatus {
     pub info: StatusInfo,
     pub wal_bytes: u64,
+    /// Of which written since the last compaction.
+    pub wal_grown: u64,
     pub fsync_us_last: u64,
     /// Recent leadership and lease changes seen here, newest first, with their ages.
     pub churn: Vec<(Duration, super::churn::ChurnKind)>,
@@ -112,6 +114,7 @@ pub struct Shard {
     submits: BTreeMap<u64, Instant>,
     next_id: u64,
     wal_bytes: u64,
+    wal_grown: u64,
     fsync_us_last: u64,
     metrics: Arc<ReplicaMetrics>,
     label: ShardLabel,
@@ -169,6 +172,7 @@ impl Shard {
             submits: BTreeMap::new(),
             next_id: 0,
             wal_bytes: 0,
+            wal_grown: 0,
             fsync_us_last: 0,
             label: ShardLabel { shard: id },
             metrics: opts.metrics,
@@ -325,6 +329,7 @@ impl Shard {
                     }
                     ShardInput::Durable(d) => {
                         self.wal_bytes = d.bytes;
+                        self.wal_grown = d.grown;
                         self.fsync_us_last = d.fsync_us;
                         self.metrics
                             .fsync_seconds
@@ -374,6 +379,7 @@ impl Shard {
                 let _ = reply.send(ShardStatus {
                     info: self.driver.status(self.clock.now()),
                     wal_bytes: self.wal_bytes,
+                    wal_grown: self.wal_grown,
                     fsync_us_last: self.fsync_us_last,
                     churn: self.churn.recent(self.clock.now()),
                 });

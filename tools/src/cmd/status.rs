@@ -235,7 +235,7 @@ fn print_json(
                     "commit_index": sh.commit_index, "applied_index": sh.applied_index,
                     "state_digest": format!("{:016x}", sh.state_digest),
                     "ballot": format!("{}.{}", sh.ballot_round, sh.ballot_site),
-                    "wal_bytes": sh.wal_bytes, "fsync_us_last": sh.fsync_us_last,
+                    "wal_bytes": sh.wal_bytes, "wal_grown_bytes": sh.wal_grown_bytes, "compact_threshold_bytes": sh.compact_threshold_bytes, "fsync_us_last": sh.fsync_us_last,
                     "lease_holders": sh.lease_holders.iter().map(|h| name(cfg, *h as i64)).collect::<Vec<_>>(),
                     "demand_reads": sh.demand_reads, "demand_writes": sh.demand_writes,
                     "churn": sh.churn.iter().map(|e| json!({"age_ms": e.age_ms, "kind": e.kind})).collect::<Vec<_>>(),
