@@ -7,10 +7,14 @@
 //! that performs the effects) and the simulator run the very same code. Replies are matched to
 //! requests by the opaque tokens the core hands back with each applied command — never by
 //! decoding a command's `(client, seq)`, which is for exactly-once deduplication only.
+mod compaction;
 pub mod demand;
+mod holders;
+mod reads;
 mod requests;
 #[cfg(test)]
 mod tests;
+mod ttl;
 
 use crate::kv::{EncodedCommand, History, KvCommand, KvResult, KvStore, Op, Outcome, Since};
 use bytes::Bytes;
@@ -299,97 +303,6 @@ impl ShardDriver {
         d
     }
 
-    /// Tells the core the lease holders the state machine holds.
-    fn sync_holders(&mut self) {
-        let mut set = meridian_core::SiteSet::default();
-        for s in self.kv.lease_holders() {
-            set.insert(SiteId(*s));
-        }
-        if set != self.core.lease_holders() {
-            self.step(Input::LeaseHolders(set));
-        }
-    }
-
-    /// A leader whose log's lease configuration differs from the pinned one proposes it.
-    fn maybe_configure(&mut self) {
-        let Some(want) = self.cfg.lease_holders.clone() else {
-            return;
-        };
-        let mut want = want;
-        want.sort_unstable();
-        want.dedup();
-        let recent = self
-            .config_proposed
-            .is_some_and(|t| self.now < t + Duration::from_secs(1));
-        if !self.core.is_leader() || recent || self.kv.lease_holders() == want.as_slice() {
-            return;
-        }
-        self.propose_holders(want);
-    }
-
-    /// Demand: followers report their reads to the leader; the leader folds them in at each
-    /// interval and, with auto leases, re-evaluates the holders.
-    fn auto_leases(&mut self) {
-        let Some(d) = self.demands.as_mut() else {
-            return;
-        };
-        let auto = self.cfg.auto_leases.as_ref();
-        let every = auto.map_or(self.cfg.demand_every, |a| a.every);
-        if !self.core.is_leader() {
-            if let (Some(report), Some(leader)) =
-                (d.take_report(self.now, every), self.core.leader_hint())
-            {
-                self.out.push(Effect::Send {
-                    to: leader,
-                    msg: Message::ReadLoad {
-                        milli_reads: report,
-                    },
-                });
-            }
-            return;
-        }
-        if !d.fold(self.now, every) {
-            return;
-        }
-        let Some(cfg) = auto else {
-            return;
-        };
-        let me = self.core.me().0 as usize;
-        let silent_after = cfg.silent_after;
-        let core = &self.core;
-        let choice = d.decide(cfg, me, self.kv.lease_holders(), |s| {
-            core.silent_for(SiteId(s as u8))
-                .is_some_and(|t| t >= silent_after)
-        });
-        if let Some(c) = choice {
-            tracing::info!(
-                holders = ?c.holders,
-                objective_ms = c.objective_ms,
-                current_ms = c.current_ms,
-                "auto leases: proposing a new holder set"
-            );
-            self.propose_holders(c.holders);
-        }
-    }
-
-    /// Proposes the lease configuration `sites` (sorted, deduplicated) through the log.
-    fn propose_holders(&mut self, sites: Vec<u8>) {
-        self.config_proposed = Some(self.now);
-        let cmd = KvCommand {
-            client: 0,
-            seq: 0,
-            op: Op::SetLeaseHolders { sites },
-        };
-        let proposal = Proposal {
-            token: 0,
-            command: Bytes::from(cmd.encode()),
-            // Configuration changes no key: it commits without the holders (which is what
-            // lets a leader remove a holder that stopped answering).
-            writes: false,
-        };
-        self.step(Input::Propose(vec![proposal]));
-    }
-
     /// The leader's decayed per-origin demand (`(site, reads, writes)`; the auto-lease rule's
     /// input, and what `meridian status` compares the leader placement with).
     pub fn demand(&self) -> Vec<(usize, f64, f64)> {
@@ -401,85 +314,6 @@ impl ShardDriver {
 
     pub fn core(&self) -> &Core {
         &self.core
-    }
-
-    /// A TTL of `ttl` seconds on this replica's clock, padded by the drift bound so that it
-    /// never ends before `ttl` of true time.
-    fn ttl_span(&self, ttl: i64) -> Duration {
-        Duration::from_secs(ttl.max(1) as u64).mul_f64(1.0 + 2.0 * self.cfg.drift_bound)
-    }
-
-    /// After a lease operation applied: the lease's timer restarts if a grant or keep-alive
-    /// applied (its keep-alive count moved), and goes with the lease.
-    fn sync_ttl_timer(&mut self, id: i64) {
-        let now = self.now;
-        match self.kv.ttl_leases().find(|l| l.0 == id) {
-            None => {
-                self.ttl_timers.remove(&id);
-                self.expiry_proposed.remove(&id);
-            }
-            Some((_, ttl, refresh)) => {
-                if self.ttl_timers.get(&id).is_none_or(|t| t.0 != refresh) {
-                    let span = self.ttl_span(ttl);
-                    self.ttl_timers.insert(id, (refresh, now + span));
-                    self.expiry_proposed.remove(&id);
-                }
-            }
-        }
-    }
-
-    /// A lease query's answer, with the time left on this replica's timer.
-    fn with_ttl_timer(&self, mut r: KvResult) -> KvResult {
-        if let crate::kv::Outcome::Lease(info) = &mut r.outcome {
-            if let Some((_, deadline)) = self.ttl_timers.get(&info.id).filter(|_| info.existed) {
-                info.remaining_ms = deadline.saturating_sub(self.now).as_millis() as i64;
-            }
-        }
-        r
-    }
-
-    /// The leader proposes the expiry of every lease whose timer ran out (with the keep-alive
-    /// count it saw: a keep-alive that applies first cancels it).
-    fn expire_ttl_leases(&mut self) {
-        if !self.core.is_leader() || self.ttl_timers.is_empty() {
-            return;
-        }
-        let now = self.now;
-        let due: Vec<(i64, u64)> = self
-            .ttl_timers
-            .iter()
-            .filter(|(id, (_, deadline))| {
-                *deadline <= now
-                    && self
-                        .expiry_proposed
-                        .get(id)
-                        .is_none_or(|t| now >= *t + Duration::from_secs(1))
-            })
-            .map(|(id, (refresh, _))| (*id, *refresh))
-            .collect();
-        if due.is_empty() {
-            return;
-        }
-        let proposals = due
-            .into_iter()
-            .map(|(id, refresh)| {
-                self.expiry_proposed.insert(id, now);
-                tracing::debug!(lease = id, "TTL lease expired: proposing its revocation");
-                Proposal {
-                    token: 0,
-                    command: Bytes::from(
-                        KvCommand {
-                            client: 0,
-                            seq: 0,
-                            op: Op::LeaseExpire { id, refresh },
-                        }
-                        .encode(),
-                    ),
-                    writes: true,
-                }
-            })
-            .collect();
-        self.step(Input::Propose(proposals));
     }
 
     /// A watch's next changes: those from revision `from` within `[start, end)` (at most about
@@ -628,17 +462,7 @@ impl ShardDriver {
                 self.step(Input::Persisted { token });
                 self.maybe_compact(log_size);
             }
-            Event::SnapshotTaken { through, data } => {
-                self.snapshotting = false;
-                self.snapshot_bytes = data.len() as u64;
-                // A snapshot installed from a peer meanwhile may have passed it: the core
-                // keeps the newer one.
-                self.step(Input::Snapshot { through, data });
-                // Every snapshot is followed by a rewrite behind it (ordered after the
-                // snapshot's own record): the log holds a reference and what came after.
-                self.compacting = true;
-                self.compact();
-            }
+            Event::SnapshotTaken { through, data } => self.snapshot_taken(through, data),
             Event::Tick => {
                 self.step(Input::Tick);
                 self.expire_parked();
@@ -660,49 +484,6 @@ impl ShardDriver {
     fn step(&mut self, input: Input) {
         let outs = self.core.step(self.now, input);
         self.execute(outs);
-    }
-
-    /// Once the log has grown past `compact_at`, a snapshot of the state as it is now is taken
-    /// first and the log is rewritten right behind it (`Event::SnapshotTaken`): a rewrite
-    /// without a fresh snapshot would copy every applied entry, the whole log, every time.
-    /// The log growth at which it is compacted: `compact_at`, or (scaling) the last
-    /// snapshot's size if larger — each compaction serializes the whole state.
-    fn compact_threshold(&self) -> u64 {
-        if self.cfg.compact_scales_with_snapshot {
-            self.cfg.compact_at.max(self.snapshot_bytes)
-        } else {
-            self.cfg.compact_at
-        }
-    }
-
-    fn maybe_compact(&mut self, log_size: u64) {
-        let threshold = self.compact_threshold();
-        if log_size <= threshold {
-            self.compacting = false;
-        } else if !self.compacting && !self.snapshotting {
-            self.compacting = true;
-            if self.applied_slot > self.core.snapshot_through() {
-                self.take_snapshot(self.applied_slot);
-            } else {
-                self.compact();
-            }
-        }
-    }
-
-    fn compact(&mut self) {
-        self.out.push(Effect::Compact {
-            records: self.core.compaction_records(),
-        });
-    }
-
-    /// Asks for a snapshot of the state as it is now, right after applying `through`.
-    fn take_snapshot(&mut self, through: Slot) {
-        self.last_snapshot = through.0;
-        self.snapshotting = true;
-        self.out.push(Effect::Snapshot {
-            through,
-            state: self.kv.clone(),
-        });
     }
 
     fn execute(&mut self, outs: Vec<Output>) {
@@ -799,14 +580,6 @@ impl ShardDriver {
         for i in follow_up {
             self.step(i);
         }
-    }
-
-    fn holders_input(&self) -> Input {
-        let mut set = meridian_core::SiteSet::default();
-        for s in self.kv.lease_holders() {
-            set.insert(SiteId(*s));
-        }
-        Input::LeaseHolders(set)
     }
 
     /// Applies a chosen batch; commands with a token of ours fill their request's results.
@@ -961,130 +734,6 @@ impl ShardDriver {
             } => {
                 let read = self.requests.lease_read(id, command);
                 self.step(Input::Read { id: read });
-            }
-        }
-    }
-
-    /// A holder's read (DESIGN.md §2, quorum-lease invariant 2): answered alone only while the
-    /// lease is valid and every write to the key this replica accepted is applied; otherwise it
-    /// waits (until `until`) for those commits; without a valid lease: `NotHolder`.
-    fn lease_read(&mut self, id: u64, command: KvCommand, until: Duration) {
-        if !self.core.quorum_lease_valid(self.now) {
-            return self.reply(id, Reply::NotHolder);
-        }
-        let key = match &command.op {
-            Op::Get { key } => Some(key.as_slice()),
-            _ => None,
-        };
-        let need = self.barrier(key).max(self.core.lease_guard().0);
-        if need <= self.core.applied_index().0 {
-            let result = self.read_now(&command.op);
-            let applied = self.core.applied_index().0;
-            return self.reply(
-                id,
-                Reply::Local {
-                    result,
-                    path: "qlease",
-                    applied,
-                    barrier: 0,
-                    staleness_ms: 0,
-                },
-            );
-        }
-        if self.parked.len() >= self.cfg.max_parked {
-            return self.reply(id, Reply::Overloaded);
-        }
-        self.parked.push(Parked {
-            min_applied: need,
-            id,
-            command,
-            mode: ReadMode::Lease,
-            until,
-        });
-    }
-
-    /// Answers parked reads whose slot is now applied.
-    fn unpark(&mut self) {
-        let applied = self.core.applied_index().0;
-        let parked = std::mem::take(&mut self.parked);
-        for p in parked {
-            if p.min_applied > applied {
-                self.parked.push(p);
-            } else if p.mode == ReadMode::Lease {
-                // Re-checked in full: the lease must still hold when the answer is made.
-                self.lease_read(p.id, p.command, p.until);
-            } else {
-                self.answer_local(p.id, &p.command, p.mode);
-            }
-        }
-    }
-
-    fn expire_parked(&mut self) {
-        let now = self.now;
-        let (late, keep): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
-            .into_iter()
-            .partition(|p| p.until <= now);
-        self.parked = keep;
-        for p in late {
-            self.reply(p.id, Reply::Timeout);
-        }
-    }
-
-    /// The highest accepted, unapplied slot whose batch touches `key` (0: none).
-    fn barrier(&self, key: Option<&[u8]>) -> u64 {
-        let mut b = 0;
-        for (slot, batch) in self.core.unapplied() {
-            let touches = match key {
-                None => !batch.0.is_empty(),
-                Some(key) => batch
-                    .0
-                    .iter()
-                    .any(|c| KvCommand::decode(c).is_ok_and(|c| c.touches(key))),
-            };
-            if touches {
-                b = slot.0;
-            }
-        }
-        b
-    }
-
-    fn answer_local(&mut self, id: u64, cmd: &KvCommand, mode: ReadMode) {
-        let result = self.with_ttl_timer(self.read_now(&cmd.op));
-        let barrier = match (&cmd.op, mode) {
-            (Op::Get { key }, ReadMode::Quorum) => self.barrier(Some(key)),
-            (_, ReadMode::Quorum) => self.barrier(None),
-            _ => 0,
-        };
-        let staleness_ms = self.staleness_ms();
-        let path = if mode == ReadMode::Quorum {
-            "quorum"
-        } else {
-            "local"
-        };
-        let applied = self.core.applied_index().0;
-        self.reply(
-            id,
-            Reply::Local {
-                result,
-                path,
-                applied,
-                barrier,
-                staleness_ms,
-            },
-        );
-    }
-
-    /// How stale the applied state may be, on this replica's clock padded by the drift bound
-    /// (so that it bounds true elapsed time), rounded up.
-    fn staleness_ms(&self) -> u64 {
-        match self.core.fresh_as_of() {
-            None => u64::MAX,
-            Some(t) => {
-                let d = self
-                    .now
-                    .saturating_sub(t)
-                    .mul_f64(1.0 + 2.0 * self.cfg.drift_bound);
-                d.as_micros().div_ceil(1000) as u64
             }
         }
     }
