@@ -64,11 +64,13 @@ pub struct CoreConfig {
     pub drift_bound: f64,
     /// Slots in flight (pipelining window).
     pub window: usize,
-    /// The leader opens a new slot only once its own log writes are durable: requests that
-    /// arrive during a leader fsync share the next slot instead of one slot each (group
-    /// commit across slots; costs a request at most one local fsync of waiting). Off: a slot
-    /// per arrival while the window has room.
-    pub batch_behind_fsync: bool,
+    /// The leader opens a new slot only once its own log writes are durable, waiting at most
+    /// this long for them: requests that arrive during a leader fsync share the next slot
+    /// instead of one slot each (group commit across slots; costs a request at most one local
+    /// fsync of waiting). A leader whose disk stalls longer goes on proposing (followers can
+    /// commit without it), from the next tick on. `None`: a slot per arrival while the window
+    /// has room.
+    pub batch_behind_fsync: Option<Duration>,
     pub max_batch_commands: usize,
     pub max_batch_bytes: usize,
     /// Resend an unacknowledged accept after this long.
@@ -96,7 +98,7 @@ impl CoreConfig {
             quorum_lease: None,
             drift_bound: 0.01,
             window: 32,
-            batch_behind_fsync: true,
+            batch_behind_fsync: Some(Duration::from_millis(5)),
             max_batch_commands: 1024,
             max_batch_bytes: 1 << 20,
             retransmit_interval: Duration::from_millis(700),

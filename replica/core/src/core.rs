@@ -117,6 +117,9 @@ pub struct Core {
     staged_records: Vec<Record>,
     staged_sends: Vec<(SiteId, Message)>,
     pub(crate) awaiting: BTreeMap<u64, Vec<(SiteId, Message)>>,
+    /// Since when a write of ours has been waiting to be durable (reset as writes complete;
+    /// `None` when nothing waits).
+    pub(crate) awaiting_since: Option<Duration>,
     loopback: VecDeque<(SiteId, Message)>,
     pub(crate) out: Vec<Output>,
 }
@@ -163,6 +166,7 @@ impl Core {
             staged_records: Vec::new(),
             staged_sends: Vec::new(),
             awaiting: BTreeMap::new(),
+            awaiting_since: None,
             loopback: VecDeque::new(),
             out: Vec::new(),
         };
@@ -396,6 +400,9 @@ impl Core {
                 let records = std::mem::take(&mut self.staged_records);
                 self.out.push(Output::Persist { records, token });
                 let sends = std::mem::take(&mut self.staged_sends);
+                if self.awaiting.is_empty() {
+                    self.awaiting_since = Some(self.now);
+                }
                 self.awaiting.insert(token, sends);
             } else if !self.staged_sends.is_empty() {
                 let sends = std::mem::take(&mut self.staged_sends);
@@ -421,8 +428,14 @@ impl Core {
                 self.send(to, msg);
             }
         }
-        if self.cfg.batch_behind_fsync && self.awaiting.is_empty() {
-            self.try_propose();
+        if self.awaiting.is_empty() {
+            self.awaiting_since = None;
+            if self.cfg.batch_behind_fsync.is_some() {
+                self.try_propose();
+            }
+        } else {
+            // Writes are completing: the rest are newer.
+            self.awaiting_since = Some(self.now);
         }
     }
 
@@ -502,6 +515,8 @@ impl Core {
         self.lease_tick();
         if self.is_leader() {
             self.leader_tick();
+            // Proposals held behind a write of ours that is taking too long go now.
+            self.try_propose();
         } else if self.now >= self.election_deadline {
             self.start_election();
         }

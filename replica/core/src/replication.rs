@@ -67,9 +67,12 @@ impl Core {
                 return;
             }
             // Our last write is still being made durable: what queues meanwhile leaves in one
-            // slot when it is (`on_persisted` calls back here).
-            if self.cfg.batch_behind_fsync && !self.awaiting.is_empty() {
-                return;
+            // slot when it is (`on_persisted` calls back here), or once it has taken too long
+            // (the next tick does).
+            if let (Some(max), Some(since)) = (self.cfg.batch_behind_fsync, self.awaiting_since) {
+                if self.now < since + max {
+                    return;
+                }
             }
             let mut batch = Vec::new();
             let mut tokens = Vec::new();

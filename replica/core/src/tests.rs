@@ -516,7 +516,7 @@ fn arrivals_during_the_leaders_fsync_share_the_next_slot() {
 #[test]
 fn without_fsync_batching_each_arrival_takes_a_slot_of_its_own() {
     let mut g = LocalGroup::new(5, |me| CoreConfig {
-        batch_behind_fsync: false,
+        batch_behind_fsync: None,
         ..CoreConfig::wan(me, Quorum::Majority(5), 7)
     });
     g.advance(Duration::from_secs(4), TICK);
@@ -527,4 +527,26 @@ fn without_fsync_batching_each_arrival_takes_a_slot_of_its_own() {
         .map(|k| accepts_sent(&leader.step(now, proposals(k, 1))).len())
         .sum();
     assert_eq!(sent, 4, "one slot per arrival");
+}
+
+#[test]
+fn a_leader_whose_disk_stalls_stops_holding_proposals_back() {
+    let (mut g, l) = elected(5);
+    let now = g.now;
+    let leader = &mut g.cores[l.0 as usize];
+    let out = leader.step(now, proposals(0, 1));
+    assert_eq!(accepts_sent(&out).len(), 1);
+    // Its fsync never returns: a request arriving is held for the bound, no longer.
+    let out = leader.step(now + Duration::from_millis(1), proposals(1, 2));
+    assert!(accepts_sent(&out).is_empty(), "{out:?}");
+    let out = leader.step(now + Duration::from_millis(2), Input::Tick);
+    assert!(accepts_sent(&out).is_empty(), "within the bound: {out:?}");
+    let out = leader.step(now + Duration::from_millis(6), Input::Tick);
+    let sent = accepts_sent(&out);
+    assert_eq!(
+        sent.len(),
+        1,
+        "past the bound the held requests go: {out:?}"
+    );
+    assert_eq!(sent[0].1, 2);
 }
