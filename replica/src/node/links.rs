@@ -1,6 +1,8 @@
 //! Outgoing peer traffic: one link per peer site, shared by every shard group. Each message is
 //! held for the emulated one-way delay (rtt/2 from the WAN matrix, on the precise delay line;
-//! FIFO per link) and then handed, batched, to whichever connection to that peer is up.
+//! FIFO per link) and then handed, batched, to whichever connection to that peer is up. Without
+//! an emulated delay, a message whose link has nothing queued goes straight into the
+//! connection's channel from the sending shard task (one task hop fewer).
 use crate::delay::DelayLine;
 use crate::wire::pb::{Envelope, PeerFrame};
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,9 @@ pub type Sink = Arc<Mutex<Option<mpsc::Sender<PeerFrame>>>>;
 pub struct PeerLinks {
     me: u32,
     queues: Vec<Option<(mpsc::UnboundedSender<Envelope>, Duration)>>,
+    /// Messages in each link's queue not yet handed to a connection: while there are none, a
+    /// message without delay goes straight to the connection (one task hop fewer).
+    queued: Vec<Arc<std::sync::atomic::AtomicUsize>>,
     pub sinks: Vec<Sink>,
     /// Measured round trip to each peer (EWMA, ms), from probes on the peer streams.
     rtt: Vec<Mutex<Option<f64>>>,
@@ -25,18 +30,21 @@ impl PeerLinks {
         let n = delays.len();
         let sinks: Vec<Sink> = (0..n).map(|_| Arc::new(Mutex::new(None))).collect();
         let mut queues = Vec::new();
+        let queued: Vec<Arc<std::sync::atomic::AtomicUsize>> =
+            (0..n).map(|_| Arc::new(Default::default())).collect();
         for (j, delay) in delays.into_iter().enumerate() {
             if j == me {
                 queues.push(None);
                 continue;
             }
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run_link(me as u32, rx, sinks[j].clone()));
+            tokio::spawn(run_link(me as u32, rx, sinks[j].clone(), queued[j].clone()));
             queues.push(Some((tx, delay)));
         }
         Arc::new(PeerLinks {
             me: me as u32,
             queues,
+            queued,
             sinks,
             rtt: (0..n).map(|_| Mutex::new(None)).collect(),
             epoch: std::time::Instant::now(),
@@ -99,13 +107,36 @@ impl PeerLinks {
     /// Queues a message; it leaves after the link's delay. Lost if no connection is up then
     /// (the protocol retransmits).
     pub fn send(&self, to: usize, shard: u32, msg: Vec<u8>) {
+        use std::sync::atomic::Ordering;
         if let Some(Some((q, delay))) = self.queues.get(to) {
-            let env = Envelope { shard, msg };
+            let mut env = Envelope { shard, msg };
+            let queued = self.queued[to].clone();
             if delay.is_zero() {
+                // Nothing of this link waits: straight into the connection's channel (FIFO
+                // with what the link task handed over before). Otherwise behind the queue.
+                if queued.load(Ordering::Acquire) == 0 {
+                    let tx = self.sinks[to].lock().expect("sink lock").clone();
+                    if let Some(tx) = tx {
+                        match tx.try_send(PeerFrame {
+                            from_site: self.me,
+                            msgs: vec![env],
+                            ping: 0,
+                            pong: false,
+                        }) {
+                            Ok(()) => return,
+                            Err(
+                                mpsc::error::TrySendError::Full(mut f)
+                                | mpsc::error::TrySendError::Closed(mut f),
+                            ) => env = f.msgs.pop().expect("the message"),
+                        }
+                    }
+                }
+                queued.fetch_add(1, Ordering::AcqRel);
                 let _ = q.send(env);
             } else {
                 let q = q.clone();
                 DelayLine::global().schedule(std::time::Instant::now() + *delay, move || {
+                    queued.fetch_add(1, Ordering::AcqRel);
                     let _ = q.send(env);
                 });
             }
@@ -123,21 +154,30 @@ const CONGESTION_WAIT: Duration = Duration::from_secs(2);
 /// congested connection applies backpressure: the link waits for room (what queues meanwhile
 /// leaves in the same frame) instead of dropping the frame; a message is lost only when no
 /// connection is up or none had room for [`CONGESTION_WAIT`].
-async fn run_link(me: u32, mut rx: mpsc::UnboundedReceiver<Envelope>, sink: Sink) {
+async fn run_link(
+    me: u32,
+    mut rx: mpsc::UnboundedReceiver<Envelope>,
+    sink: Sink,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
     while let Some(env) = rx.recv().await {
         let tx = sink.lock().expect("sink lock").clone();
         let Some(tx) = tx else {
             tracing::debug!("no connection to the peer; message dropped");
+            queued.fetch_sub(1, Ordering::AcqRel);
             continue;
         };
         let permit = match tokio::time::timeout(CONGESTION_WAIT, tx.reserve()).await {
             Ok(Ok(p)) => p,
             Ok(Err(_)) => {
                 tracing::debug!("peer connection closed; message dropped");
+                queued.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
             Err(_) => {
                 tracing::debug!("peer link congested for 2 s; message dropped");
+                queued.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
         };
@@ -152,12 +192,15 @@ async fn run_link(me: u32, mut rx: mpsc::UnboundedReceiver<Envelope>, sink: Sink
                 Err(_) => break,
             }
         }
+        let n = msgs.len();
         permit.send(PeerFrame {
             from_site: me,
             msgs,
             ping: 0,
             pong: false,
         });
+        // Only now may a later message skip the queue: it lands behind these.
+        queued.fetch_sub(n, Ordering::AcqRel);
     }
 }
 
@@ -188,6 +231,40 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         assert_eq!(got, (0..2000).collect::<Vec<_>>(), "all, in order");
+    }
+
+    /// A message goes straight to the connection only while nothing of its link waits in the
+    /// queue: one sent after a queued one never overtakes it, although the connection has room
+    /// before the link task ran (single-threaded: the link task runs only when this awaits).
+    #[tokio::test]
+    async fn a_message_never_overtakes_one_waiting_in_the_queue() {
+        let links = PeerLinks::start(0, vec![Duration::ZERO, Duration::ZERO]);
+        let (tx, mut rx) = mpsc::channel(1);
+        *links.sinks[1].lock().unwrap() = Some(tx);
+        let id = |f: &PeerFrame| -> Vec<u8> { f.msgs.iter().map(|e| e.msg[0]).collect() };
+        links.send(1, 0, vec![0]); // straight in: the channel is now full
+        links.send(1, 0, vec![1]); // no room: queued
+        let first = rx.try_recv().expect("the direct one");
+        assert_eq!(id(&first), vec![0]);
+        // Room now, but message 1 still waits in the queue: 2 must go behind it.
+        links.send(1, 0, vec![2]);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let f = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("frames keep coming")
+                .expect("open");
+            got.extend(id(&f));
+        }
+        assert_eq!(got, vec![1, 2], "in order");
+        assert_eq!(
+            links.queued[1].load(std::sync::atomic::Ordering::Acquire),
+            0,
+            "nothing left counted as queued"
+        );
+        // With the queue empty again, a message goes straight in.
+        links.send(1, 0, vec![3]);
+        assert_eq!(id(&rx.try_recv().expect("direct")), vec![3]);
     }
 
     #[tokio::test]
