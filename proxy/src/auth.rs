@@ -297,17 +297,20 @@ pub fn allow_lease_revoke(who: Option<&Identity>) -> Result<(), AuthError> {
 
 /// Every key of a transaction with the access it needs; all must be allowed.
 pub fn allow_txn(who: Option<&Identity>, t: &Txn) -> Result<(), AuthError> {
-    for c in &t.compares {
+    let (ops, compares) = t.all_ops();
+    for c in compares {
         allow(who, &c.key, Access::Read)?;
     }
-    for op in t.success.iter().chain(&t.failure) {
+    for op in ops {
         match op {
             TxnOp::Get { key } => allow(who, key, Access::Read)?,
             TxnOp::Range { start, end } => allow_span(who, start, end, Access::Read)?,
+            TxnOp::DeleteRange { start, end } => allow_span(who, start, end, Access::Write)?,
             TxnOp::Put { key, .. }
             | TxnOp::Append { key, .. }
             | TxnOp::PutLease { key, .. }
             | TxnOp::Delete { key } => allow(who, key, Access::Write)?,
+            TxnOp::Txn(_) => unreachable!("all_ops leaves nested transactions out"),
         }
     }
     Ok(())

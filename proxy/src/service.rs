@@ -28,16 +28,19 @@ fn merged_path(paths: &[&'static str]) -> &'static str {
 
 /// Every key a transaction touches.
 pub fn txn_keys(t: &Txn) -> Vec<&[u8]> {
-    let ops = t.success.iter().chain(&t.failure).map(|o| match o {
+    let (ops, compares) = t.all_ops();
+    let ops = ops.into_iter().map(|o| match o {
         TxnOp::Put { key, .. }
         | TxnOp::Append { key, .. }
         | TxnOp::PutLease { key, .. }
         | TxnOp::Delete { key }
         | TxnOp::Get { key }
-        | TxnOp::Range { start: key, .. } => key.as_slice(),
+        | TxnOp::Range { start: key, .. }
+        | TxnOp::DeleteRange { start: key, .. } => key.as_slice(),
+        TxnOp::Txn(_) => unreachable!("all_ops leaves nested transactions out"),
     });
-    t.compares
-        .iter()
+    compares
+        .into_iter()
         .map(|c| c.key.as_slice())
         .chain(ops)
         .collect()
@@ -275,8 +278,8 @@ impl Proxy {
             .first()
             .ok_or_else(|| ServiceError::BadRequest("an empty transaction".into()))?;
         let shard = self.placement.shard(first);
-        for o in t.success.iter().chain(&t.failure) {
-            let TxnOp::Range { start, end } = o else {
+        for o in t.all_ops().0 {
+            let (TxnOp::Range { start, end } | TxnOp::DeleteRange { start, end }) = o else {
                 continue;
             };
             if self.placement.span_shard(start, end) != Some(shard) {

@@ -146,7 +146,7 @@ fn etcdctl_works_against_the_nearest_proxy() {
 
 #[test]
 fn the_etcd_client_crate_works_unchanged() {
-    let c = TestCluster::up("etcd-crate", &["--no-wan"]);
+    let c = TestCluster::up("etcd-crate", &["--no-wan", "--colocate", "grp/"]);
     let urls = etcd_urls(&c);
     let ca = std::fs::read_to_string(c.cfg.resolve(&c.cfg.tls.ca)).unwrap();
     rt().block_on(async {
@@ -313,6 +313,76 @@ fn the_etcd_client_crate_works_unchanged() {
             0
         );
         assert_eq!(b.get("zzz", None).await.unwrap().kvs()[0].value(), b"9");
+        // A nested transaction (etcd's request_txn) and a span delete inside it, on the
+        // co-located prefix grp/: the inner compare is judged against the state before the
+        // transaction (grp/a still "1", although the outer branch has just put "2").
+        for (k, v) in [
+            ("grp/a", "1"),
+            ("grp/b", "2"),
+            ("grp/c", "3"),
+            ("grp/d", "4"),
+        ] {
+            a.put(k, v, None).await.unwrap();
+        }
+        let t = Txn::new()
+            .when([Compare::value("grp/a", CompareOp::Equal, "1")])
+            .and_then([
+                TxnOp::put("grp/a", "2", None),
+                TxnOp::txn(
+                    Txn::new()
+                        .when([Compare::value("grp/a", CompareOp::Equal, "1")])
+                        .and_then([
+                            TxnOp::get("grp/a", None),
+                            TxnOp::delete(
+                                "grp/b",
+                                Some(DeleteOptions::new().with_range("grp/d").with_prev_key()),
+                            ),
+                        ])
+                        .or_else([TxnOp::put("grp/wrong", "x", None)]),
+                ),
+                TxnOp::get("grp/", Some(GetOptions::new().with_prefix())),
+            ]);
+        let r = b.txn(t).await.unwrap();
+        assert!(r.succeeded());
+        let rs = r.op_responses();
+        assert_eq!(rs.len(), 3, "{rs:?}");
+        let TxnOpResponse::Txn(inner) = &rs[1] else {
+            panic!("{:?}", rs[1])
+        };
+        assert!(
+            inner.succeeded(),
+            "judged against the state before: {inner:?}"
+        );
+        let irs = inner.op_responses();
+        match (&irs[0], &irs[1]) {
+            (TxnOpResponse::Get(g), TxnOpResponse::Delete(d)) => {
+                assert_eq!(g.kvs()[0].value(), b"2", "the read sees the outer put");
+                assert_eq!(d.deleted(), 2);
+                let prev: Vec<&[u8]> = d.prev_kvs().iter().map(|k| k.value()).collect();
+                assert_eq!(prev, [&b"2"[..], b"3"]);
+            }
+            o => panic!("{o:?}"),
+        }
+        match &rs[2] {
+            TxnOpResponse::Get(g) => {
+                let kvs: Vec<(&[u8], &[u8])> =
+                    g.kvs().iter().map(|k| (k.key(), k.value())).collect();
+                assert_eq!(kvs, [(&b"grp/a"[..], &b"2"[..]), (b"grp/d", b"4")]);
+                let revs: Vec<i64> = g.kvs().iter().map(|k| k.mod_revision()).collect();
+                assert_eq!(revs[0], r.header().unwrap().revision(), "one revision");
+            }
+            o => panic!("{o:?}"),
+        }
+        assert!(a.get("grp/wrong", None).await.unwrap().kvs().is_empty());
+        // A span delete inside a transaction that is not confined to its shard is refused.
+        let e = a
+            .txn(Txn::new().and_then([TxnOp::delete(
+                "cfg/",
+                Some(DeleteOptions::new().with_prefix()),
+            )]))
+            .await
+            .expect_err("a span delete over several shards inside a transaction");
+        assert!(e.to_string().contains("transaction's shard"), "{e}");
         // Reads at a revision, through another region's proxy (its replica may not have
         // applied the last write yet: it is asked again until it has).
         let rev = |h: Option<&etcd_client::ResponseHeader>| h.unwrap().revision();

@@ -337,8 +337,8 @@ impl KvService {
             .iter()
             .map(|c| compare(c, self.0.placement()))
             .collect::<Result<Vec<_>, _>>()?;
-        let (success, s_plan) = ops(&r.success)?;
-        let (failure, f_plan) = ops(&r.failure)?;
+        let (success, s_plan) = ops(&r.success, self.0.placement(), 0)?;
+        let (failure, f_plan) = ops(&r.failure, self.0.placement(), 0)?;
         if compares.is_empty() && success.is_empty() && failure.is_empty() {
             return Ok(PbTxnResponse {
                 header: self.0.header(0),
@@ -357,78 +357,121 @@ impl KvService {
             .txn(who.as_ref(), t)
             .await
             .map_err(service_status)?;
-        let (succeeded, gets, ranges) = match res.outcome {
-            Outcome::Txn { succeeded, gets } => (succeeded, gets, Vec::new()),
+        let (branches, gets, ranges) = match res.outcome {
+            Outcome::Txn { succeeded, gets } => (vec![succeeded], gets, Vec::new()),
             Outcome::TxnRanges {
                 succeeded,
                 gets,
                 ranges,
-            } => (succeeded, gets, ranges),
+            } => (vec![succeeded], gets, ranges),
+            Outcome::TxnTree {
+                branches,
+                gets,
+                ranges,
+            } => (branches, gets, ranges),
             Outcome::Lease(_) => return Err(lease_not_found()),
             _ => return Err(Status::internal("a transaction answered something else")),
         };
-        let header = encode(res.revision, shard, shards);
+        let mut answers = Answers {
+            edge: &self.0,
+            header: encode(res.revision, shard, shards),
+            branches: branches.into_iter(),
+            gets: gets.into_iter(),
+            ranges: ranges.into_iter(),
+        };
+        Ok(answers.txn(s_plan, f_plan))
+    }
+}
+
+/// The state machine's answers to a transaction, handed out to its plan in the order its
+/// operations ran.
+struct Answers<'a> {
+    edge: &'a Edge,
+    header: i64,
+    branches: std::vec::IntoIter<bool>,
+    gets: std::vec::IntoIter<Option<KeyValue>>,
+    ranges: std::vec::IntoIter<Vec<KeyValue>>,
+}
+
+impl Answers<'_> {
+    /// A transaction's response: the branch it took (the next one in the list) and the
+    /// responses of that branch's steps.
+    fn txn(&mut self, s_plan: Vec<Step>, f_plan: Vec<Step>) -> PbTxnResponse {
+        let succeeded = self.branches.next().unwrap_or(false);
         let plan = if succeeded { s_plan } else { f_plan };
-        let mut gets = gets.into_iter();
-        let mut ranges = ranges.into_iter();
-        let mut responses = Vec::new();
-        for step in plan {
-            if let Step::Span(r) = step {
-                let kvs = ranges.next().unwrap_or_default();
+        let responses = plan
+            .into_iter()
+            .map(|step| PbResponseOp {
+                response: Some(self.step(step)),
+            })
+            .collect();
+        PbTxnResponse {
+            header: self.edge.header(self.header),
+            succeeded,
+            responses,
+        }
+    }
+
+    fn step(&mut self, step: Step) -> PbTxnOpResponse {
+        let pl = self.edge.placement();
+        let h = self.edge.header(self.header);
+        match step {
+            Step::Span(r) => {
+                let kvs = self.ranges.next().unwrap_or_default();
                 let n = kvs.len() as u64;
-                responses.push(PbResponseOp {
-                    response: Some(PbTxnOpResponse::ResponseRange(shape(
-                        &self.0, &r, kvs, n, header,
-                    ))),
-                });
-                continue;
+                PbTxnOpResponse::ResponseRange(shape(self.edge, &r, kvs, n, self.header))
             }
-            let got = gets.next().flatten();
-            let h = self.0.header(header);
-            let resp = match step {
-                Step::Span(_) => unreachable!("answered above"),
-                Step::Range {
-                    keys_only,
-                    count_only,
-                } => PbTxnOpResponse::ResponseRange(PbRangeResponse {
+            Step::DeleteSpan { prev_kv } => {
+                let kvs = self.ranges.next().unwrap_or_default();
+                PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse {
+                    header: h,
+                    deleted: kvs.len() as i64,
+                    prev_kvs: if prev_kv {
+                        kvs.iter().map(|k| pb_kv(k, pl, false)).collect()
+                    } else {
+                        Vec::new()
+                    },
+                })
+            }
+            Step::Txn { success, failure } => {
+                PbTxnOpResponse::ResponseTxn(self.txn(success, failure))
+            }
+            Step::Range {
+                keys_only,
+                count_only,
+            } => {
+                let got = self.gets.next().flatten();
+                PbTxnOpResponse::ResponseRange(PbRangeResponse {
                     header: h,
                     count: i64::from(got.is_some()),
                     kvs: if count_only {
                         Vec::new()
                     } else {
-                        got.iter()
-                            .map(|k| pb_kv(k, self.0.placement(), keys_only))
-                            .collect()
+                        got.iter().map(|k| pb_kv(k, pl, keys_only)).collect()
                     },
                     more: false,
-                }),
-                Step::Put { prev_kv } => PbTxnOpResponse::ResponsePut(PbPutResponse {
+                })
+            }
+            Step::Put { prev_kv } => {
+                let got = self.gets.next().flatten();
+                PbTxnOpResponse::ResponsePut(PbPutResponse {
                     header: h,
-                    prev_kv: got
+                    prev_kv: got.filter(|_| prev_kv).map(|k| pb_kv(&k, pl, false)),
+                })
+            }
+            Step::Delete { prev_kv } => {
+                let got = self.gets.next().flatten();
+                PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse {
+                    header: h,
+                    deleted: i64::from(got.is_some()),
+                    prev_kvs: got
+                        .iter()
                         .filter(|_| prev_kv)
-                        .map(|k| pb_kv(&k, self.0.placement(), false)),
-                }),
-                Step::Delete { prev_kv } => {
-                    PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse {
-                        header: h,
-                        deleted: i64::from(got.is_some()),
-                        prev_kvs: got
-                            .iter()
-                            .filter(|_| prev_kv)
-                            .map(|k| pb_kv(k, self.0.placement(), false))
-                            .collect(),
-                    })
-                }
-            };
-            responses.push(PbResponseOp {
-                response: Some(resp),
-            });
+                        .map(|k| pb_kv(k, pl, false))
+                        .collect(),
+                })
+            }
         }
-        Ok(PbTxnResponse {
-            header: self.0.header(header),
-            succeeded,
-            responses,
-        })
     }
 }
 
@@ -447,9 +490,26 @@ enum Step {
     Delete {
         prev_kv: bool,
     },
+    /// A delete of a span: a `Range` of the span in front of it tells what it deleted.
+    DeleteSpan {
+        prev_kv: bool,
+    },
+    /// A nested transaction: the plans of its two branches.
+    Txn {
+        success: Vec<Step>,
+        failure: Vec<Step>,
+    },
 }
 
-fn ops(reqs: &[etcd_client::proto::PbTxnRequestOp]) -> Result<(Vec<TxnOp>, Vec<Step>), Status> {
+/// How deep etcd lets transactions nest (its server has no fixed bound; one here keeps a
+/// request from recursing without end).
+const MAX_TXN_DEPTH: usize = 8;
+
+fn ops(
+    reqs: &[etcd_client::proto::PbTxnRequestOp],
+    pl: &Placement,
+    depth: usize,
+) -> Result<(Vec<TxnOp>, Vec<Step>), Status> {
     let mut out = Vec::new();
     let mut plan = Vec::new();
     for r in reqs {
@@ -460,7 +520,7 @@ fn ops(reqs: &[etcd_client::proto::PbTxnRequestOp]) -> Result<(Vec<TxnOp>, Vec<S
                 }
                 check_key(&g.key)?;
                 if !g.range_end.is_empty() {
-                    // A span: the proxy refuses it unless the cluster has one shard.
+                    // A span: the proxy refuses it unless it lies on the transaction's shard.
                     let (start, end) = span(&g.key, &g.range_end);
                     out.push(TxnOp::Range { start, end });
                     plan.push(Step::Span(g.clone()));
@@ -489,20 +549,44 @@ fn ops(reqs: &[etcd_client::proto::PbTxnRequestOp]) -> Result<(Vec<TxnOp>, Vec<S
                 plan.push(Step::Put { prev_kv: p.prev_kv });
             }
             Some(PbTxnOpRequest::RequestDeleteRange(d)) => {
-                if !d.range_end.is_empty() {
-                    return Err(Status::invalid_argument(
-                        "a delete inside a transaction must be one key (range_end empty)",
-                    ));
-                }
                 check_key(&d.key)?;
+                if !d.range_end.is_empty() {
+                    // A span: like a span range, it must lie on the transaction's shard.
+                    let (start, end) = span(&d.key, &d.range_end);
+                    out.push(TxnOp::Range {
+                        start: start.clone(),
+                        end: end.clone(),
+                    });
+                    out.push(TxnOp::DeleteRange { start, end });
+                    plan.push(Step::DeleteSpan { prev_kv: d.prev_kv });
+                    continue;
+                }
                 out.push(TxnOp::Get { key: d.key.clone() });
                 out.push(TxnOp::Delete { key: d.key.clone() });
                 plan.push(Step::Delete { prev_kv: d.prev_kv });
             }
-            Some(PbTxnOpRequest::RequestTxn(_)) => {
-                return Err(Status::unimplemented(
-                    "nested transactions are not supported",
-                ))
+            Some(PbTxnOpRequest::RequestTxn(t)) => {
+                if depth + 1 >= MAX_TXN_DEPTH {
+                    return Err(Status::invalid_argument(format!(
+                        "transactions nest at most {MAX_TXN_DEPTH} deep"
+                    )));
+                }
+                let compares = t
+                    .compare
+                    .iter()
+                    .map(|c| compare(c, pl))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (success, s_plan) = ops(&t.success, pl, depth + 1)?;
+                let (failure, f_plan) = ops(&t.failure, pl, depth + 1)?;
+                out.push(TxnOp::Txn(Txn {
+                    compares,
+                    success,
+                    failure,
+                }));
+                plan.push(Step::Txn {
+                    success: s_plan,
+                    failure: f_plan,
+                });
             }
             None => return Err(Status::invalid_argument("an empty request operation")),
         }

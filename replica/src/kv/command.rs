@@ -143,6 +143,50 @@ pub enum TxnOp {
         start: Key,
         end: Key,
     },
+    /// Deletes every key in `[start, end)` (`end` empty: unbounded). Its answer is a `Range`
+    /// of the same span put in front of it.
+    DeleteRange {
+        start: Key,
+        end: Key,
+    },
+    /// A nested transaction (etcd's `RequestOp.request_txn`): its compares are evaluated with
+    /// every other compare of the request, against the state before any of its operations
+    /// (etcd's semantics); the request's outcome is then `TxnTree`.
+    Txn(Txn),
+}
+
+impl Txn {
+    /// Every operation of either branch, at any depth (nested transactions themselves left
+    /// out), and every compare at any depth.
+    pub fn all_ops(&self) -> (Vec<&TxnOp>, Vec<&Compare>) {
+        fn walk<'a>(t: &'a Txn, ops: &mut Vec<&'a TxnOp>, cmps: &mut Vec<&'a Compare>) {
+            cmps.extend(&t.compares);
+            for o in t.success.iter().chain(&t.failure) {
+                match o {
+                    TxnOp::Txn(inner) => walk(inner, ops, cmps),
+                    o => ops.push(o),
+                }
+            }
+        }
+        let (mut ops, mut cmps) = (Vec::new(), Vec::new());
+        walk(self, &mut ops, &mut cmps);
+        (ops, cmps)
+    }
+
+    /// Whether a transaction is nested anywhere in it.
+    pub fn is_nested(&self) -> bool {
+        self.success
+            .iter()
+            .chain(&self.failure)
+            .any(|o| matches!(o, TxnOp::Txn(_)))
+    }
+}
+
+impl TxnOp {
+    /// Whether the operation only reads.
+    pub fn is_read(&self) -> bool {
+        matches!(self, TxnOp::Get { .. } | TxnOp::Range { .. })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,6 +338,14 @@ pub enum Outcome {
     },
     /// `Op::ScanAt` above the answering replica's revision.
     FutureRevision,
+    /// A transaction with nested transactions: which branch each took — the request's own
+    /// first, then every nested transaction on the path taken, in the order its operations
+    /// ran — and the answers of `Get`s and `Range`s in that order (as `TxnRanges`).
+    TxnTree {
+        branches: Vec<bool>,
+        gets: Vec<Option<KeyValue>>,
+        ranges: Vec<Vec<KeyValue>>,
+    },
 }
 
 /// A TTL lease as an operation found it.
@@ -391,14 +443,18 @@ impl KvCommand {
             Op::LeaseRevoke { .. } | Op::LeaseExpire { .. } => true,
             Op::LeasePut { key: k, .. } => k == key,
             Op::Txn(t) => {
-                t.compares.iter().any(|c| c.key == key)
-                    || t.success.iter().chain(&t.failure).any(|o| match o {
+                let (ops, compares) = t.all_ops();
+                compares.iter().any(|c| c.key == key)
+                    || ops.iter().any(|o| match o {
                         TxnOp::Put { key: k, .. }
                         | TxnOp::Append { key: k, .. }
                         | TxnOp::Delete { key: k }
                         | TxnOp::PutLease { key: k, .. }
                         | TxnOp::Get { key: k } => k == key,
-                        TxnOp::Range { start, end } => in_span(key, start, end),
+                        TxnOp::Range { start, end } | TxnOp::DeleteRange { start, end } => {
+                            in_span(key, start, end)
+                        }
+                        TxnOp::Txn(_) => unreachable!("all_ops leaves nested transactions out"),
                     })
             }
         }
@@ -412,11 +468,7 @@ impl KvCommand {
             | Op::ScanAt { .. }
             | Op::LeaseInfo { .. }
             | Op::LeaseList => true,
-            Op::Txn(t) => t
-                .success
-                .iter()
-                .chain(&t.failure)
-                .all(|o| matches!(o, TxnOp::Get { .. } | TxnOp::Range { .. })),
+            Op::Txn(t) => t.all_ops().0.iter().all(|o| o.is_read()),
             _ => false,
         }
     }

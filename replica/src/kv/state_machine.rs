@@ -472,26 +472,28 @@ impl KvStore {
         }
     }
 
-    /// All of a transaction's writes share one new revision (etcd semantics).
+    /// All of a transaction's writes share one new revision (etcd semantics). Every compare
+    /// on the path taken, nested ones included, is evaluated first, against the state before
+    /// the transaction; then the path's operations run in order.
     fn txn(&mut self, t: &Txn) -> Outcome {
-        let succeeded = t.compares.iter().all(|c| self.holds(c));
-        let ops = if succeeded { &t.success } else { &t.failure };
+        let mut branches = Vec::new();
+        let mut ops = Vec::new();
+        self.path(t, &mut branches, &mut ops);
+        let succeeded = branches[0];
         // A put to a lease that does not exist fails the whole transaction (etcd).
-        for op in ops {
+        for op in &ops {
             if let TxnOp::PutLease { lease, .. } = op {
                 if *lease != KEEP_LEASE && self.ttl.get(*lease).is_none() {
                     return Outcome::Lease(self.lease_info(*lease, false));
                 }
             }
         }
-        let writes = ops
-            .iter()
-            .any(|o| !matches!(o, TxnOp::Get { .. } | TxnOp::Range { .. }));
+        let writes = ops.iter().any(|o| !o.is_read());
         let with_ranges = t
-            .success
+            .all_ops()
+            .0
             .iter()
-            .chain(&t.failure)
-            .any(|o| matches!(o, TxnOp::Range { .. }));
+            .any(|o| matches!(o, TxnOp::Range { .. } | TxnOp::DeleteRange { .. }));
         let mut ranges = Vec::new();
         if writes {
             self.revision += 1;
@@ -518,11 +520,26 @@ impl KvStore {
                 TxnOp::Delete { key } => {
                     self.remove_kv(key);
                 }
+                TxnOp::DeleteRange { start, end } => {
+                    let keys: Vec<Vec<u8>> =
+                        self.span(start, end).map(|(k, _)| k.clone()).collect();
+                    for k in keys {
+                        self.remove_kv(&k);
+                    }
+                }
                 TxnOp::Get { key } => gets.push(self.data.get(key).cloned()),
                 TxnOp::Range { start, end } => {
                     ranges.push(self.span(start, end).map(|(_, v)| v.clone()).collect())
                 }
+                TxnOp::Txn(_) => unreachable!("path() flattens nested transactions"),
             }
+        }
+        if t.is_nested() {
+            return Outcome::TxnTree {
+                branches,
+                gets,
+                ranges,
+            };
         }
         if with_ranges {
             return Outcome::TxnRanges {
@@ -532,6 +549,19 @@ impl KvStore {
             };
         }
         Outcome::Txn { succeeded, gets }
+    }
+
+    /// The branch `t` takes and, depth first, that of every nested transaction on its path
+    /// (all against the present state), with the path's operations in the order they run.
+    fn path<'a>(&self, t: &'a Txn, branches: &mut Vec<bool>, ops: &mut Vec<&'a TxnOp>) {
+        let succeeded = t.compares.iter().all(|c| self.holds(c));
+        branches.push(succeeded);
+        for op in if succeeded { &t.success } else { &t.failure } {
+            match op {
+                TxnOp::Txn(inner) => self.path(inner, branches, ops),
+                op => ops.push(op),
+            }
+        }
     }
 
     /// The version mark, the store, then (if any lease exists) a marked TTL-lease section.

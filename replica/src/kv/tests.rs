@@ -671,3 +671,122 @@ fn reads_at_a_revision_rebuild_the_span_exactly_as_it_was() {
         }
     }
 }
+
+/// A nested transaction (etcd's `request_txn`): every compare on the path is judged against the
+/// state before the transaction, even one about a key an earlier operation of the same
+/// transaction changed; the branches taken come back depth first, the reads in running order,
+/// and all the writes share one revision.
+#[test]
+fn nested_transactions_judge_every_compare_against_the_state_before() {
+    let mut s = KvStore::default();
+    s.apply(&cmd(1, 1, put("k", "1")));
+    s.apply(&cmd(1, 2, put("r/a", "x")));
+    s.apply(&cmd(1, 3, put("r/b", "y")));
+    let value_is = |k: &str, v: &str| Compare {
+        key: k.into(),
+        target: CompareTarget::Value(Some(v.into())),
+    };
+    let tp = |k: &str, v: &str| TxnOp::Put {
+        key: k.into(),
+        value: v.into(),
+    };
+    let nested = Op::Txn(Txn {
+        compares: vec![value_is("k", "1")],
+        success: vec![
+            tp("k", "2"),
+            // k is 2 by now, but the compare sees the state before the transaction: 1.
+            TxnOp::Txn(Txn {
+                compares: vec![value_is("k", "1")],
+                success: vec![
+                    tp("seen", "before"),
+                    TxnOp::Get { key: "k".into() },
+                    TxnOp::Txn(Txn {
+                        compares: vec![value_is("k", "2")],
+                        success: vec![tp("deep", "wrong")],
+                        failure: vec![TxnOp::Range {
+                            start: "r/".into(),
+                            end: "r0".into(),
+                        }],
+                    }),
+                ],
+                failure: vec![tp("seen", "after")],
+            }),
+            TxnOp::DeleteRange {
+                start: "r/".into(),
+                end: "r0".into(),
+            },
+        ],
+        failure: vec![tp("outer", "failed")],
+    });
+    assert!(!cmd(1, 4, nested.clone()).is_read_only());
+    for key in ["k", "seen", "deep", "r/a", "outer"] {
+        assert!(cmd(1, 4, nested.clone()).touches(key.as_bytes()), "{key}");
+    }
+    assert!(!cmd(1, 4, nested.clone()).touches(b"elsewhere"));
+    let r = s.apply(&cmd(1, 4, nested));
+    let Outcome::TxnTree {
+        branches,
+        gets,
+        ranges,
+    } = r.outcome
+    else {
+        panic!("{:?}", r.outcome)
+    };
+    assert_eq!(branches, vec![true, true, false]);
+    assert_eq!(r.revision, 4, "one revision for every write at every depth");
+    assert_eq!(
+        gets.iter()
+            .map(|g| g.as_ref().map(|kv| kv.value.clone()))
+            .collect::<Vec<_>>(),
+        vec![Some(b"2".to_vec())],
+        "a read sees the writes that ran before it"
+    );
+    assert_eq!(ranges.len(), 1);
+    assert_eq!(ranges[0].len(), 2, "the range ran before the range delete");
+    assert_eq!(s.get(b"k").unwrap().value, b"2");
+    assert_eq!(s.get(b"seen").unwrap().value, b"before");
+    assert!(s.get(b"deep").is_none() && s.get(b"outer").is_none());
+    assert!(s.get(b"r/a").is_none() && s.get(b"r/b").is_none());
+    assert_eq!(s.get(b"seen").unwrap().mod_revision, 4);
+
+    // A nested transaction that only reads writes nothing; one whose path puts to a missing
+    // lease fails whole.
+    let read_only = Op::Txn(Txn {
+        compares: vec![],
+        success: vec![TxnOp::Txn(Txn {
+            compares: vec![value_is("k", "2")],
+            success: vec![TxnOp::Get { key: "k".into() }],
+            failure: vec![tp("k", "3")],
+        })],
+        failure: vec![],
+    });
+    assert!(
+        !cmd(1, 5, read_only.clone()).is_read_only(),
+        "a branch may write"
+    );
+    let r = s.apply(&cmd(1, 5, read_only));
+    assert_eq!(r.revision, 4);
+    assert!(
+        matches!(r.outcome, Outcome::TxnTree { ref branches, .. } if branches == &[true, true])
+    );
+    let missing_lease = Op::Txn(Txn {
+        compares: vec![],
+        success: vec![
+            tp("k", "4"),
+            TxnOp::Txn(Txn {
+                compares: vec![],
+                success: vec![TxnOp::PutLease {
+                    key: "held".into(),
+                    value: "v".into(),
+                    lease: 77,
+                }],
+                failure: vec![],
+            }),
+        ],
+        failure: vec![],
+    });
+    let r = s.apply(&cmd(1, 6, missing_lease));
+    assert!(matches!(r.outcome, Outcome::Lease(_)), "{:?}", r.outcome);
+    assert_eq!(s.get(b"k").unwrap().value, b"2", "nothing changed");
+    assert_eq!(r.revision, 4);
+}
