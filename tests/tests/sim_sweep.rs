@@ -65,6 +65,10 @@ fn assert_clean_cfg(
         "{s:?}"
     );
     assert!(s.compactions > 0, "{s:?}");
+    assert!(
+        s.reads_at_revision > 0,
+        "reads at a revision were judged: {s:?}"
+    );
     // (Crashes inside a compaction are rare: the quorum-lease slices may have none; the two
     // plain sweeps must.)
     assert!(cfg.quorum_leases || s.compaction_crashes > 0, "{s:?}");

@@ -110,6 +110,14 @@ fn log_reads_matched_by_a_shared_identity_are_caught() {
     assert!(s.violations > 0, "{s:?}");
 }
 
+/// Reads at a revision answered from the present (the history not undone) are caught by the
+/// reads-at-a-revision checker (`invariants::at_revision`).
+#[test]
+fn reads_at_a_revision_answered_from_the_present_are_caught() {
+    let s = caught(PlantedBug::ScanAtPresent);
+    assert!(s.violations > 0 && s.reads_at_revision > 0, "{s:?}");
+}
+
 #[test]
 fn quorum_reads_ignoring_the_barrier_are_caught() {
     let s = caught(PlantedBug::PqrIgnoreBarrier);

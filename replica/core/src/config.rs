@@ -23,10 +23,13 @@ pub enum PlantedBug {
     ProxyRetryNewSeq,
     /// Quorum leases: the leader commits a write without the acknowledgement of a lease holder.
     WriteSkipsHolder,
+    /// Shard driver: a read at a revision (`ScanAt`) answers from the present state without
+    /// undoing the changes above the revision.
+    ScanAtPresent,
 }
 
 impl PlantedBug {
-    pub const ALL: [(&'static str, PlantedBug); 7] = [
+    pub const ALL: [(&'static str, PlantedBug); 8] = [
         ("accept-lower-ballot", PlantedBug::AcceptLowerBallot),
         ("read-without-lease", PlantedBug::ReadWithoutLease),
         ("log-read-shared-token", PlantedBug::LogReadSharedToken),
@@ -37,6 +40,7 @@ impl PlantedBug {
         ),
         ("proxy-retry-new-seq", PlantedBug::ProxyRetryNewSeq),
         ("write-skips-holder", PlantedBug::WriteSkipsHolder),
+        ("scan-at-present", PlantedBug::ScanAtPresent),
     ];
 
     pub fn parse(name: &str) -> Option<PlantedBug> {

@@ -339,6 +339,13 @@ impl ShardDriver {
         let current = self.kv.revision();
         let outcome = if *revision > current {
             Outcome::FutureRevision
+        } else if self.cfg.planted_bug == Some(PlantedBug::ScanAtPresent) {
+            let kvs = self.kv.span_kvs(start, end);
+            Outcome::Scan {
+                more: false,
+                count: kvs.len() as u64,
+                kvs,
+            }
         } else {
             match self
                 .history

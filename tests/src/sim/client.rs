@@ -30,6 +30,12 @@ pub enum ClientOp {
         key: String,
         elem: String,
     },
+    /// Reads a register key as it was at a revision (`Op::ScanAt`, etcd's Range with
+    /// `revision`), from the nearest replica that has applied it.
+    GetAt {
+        key: String,
+        revision: u64,
+    },
 }
 
 impl ClientOp {
@@ -39,12 +45,13 @@ impl ClientOp {
             | ClientOp::Get { key, .. }
             | ClientOp::Delete { key }
             | ClientOp::Cas { key, .. }
-            | ClientOp::Append { key, .. } => key,
+            | ClientOp::Append { key, .. }
+            | ClientOp::GetAt { key, .. } => key,
         }
     }
 
     pub fn is_read(&self) -> bool {
-        matches!(self, ClientOp::Get { .. })
+        matches!(self, ClientOp::Get { .. } | ClientOp::GetAt { .. })
     }
 
     pub fn to_op(&self) -> Op {
@@ -56,6 +63,17 @@ impl ClientOp {
             ClientOp::Get { key, .. } => Op::Get {
                 key: key.into_bytes(),
             },
+            ClientOp::GetAt { key, revision } => {
+                let start = key.into_bytes();
+                let mut end = start.clone();
+                end.push(0);
+                Op::ScanAt {
+                    start,
+                    end,
+                    limit: 0,
+                    revision,
+                }
+            }
             ClientOp::Delete { key } => Op::Delete {
                 key: key.into_bytes(),
             },
@@ -95,6 +113,8 @@ pub struct SimClient {
     pub current: Option<Pending>,
     /// The last value this client saw per key (to make compare-and-set succeed sometimes).
     pub seen: std::collections::BTreeMap<String, Option<String>>,
+    /// The highest revision an answer told this client (reads at a revision ask near it).
+    pub revision: u64,
 }
 
 /// Bounds a `bounded:B` read may ask for.
@@ -116,6 +136,26 @@ fn read_kind(rng: &mut Rng) -> (Consistency, Mode) {
 }
 
 impl SimClient {
+    /// Every third serializable get of a register key once the client knows a revision
+    /// becomes a read at a revision at most three below it. No randomness is drawn and the
+    /// read travels as the get would have (a local read of the nearest replica), so every
+    /// other event of a seed stays as it was.
+    pub fn at_revision(&self, op: ClientOp) -> ClientOp {
+        match op {
+            ClientOp::Get {
+                key,
+                consistency: Consistency::Serializable,
+                ..
+            } if key.starts_with('k') && self.revision > 0 && self.seq % 3 == 0 => {
+                ClientOp::GetAt {
+                    key,
+                    revision: self.revision.saturating_sub(self.seq % 4).max(1),
+                }
+            }
+            op => op,
+        }
+    }
+
     /// The next operation: 40 % get (every read mode), 25 % put, 8 % delete, 12 %
     /// compare-and-set on register keys, 15 % append on list keys. Values are unique so the
     /// checkers can tell writes apart.

@@ -27,6 +27,8 @@ pub struct Summary {
     pub compactions: u64,
     pub compaction_crashes: u64,
     pub snapshot_installs: u64,
+    /// Reads at a revision judged against the reference (`invariants::at_revision`).
+    pub reads_at_revision: u64,
     pub failing_seeds: Vec<u64>,
 }
 
@@ -58,6 +60,7 @@ pub fn sweep(
         s.compactions += r.compactions;
         s.compaction_crashes += r.compaction_crashes;
         s.snapshot_installs += r.snapshot_installs;
+        s.reads_at_revision += r.reads_at_revision;
         if r.failed() {
             s.failing_seeds.push(seed);
         }

@@ -4,6 +4,7 @@
 use super::client::{ClientOp, Pending, SimClient};
 use super::config::SimConfig;
 use super::events::{Event, Queue};
+use super::invariants::at_revision::AtRevision;
 use super::invariants::{
     acceptor, agreement::Agreement, election::ElectionSafety, lease, list_append::ListAppend,
     qlease::QuorumLeaseSafety, staleness::Staleness, Findings,
@@ -76,6 +77,8 @@ pub struct SeedReport {
     pub compaction_crashes: u64,
     /// Snapshots installed from a peer (catch-up across a compacted log).
     pub snapshot_installs: u64,
+    /// Reads at a revision judged against the reference (`invariants::at_revision`).
+    pub reads_at_revision: u64,
     /// The variations this seed ran with.
     pub lease: bool,
     pub preferred_leader: Option<usize>,
@@ -110,6 +113,7 @@ pub struct World {
     history: Vec<HistoryOp>,
     findings: Findings,
     agreement: Agreement,
+    at_revision: AtRevision,
     election: ElectionSafety,
     staleness: Staleness,
     lists: ListAppend,
@@ -224,6 +228,7 @@ impl World {
                 remaining: cfg.ops / cfg.clients + usize::from(c < cfg.ops % cfg.clients),
                 current: None,
                 seen: Default::default(),
+                revision: 0,
             })
             .collect();
         let heal_at = cfg.fault_phase.as_nanos() as u64;
@@ -241,6 +246,7 @@ impl World {
             history: Vec::new(),
             findings: Findings::default(),
             agreement: Agreement::default(),
+            at_revision: AtRevision::default(),
             election: ElectionSafety::default(),
             staleness: Staleness::default(),
             lists: ListAppend::default(),
@@ -661,6 +667,7 @@ impl World {
                 } => {
                     self.agreement
                         .applied(i, slot, &batch, digest, &mut self.findings);
+                    self.at_revision.applied(slot, &batch);
                     if self.cfg.quorum_leases
                         && !self.config_slots.contains(&slot.0)
                         && batch.0.iter().any(|c| {
@@ -928,6 +935,7 @@ impl World {
         }
         cl.seq += 1;
         let op = cl.next_op(c, keys, &mut self.rng);
+        let op = cl.at_revision(op);
         self.clients[c].current = Some(Pending {
             op,
             invoke_ns: self.now,
@@ -955,6 +963,9 @@ impl World {
                 };
                 self.proxies[proxy].read(now, c, op.to_op(), *consistency, mode)
             }
+            ClientOp::GetAt { .. } => {
+                self.proxies[proxy].read(now, c, op.to_op(), Consistency::Serializable, Mode::Auto)
+            }
             _ => self.proxies[proxy].write(now, c, op.to_op()),
         };
         self.proxy_outs(proxy, outs);
@@ -979,7 +990,35 @@ impl World {
             path: None,
         };
         let late = p.invoke_ns > self.heal_at + 5_000 * MS;
+        let told = match &answer {
+            Answer::Read(Ok(o)) => o.result.revision,
+            Answer::Write(Ok(r)) => r.revision,
+            _ => 0,
+        };
+        self.clients[c].revision = self.clients[c].revision.max(told);
         match (&p.op, answer) {
+            (ClientOp::GetAt { revision, .. }, Answer::Read(Ok(o))) => {
+                match &o.result.outcome {
+                    Outcome::Scan { kvs, .. } if kvs.len() <= 1 => self.at_revision.answered(
+                        o.site,
+                        key.as_bytes(),
+                        *revision,
+                        kvs.first(),
+                        &mut self.findings,
+                    ),
+                    // Below the answering replica's history, or above its revision: no
+                    // answer, as the etcd edge says ("compacted", or it asks again).
+                    Outcome::Compacted { .. } | Outcome::FutureRevision => {}
+                    other => self.findings.violation(format!(
+                        "client {c}: a read at revision {revision} answered with {other:?}"
+                    )),
+                }
+                return self.next(c);
+            }
+            (ClientOp::GetAt { .. }, Answer::Read(Err(_))) => {
+                self.incomplete += usize::from(late);
+                return self.next(c);
+            }
             (ClientOp::Get { consistency, .. }, Answer::Read(Ok(o))) => {
                 *self.reads_by_path.entry(o.path.to_string()).or_default() += 1;
                 let Outcome::Get { kv } = &o.result.outcome else {
@@ -1090,7 +1129,7 @@ impl World {
                     .violation(format!("client {c}: {op:?} answered with {other:?}"));
                 return false;
             }
-            (ClientOp::Get { .. }, None) => return false,
+            (ClientOp::Get { .. } | ClientOp::GetAt { .. }, None) => return false,
         }
         true
     }
@@ -1187,6 +1226,7 @@ impl World {
             holders: self.holders,
             auto_leases: self.cfg.auto_leases,
             lease_config_changes: self.config_slots.len() as u64,
+            reads_at_revision: self.at_revision.checked,
             preferred_leader: self.cfg.preferred_leader.map(|s| s.0 as usize),
         }
     }

@@ -23,8 +23,9 @@ pub struct SimArgs {
     /// drift-beyond-bound (clocks drift far beyond the lease's ε), log-read-shared-token (log
     /// reads matched by a shared identity), pqr-ignore-barrier (quorum reads ignore the
     /// barrier), bounded-from-receive-time (freshness from receipt, not from the echo),
-    /// proxy-retry-new-seq (a retried write takes a new sequence number) or write-skips-holder
-    /// (a write commits without a quorum-lease holder's acknowledgement).
+    /// proxy-retry-new-seq (a retried write takes a new sequence number), write-skips-holder
+    /// (a write commits without a quorum-lease holder's acknowledgement) or scan-at-present
+    /// (a read at a revision answered from the present state).
     #[arg(long)]
     bug: Option<String>,
     /// Disable leader leases (every read goes through the log).

@@ -1,6 +1,7 @@
 //! One file per invariant (DESIGN.md §9). Each records what it finds; the run reports it.
 pub mod acceptor;
 pub mod agreement;
+pub mod at_revision;
 pub mod durability;
 pub mod election;
 pub mod lease;
