@@ -146,7 +146,7 @@ impl SimClient {
                 key,
                 consistency: Consistency::Serializable,
                 ..
-            } if key.starts_with('k') && self.revision > 0 && self.seq % 3 == 0 => {
+            } if key.starts_with('k') && self.revision > 0 && self.seq.is_multiple_of(3) => {
                 ClientOp::GetAt {
                     key,
                     revision: self.revision.saturating_sub(self.seq % 4).max(1),
