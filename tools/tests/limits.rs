@@ -12,13 +12,6 @@ use https::{tls_config, Conn};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn proxy_url(c: &TestCluster, region: &str) -> String {
-    let e: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(c.dir.join("endpoints.json")).unwrap())
-            .unwrap();
-    e["proxies"][region]["http"].as_str().unwrap().to_string()
-}
-
 /// CPU seconds (user + system) the process has used, from /proc.
 fn cpu_seconds(pid: i32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -10,10 +10,6 @@ use https::{tls_config, Conn};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-fn endpoints(c: &TestCluster) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(c.dir.join("endpoints.json")).unwrap()).unwrap()
-}
-
 /// GET the URL `http://host:port/metrics` (HTTP/1.0: the server closes after the answer).
 fn scrape(url: &str) -> Option<String> {
     let rest = url.strip_prefix("http://")?;

@@ -14,13 +14,6 @@ use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn proxy_url(c: &TestCluster, region: &str) -> String {
-    let e: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(c.dir.join("endpoints.json")).unwrap())
-            .unwrap();
-    e["proxies"][region]["http"].as_str().unwrap().to_string()
-}
-
 /// Waits until a lease read from `region` is served by its local holder.
 async fn until_lease(url: &str, tls: std::sync::Arc<rustls::ClientConfig>, key: &str) {
     let mut conn = Conn::open(url, tls).await.unwrap();

@@ -60,13 +60,6 @@ fn until(
     }
 }
 
-fn proxy_url(c: &TestCluster, region: &str) -> String {
-    let e: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(c.dir.join("endpoints.json")).unwrap())
-            .unwrap();
-    e["proxies"][region]["http"].as_str().unwrap().to_string()
-}
-
 /// `clients` writers through `region`'s proxy for `secs` seconds, on a thread of their own.
 fn spawn_load(
     c: &TestCluster,

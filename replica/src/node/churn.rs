@@ -66,7 +66,10 @@ impl Churn {
             if leader_changed && prev.leader.is_some() {
                 push(ChurnKind::LeaderChanged);
             }
-            if prev.holds_lease && !o.holds_lease && !leader_changed {
+            // While no leader is known (an election under way) a lease this site held is
+            // judged once the next leader is: lost to a new leader it is that one change.
+            let unknown = o.leader.is_none();
+            if prev.holds_lease && !o.holds_lease && !leader_changed && !unknown {
                 push(ChurnKind::LeaseLost);
             }
             // A holder dropped by reconfiguration gives its lease up on purpose.
@@ -79,7 +82,16 @@ impl Churn {
             // An unknown leader (an election under way) keeps the last known one, so the
             // change is counted once, when the next leader is known.
             let leader = o.leader.or(prev.leader);
-            self.last = Some(Observed { leader, ..o });
+            let holds_lease = if unknown {
+                prev.holds_lease
+            } else {
+                o.holds_lease
+            };
+            self.last = Some(Observed {
+                leader,
+                holds_lease,
+                ..o
+            });
         } else {
             self.last = Some(o);
         }
@@ -152,6 +164,30 @@ mod tests {
         assert!(r.iter().any(|(_, k)| *k == ChurnKind::LeaseLost));
         assert!(r.iter().any(|(_, k)| *k == ChurnKind::LeaderChanged));
         assert_eq!(r[0].0, Duration::from_secs(1));
+    }
+
+    /// A leader that steps down and learns its successor a tick later (no leader known in
+    /// between) made one change, not a lapse and a change: startup elections and a preferred
+    /// leader taking over counted twice and fired `lease_churn` on a fresh cluster.
+    #[test]
+    fn a_lease_lost_to_an_election_counts_once_when_the_next_leader_is_known() {
+        let mut c = Churn::default();
+        let s = Duration::from_secs;
+        let unknown = |lease| Observed {
+            leader: None,
+            ..obs(1, lease, false, &[])
+        };
+        c.observe(s(0), obs(1, true, false, &[]));
+        c.observe(s(1), unknown(false));
+        c.observe(s(2), unknown(false));
+        c.observe(s(3), obs(2, false, false, &[]));
+        assert_eq!(c.recent(s(3)), vec![(s(0), ChurnKind::LeaderChanged)]);
+        // The same leader known again, its lease gone: a lapse, counted then.
+        c.observe(s(4), obs(2, true, false, &[]));
+        c.observe(s(5), unknown(false));
+        c.observe(s(6), obs(2, false, false, &[]));
+        assert_eq!(c.recent(s(6))[0], (s(0), ChurnKind::LeaseLost));
+        assert_eq!(c.recent(s(6)).len(), 2);
     }
 
     #[test]

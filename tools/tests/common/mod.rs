@@ -422,3 +422,16 @@ pub async fn etcd_connect(c: &TestCluster, url: &str) -> etcd_client::Client {
     .await
     .expect("connects over TLS with the cluster CA")
 }
+
+/// The cluster's `endpoints.json`.
+pub fn endpoints(c: &TestCluster) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(c.dir.join("endpoints.json")).unwrap()).unwrap()
+}
+
+/// The HTTPS address of `region`'s proxy.
+pub fn proxy_url(c: &TestCluster, region: &str) -> String {
+    endpoints(c)["proxies"][region]["http"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
