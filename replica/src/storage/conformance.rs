@@ -356,3 +356,31 @@ fn an_older_segment_with_preallocated_space_still_reads() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `reserve` makes the room ahead of `sync` (the WAL thread times only the sync): the file has
+/// its preallocated length before any record is written into it, and the records that follow
+/// read back as written.
+#[test]
+fn reserve_preallocates_before_the_records_are_synced() {
+    let dir = temp_dir("reserve");
+    let (mut log, _, _) = FileLog::open(&dir).unwrap();
+    let path = log.current_segment();
+    log.append(&(1..=3).map(rec).collect::<Vec<_>>()).unwrap();
+    log.reserve().unwrap();
+    let on_disk = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(on_disk % crate::storage::wal::PREALLOCATE, 0, "{on_disk}");
+    assert!(on_disk > 0);
+    assert_eq!(log.segment_len(), 0, "no record written yet");
+    log.sync().unwrap();
+    assert!(log.segment_len() > 0);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        on_disk,
+        "no second growth"
+    );
+    drop(log);
+    let (_, records, recovery) = FileLog::open(&dir).unwrap();
+    assert_eq!(records, (1..=3).map(rec).collect::<Vec<_>>());
+    assert_eq!(recovery.truncated, None);
+    let _ = std::fs::remove_dir_all(dir);
+}

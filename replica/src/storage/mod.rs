@@ -18,6 +18,11 @@ pub trait LogStore {
     fn append(&mut self, records: &[Record]) -> Result<(), StorageError>;
     /// Makes every appended record durable (one fsync for all: group commit).
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// Makes room for the appended records ahead of `sync`, durably, where a log preallocates
+    /// its space (so a group commit's fsync, which the WAL thread times, is only the records').
+    fn reserve(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Replaces the whole log with `records` (an equivalent, compacted state), durably.
     fn rewrite(&mut self, records: &[Record]) -> Result<(), StorageError>;
     /// Bytes the log occupies, snapshot files included.

@@ -277,20 +277,32 @@ impl LogStore for FileLog {
         Ok(())
     }
 
+    fn reserve(&mut self) -> Result<(), StorageError> {
+        let end = self.end + self.buf.len() as u64;
+        if end <= self.allocated {
+            return Ok(());
+        }
+        // Zeros written (not fallocated: ext4 would then convert extents at every fdatasync)
+        // and synced on their own: the size change and the blocks are on disk before any
+        // record goes into them.
+        let path = self.current_segment();
+        let to = end.div_ceil(PREALLOCATE) * PREALLOCATE;
+        let zeros = vec![0u8; (to - self.allocated) as usize];
+        self.file
+            .write_all_at(&zeros, self.allocated)
+            .map_err(io(&path))?;
+        self.file.sync_data().map_err(io(&path))?;
+        self.allocated = to;
+        Ok(())
+    }
+
     fn sync(&mut self) -> Result<(), StorageError> {
         let path = self.current_segment();
         if !self.buf.is_empty() {
             let len = self.buf.len() as u64;
             let end = self.end + len;
             if end > self.allocated {
-                // Zeros written (not fallocated: ext4 would then convert extents at every
-                // fdatasync), synced with the records below.
-                let to = end.div_ceil(PREALLOCATE) * PREALLOCATE;
-                let zeros = vec![0u8; (to - self.allocated) as usize];
-                self.file
-                    .write_all_at(&zeros, self.allocated)
-                    .map_err(io(&path))?;
-                self.allocated = to;
+                self.reserve()?;
             }
             self.file
                 .write_all_at(&self.buf, self.end)
