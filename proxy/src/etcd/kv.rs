@@ -1,25 +1,22 @@
 //! etcd's KV service over the proxy's service layer: Range through the same read paths as the
 //! native API (linearizable reads through the chooser, `serializable` a local read), Put,
 //! DeleteRange and Txn through the write path with exactly-once identities.
-use super::{decode_for, encode, Edge};
+use super::{encode, Edge};
 use crate::api::MAX_VALUE;
 use crate::grpc::{caller, check_key, service_status};
 use crate::reads::{Consistency, Mode};
 use crate::route::Placement;
 use etcd_client::proto::{PbCompactionRequest, PbCompactionResponse, PbRangeRequest};
 use etcd_client::proto::{
-    PbCompare, PbDeleteRequest, PbDeleteResponse, PbKeyValue, PbKvService, PbPutRequest,
-    PbPutResponse, PbRangeResponse, PbRangeStreamResponse, PbResponseOp, PbTargetUnion,
-    PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnResponse,
+    PbDeleteRequest, PbDeleteResponse, PbKeyValue, PbKvService, PbPutRequest, PbPutResponse,
+    PbRangeResponse, PbRangeStreamResponse, PbTxnRequest, PbTxnResponse,
 };
-use meridian_replica::kv::{
-    Compare, CompareField, CompareTarget, KeyValue, Op, Order, Outcome, Txn, TxnOp, KEEP_LEASE,
-};
+use meridian_replica::kv::{Compare, CompareTarget, KeyValue, Op, Outcome, Txn, TxnOp, KEEP_LEASE};
 use tonic::{Request, Response, Status};
 
 pub struct KvService(pub Edge);
 
-fn pb_kv(kv: &KeyValue, pl: &Placement, keys_only: bool) -> PbKeyValue {
+pub(super) fn pb_kv(kv: &KeyValue, pl: &Placement, keys_only: bool) -> PbKeyValue {
     let (shard, shards) = (pl.shard(&kv.key), pl.shards());
     PbKeyValue {
         key: kv.key.clone(),
@@ -58,7 +55,12 @@ fn put_op(key: Vec<u8>, value: Vec<u8>, lease: i64, ignore_lease: bool) -> Resul
     })
 }
 
-fn txn_put(key: Vec<u8>, value: Vec<u8>, lease: i64, ignore_lease: bool) -> Result<TxnOp, Status> {
+pub(super) fn txn_put(
+    key: Vec<u8>,
+    value: Vec<u8>,
+    lease: i64,
+    ignore_lease: bool,
+) -> Result<TxnOp, Status> {
     Ok(match put_op(key, value, lease, ignore_lease)? {
         Op::LeasePut { key, value, lease } => TxnOp::PutLease { key, value, lease },
         Op::Put { key, value } => TxnOp::Put { key, value },
@@ -68,7 +70,7 @@ fn txn_put(key: Vec<u8>, value: Vec<u8>, lease: i64, ignore_lease: bool) -> Resu
 
 /// `[key, range_end)` in etcd's terms as a span: `range_end` "\0" means every key from `key`
 /// (and `key` "\0" with it: every key).
-fn span(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+pub(super) fn span(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
     if range_end == [0] {
         (key.to_vec(), Vec::new())
     } else {
@@ -77,7 +79,7 @@ fn span(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// The largest etcd revision among (shard, revision) pairs.
-fn top(revisions: &[(u32, u64)], shards: u32) -> i64 {
+pub(super) fn top(revisions: &[(u32, u64)], shards: u32) -> i64 {
     revisions
         .iter()
         .map(|&(s, r)| encode(r, s, shards))
@@ -327,323 +329,6 @@ impl KvService {
             },
         })
     }
-
-    async fn txn_(&self, req: Request<PbTxnRequest>) -> Result<PbTxnResponse, Status> {
-        let who = caller(&self.0.proxy, &req)?;
-        let r = req.into_inner();
-        let shards = self.0.shards();
-        let compares = r
-            .compare
-            .iter()
-            .map(|c| compare(c, self.0.placement()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (success, s_plan) = ops(&r.success, self.0.placement(), 0)?;
-        let (failure, f_plan) = ops(&r.failure, self.0.placement(), 0)?;
-        if compares.is_empty() && success.is_empty() && failure.is_empty() {
-            return Ok(PbTxnResponse {
-                header: self.0.header(0),
-                succeeded: true,
-                responses: Vec::new(),
-            });
-        }
-        let t = Txn {
-            compares,
-            success,
-            failure,
-        };
-        let (shard, res) = self
-            .0
-            .proxy
-            .txn(who.as_ref(), t)
-            .await
-            .map_err(service_status)?;
-        let (branches, gets, ranges) = match res.outcome {
-            Outcome::Txn { succeeded, gets } => (vec![succeeded], gets, Vec::new()),
-            Outcome::TxnRanges {
-                succeeded,
-                gets,
-                ranges,
-            } => (vec![succeeded], gets, ranges),
-            Outcome::TxnTree {
-                branches,
-                gets,
-                ranges,
-            } => (branches, gets, ranges),
-            Outcome::Lease(_) => return Err(lease_not_found()),
-            _ => return Err(Status::internal("a transaction answered something else")),
-        };
-        let mut answers = Answers {
-            edge: &self.0,
-            header: encode(res.revision, shard, shards),
-            branches: branches.into_iter(),
-            gets: gets.into_iter(),
-            ranges: ranges.into_iter(),
-        };
-        Ok(answers.txn(s_plan, f_plan))
-    }
-}
-
-/// The state machine's answers to a transaction, handed out to its plan in the order its
-/// operations ran.
-struct Answers<'a> {
-    edge: &'a Edge,
-    header: i64,
-    branches: std::vec::IntoIter<bool>,
-    gets: std::vec::IntoIter<Option<KeyValue>>,
-    ranges: std::vec::IntoIter<Vec<KeyValue>>,
-}
-
-impl Answers<'_> {
-    /// A transaction's response: the branch it took (the next one in the list) and the
-    /// responses of that branch's steps.
-    fn txn(&mut self, s_plan: Vec<Step>, f_plan: Vec<Step>) -> PbTxnResponse {
-        let succeeded = self.branches.next().unwrap_or(false);
-        let plan = if succeeded { s_plan } else { f_plan };
-        let responses = plan
-            .into_iter()
-            .map(|step| PbResponseOp {
-                response: Some(self.step(step)),
-            })
-            .collect();
-        PbTxnResponse {
-            header: self.edge.header(self.header),
-            succeeded,
-            responses,
-        }
-    }
-
-    fn step(&mut self, step: Step) -> PbTxnOpResponse {
-        let pl = self.edge.placement();
-        let h = self.edge.header(self.header);
-        match step {
-            Step::Span(r) => {
-                let kvs = self.ranges.next().unwrap_or_default();
-                let n = kvs.len() as u64;
-                PbTxnOpResponse::ResponseRange(shape(self.edge, &r, kvs, n, self.header))
-            }
-            Step::DeleteSpan { prev_kv } => {
-                let kvs = self.ranges.next().unwrap_or_default();
-                PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse {
-                    header: h,
-                    deleted: kvs.len() as i64,
-                    prev_kvs: if prev_kv {
-                        kvs.iter().map(|k| pb_kv(k, pl, false)).collect()
-                    } else {
-                        Vec::new()
-                    },
-                })
-            }
-            Step::Txn { success, failure } => {
-                PbTxnOpResponse::ResponseTxn(self.txn(success, failure))
-            }
-            Step::Range {
-                keys_only,
-                count_only,
-            } => {
-                let got = self.gets.next().flatten();
-                PbTxnOpResponse::ResponseRange(PbRangeResponse {
-                    header: h,
-                    count: i64::from(got.is_some()),
-                    kvs: if count_only {
-                        Vec::new()
-                    } else {
-                        got.iter().map(|k| pb_kv(k, pl, keys_only)).collect()
-                    },
-                    more: false,
-                })
-            }
-            Step::Put { prev_kv } => {
-                let got = self.gets.next().flatten();
-                PbTxnOpResponse::ResponsePut(PbPutResponse {
-                    header: h,
-                    prev_kv: got.filter(|_| prev_kv).map(|k| pb_kv(&k, pl, false)),
-                })
-            }
-            Step::Delete { prev_kv } => {
-                let got = self.gets.next().flatten();
-                PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse {
-                    header: h,
-                    deleted: i64::from(got.is_some()),
-                    prev_kvs: got
-                        .iter()
-                        .filter(|_| prev_kv)
-                        .map(|k| pb_kv(k, pl, false))
-                        .collect(),
-                })
-            }
-        }
-    }
-}
-
-/// How one etcd operation of a transaction's branch is answered: every step reads the key
-/// first (a `Get` in the same transaction, so the answer is the state the step acted on).
-enum Step {
-    Range {
-        keys_only: bool,
-        count_only: bool,
-    },
-    /// A range over a span (answered from `TxnRanges`).
-    Span(PbRangeRequest),
-    Put {
-        prev_kv: bool,
-    },
-    Delete {
-        prev_kv: bool,
-    },
-    /// A delete of a span: a `Range` of the span in front of it tells what it deleted.
-    DeleteSpan {
-        prev_kv: bool,
-    },
-    /// A nested transaction: the plans of its two branches.
-    Txn {
-        success: Vec<Step>,
-        failure: Vec<Step>,
-    },
-}
-
-/// How deep etcd lets transactions nest (its server has no fixed bound; one here keeps a
-/// request from recursing without end).
-const MAX_TXN_DEPTH: usize = 8;
-
-fn ops(
-    reqs: &[etcd_client::proto::PbTxnRequestOp],
-    pl: &Placement,
-    depth: usize,
-) -> Result<(Vec<TxnOp>, Vec<Step>), Status> {
-    let mut out = Vec::new();
-    let mut plan = Vec::new();
-    for r in reqs {
-        match &r.request {
-            Some(PbTxnOpRequest::RequestRange(g)) => {
-                if g.revision != 0 {
-                    return Err(Status::unimplemented("a range inside a transaction reads the present: a revision is not supported there"));
-                }
-                check_key(&g.key)?;
-                if !g.range_end.is_empty() {
-                    // A span: the proxy refuses it unless it lies on the transaction's shard.
-                    let (start, end) = span(&g.key, &g.range_end);
-                    out.push(TxnOp::Range { start, end });
-                    plan.push(Step::Span(g.clone()));
-                    continue;
-                }
-                out.push(TxnOp::Get { key: g.key.clone() });
-                plan.push(Step::Range {
-                    keys_only: g.keys_only,
-                    count_only: g.count_only,
-                });
-            }
-            Some(PbTxnOpRequest::RequestPut(p)) => {
-                check_key(&p.key)?;
-                if p.ignore_value {
-                    return Err(Status::invalid_argument(
-                        "ignore_value inside a transaction is not supported",
-                    ));
-                }
-                out.push(TxnOp::Get { key: p.key.clone() });
-                out.push(txn_put(
-                    p.key.clone(),
-                    p.value.clone(),
-                    p.lease,
-                    p.ignore_lease,
-                )?);
-                plan.push(Step::Put { prev_kv: p.prev_kv });
-            }
-            Some(PbTxnOpRequest::RequestDeleteRange(d)) => {
-                check_key(&d.key)?;
-                if !d.range_end.is_empty() {
-                    // A span: like a span range, it must lie on the transaction's shard.
-                    let (start, end) = span(&d.key, &d.range_end);
-                    out.push(TxnOp::Range {
-                        start: start.clone(),
-                        end: end.clone(),
-                    });
-                    out.push(TxnOp::DeleteRange { start, end });
-                    plan.push(Step::DeleteSpan { prev_kv: d.prev_kv });
-                    continue;
-                }
-                out.push(TxnOp::Get { key: d.key.clone() });
-                out.push(TxnOp::Delete { key: d.key.clone() });
-                plan.push(Step::Delete { prev_kv: d.prev_kv });
-            }
-            Some(PbTxnOpRequest::RequestTxn(t)) => {
-                if depth + 1 >= MAX_TXN_DEPTH {
-                    return Err(Status::invalid_argument(format!(
-                        "transactions nest at most {MAX_TXN_DEPTH} deep"
-                    )));
-                }
-                let compares = t
-                    .compare
-                    .iter()
-                    .map(|c| compare(c, pl))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let (success, s_plan) = ops(&t.success, pl, depth + 1)?;
-                let (failure, f_plan) = ops(&t.failure, pl, depth + 1)?;
-                out.push(TxnOp::Txn(Txn {
-                    compares,
-                    success,
-                    failure,
-                }));
-                plan.push(Step::Txn {
-                    success: s_plan,
-                    failure: f_plan,
-                });
-            }
-            None => return Err(Status::invalid_argument("an empty request operation")),
-        }
-    }
-    Ok((out, plan))
-}
-
-/// etcd's Compare as the state machine's: result EQUAL 0, GREATER 1, LESS 2, NOT_EQUAL 3;
-/// target VERSION 0, CREATE 1, MOD 2, VALUE 3, LEASE 4.
-fn compare(c: &PbCompare, pl: &Placement) -> Result<Compare, Status> {
-    if !c.range_end.is_empty() {
-        return Err(Status::invalid_argument(
-            "a compare over a key range is not supported (range_end must be empty)",
-        ));
-    }
-    check_key(&c.key)?;
-    let order = match c.result {
-        0 => Order::Equal,
-        1 => Order::Greater,
-        2 => Order::Less,
-        3 => Order::NotEqual,
-        n => {
-            return Err(Status::invalid_argument(format!(
-                "unknown compare result {n}"
-            )))
-        }
-    };
-    let (shard, shards) = (pl.shard(&c.key), pl.shards());
-    let number = |n: i64| -> Result<u64, Status> {
-        u64::try_from(n).map_err(|_| Status::invalid_argument(format!("{n} is negative")))
-    };
-    let field = match (c.target, &c.target_union) {
-        (0, Some(PbTargetUnion::Version(v))) => CompareField::Version(number(*v)?),
-        (1, Some(PbTargetUnion::CreateRevision(r))) => {
-            CompareField::CreateRevision(decode_for(*r, shard, shards)?)
-        }
-        (2, Some(PbTargetUnion::ModRevision(r))) => {
-            CompareField::ModRevision(decode_for(*r, shard, shards)?)
-        }
-        (3, Some(PbTargetUnion::Value(v))) => CompareField::Value(v.clone()),
-        (4, Some(PbTargetUnion::Lease(l))) => CompareField::Lease(number(*l)?),
-        // proto3 leaves a zero number out: the target alone says which.
-        (0, None) => CompareField::Version(0),
-        (1, None) => CompareField::CreateRevision(0),
-        (2, None) => CompareField::ModRevision(0),
-        (3, None) => CompareField::Value(Vec::new()),
-        (4, None) => CompareField::Lease(0),
-        (t, _) => {
-            return Err(Status::invalid_argument(format!(
-                "compare target {t} does not match its value"
-            )))
-        }
-    };
-    Ok(Compare {
-        key: c.key.clone(),
-        target: CompareTarget::Ordered(field, order),
-    })
 }
 
 type RangeStream = std::pin::Pin<
@@ -730,7 +415,7 @@ impl PbKvService for KvService {
 
 /// A Range's answer from the keys of its span (`count` of them in all): revision filters, sort,
 /// limit, keys/count only.
-fn shape(
+pub(super) fn shape(
     edge: &Edge,
     r: &PbRangeRequest,
     mut kvs: Vec<KeyValue>,
@@ -787,7 +472,10 @@ fn shape(
 
 #[cfg(test)]
 mod tests {
+    use super::super::txn::compare;
     use super::*;
+    use etcd_client::proto::{PbCompare, PbTargetUnion};
+    use meridian_replica::kv::{CompareField, Order};
 
     #[test]
     fn compares_map_to_the_state_machine_and_refuse_foreign_revisions() {

@@ -17,6 +17,7 @@
 mod cluster;
 mod kv;
 mod lease;
+mod txn;
 mod watch;
 
 pub use cluster::{ClusterService, MaintenanceService};
