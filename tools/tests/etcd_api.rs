@@ -383,6 +383,20 @@ fn the_etcd_client_crate_works_unchanged() {
             .await
             .expect_err("a span delete over several shards inside a transaction");
         assert!(e.to_string().contains("transaction's shard"), "{e}");
+        // etcd's shape rules: a key put twice on one path (here once in a nested
+        // transaction) is refused with etcd's words, and nothing is written.
+        let e = a
+            .txn(Txn::new().and_then([
+                TxnOp::put("grp/dup", "1", None),
+                TxnOp::txn(Txn::new().and_then([TxnOp::put("grp/dup", "2", None)])),
+            ]))
+            .await
+            .expect_err("a key put twice in one transaction");
+        assert!(
+            e.to_string().contains("duplicate key given in txn request"),
+            "{e}"
+        );
+        assert!(a.get("grp/dup", None).await.unwrap().kvs().is_empty());
         // Reads at a revision, through another region's proxy (its replica may not have
         // applied the last write yet: it is asked again until it has).
         let rev = |h: Option<&etcd_client::ResponseHeader>| h.unwrap().revision();

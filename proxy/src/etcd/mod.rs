@@ -18,6 +18,7 @@ mod cluster;
 mod kv;
 mod lease;
 mod txn;
+mod txn_check;
 mod watch;
 
 pub use cluster::{ClusterService, MaintenanceService};

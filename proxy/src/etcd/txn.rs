@@ -20,6 +20,7 @@ impl KvService {
     pub(super) async fn txn_(&self, req: Request<PbTxnRequest>) -> Result<PbTxnResponse, Status> {
         let who = caller(&self.0.proxy, &req)?;
         let r = req.into_inner();
+        super::txn_check::check(&r)?;
         let shards = self.0.shards();
         let compares = r
             .compare
