@@ -73,15 +73,37 @@ pub fn estimates_with_holder(
     out
 }
 
-/// The cheapest path; ties go to the earlier estimate (lease, then leader: one replica's work
-/// instead of n).
+/// How much faster a quorum read must be expected to answer than the best one-replica path
+/// (lease holder, leader) to be taken: it asks every site, so it costs n replicas' work and n
+/// calls where the others cost one. The margin is the larger of a fixed part (the jitter of RTT
+/// estimates between nearby sites, where the choice is a coin toss but the cost is not) and a
+/// share of the one-replica estimate; across a WAN, where a quorum of nearby sites beats a far
+/// leader by tens of ms, it changes nothing.
+pub const QUORUM_MARGIN_MS: f64 = 1.0;
+pub const QUORUM_MARGIN_SHARE: f64 = 0.05;
+
+/// The margin a quorum read must win by against a one-replica path estimated at `ms`.
+pub fn quorum_margin(ms: f64) -> f64 {
+    QUORUM_MARGIN_MS.max(QUORUM_MARGIN_SHARE * ms)
+}
+
+/// The cheapest path: the fastest one-replica path (ties go to the earlier estimate: lease,
+/// then leader), unless the quorum path beats it by more than [`quorum_margin`].
 pub fn choose(est: &[(ReadPath, f64)]) -> Option<ReadPath> {
-    est.iter()
+    let single = est
+        .iter()
+        .filter(|(p, _)| *p != ReadPath::Quorum)
         .fold(None, |best: Option<(ReadPath, f64)>, &(p, ms)| match best {
             Some((_, b)) if b <= ms => best,
             _ => Some((p, ms)),
-        })
-        .map(|(p, _)| p)
+        });
+    let quorum = est.iter().find(|(p, _)| *p == ReadPath::Quorum).map(|e| e.1);
+    match (single, quorum) {
+        (Some((p, s)), Some(q)) if q + quorum_margin(s) >= s => Some(p),
+        (Some((p, _)), None) => Some(p),
+        (_, Some(_)) => Some(ReadPath::Quorum),
+        (None, None) => None,
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +144,44 @@ mod tests {
         assert_eq!(choose(&est(Some(0))), Some(ReadPath::Lease));
         // A holder 150 ms away costs more than a quorum read at 80 ms.
         assert_eq!(choose(&est(Some(4))), Some(ReadPath::Quorum));
+    }
+
+    #[test]
+    fn a_quorum_read_must_win_by_a_margin() {
+        let sh = QuorumShape::Majority;
+        // Loopback-like: the busy leader measures 2.6 ms, a quorum 1.8 ms. The quorum is
+        // faster, but by less than 1 ms: the leader answers (one replica's work, not five).
+        let rtt = [Some(1.5), Some(1.8), Some(2.6), Some(2.0), Some(1.7)];
+        assert_eq!(quorum_rtt(&rtt, &sh), 1.8);
+        assert_eq!(
+            choose(&estimates(&rtt, Some(2), true, &sh)),
+            Some(ReadPath::Leader)
+        );
+        // A leader 3 ms away loses to the 1.8 ms quorum.
+        let rtt = [Some(1.5), Some(1.8), Some(3.0), Some(2.0), Some(1.7)];
+        assert_eq!(
+            choose(&estimates(&rtt, Some(2), true, &sh)),
+            Some(ReadPath::Quorum)
+        );
+        // Across a WAN the share counts: a quorum at 60 ms does not beat a leader at 62 ms by
+        // 5 % of 62 (3.1 ms); it beats one at 64 ms, and one at 100 ms by far.
+        let wan = |leader: f64| [Some(2.0), Some(40.0), Some(60.0), Some(90.0), Some(leader)];
+        assert_eq!(
+            choose(&estimates(&wan(64.0), Some(4), true, &sh)),
+            Some(ReadPath::Quorum)
+        );
+        assert_eq!(
+            choose(&estimates(&wan(62.0), Some(4), true, &sh)),
+            Some(ReadPath::Leader)
+        );
+        assert_eq!(
+            choose(&estimates(&wan(100.0), Some(4), true, &sh)),
+            Some(ReadPath::Quorum)
+        );
+        // The same margin against a lease holder.
+        let rtt = [Some(1.5), Some(1.8), Some(2.6), Some(2.0), Some(1.7)];
+        let est = estimates_with_holder(&rtt, Some(2), true, &sh, Some(2));
+        assert_eq!(choose(&est), Some(ReadPath::Lease));
     }
 
     #[test]
