@@ -90,14 +90,17 @@ pub fn quorum_margin(ms: f64) -> f64 {
 /// The cheapest path: the fastest one-replica path (ties go to the earlier estimate: lease,
 /// then leader), unless the quorum path beats it by more than [`quorum_margin`].
 pub fn choose(est: &[(ReadPath, f64)]) -> Option<ReadPath> {
-    let single = est
-        .iter()
-        .filter(|(p, _)| *p != ReadPath::Quorum)
-        .fold(None, |best: Option<(ReadPath, f64)>, &(p, ms)| match best {
+    let single = est.iter().filter(|(p, _)| *p != ReadPath::Quorum).fold(
+        None,
+        |best: Option<(ReadPath, f64)>, &(p, ms)| match best {
             Some((_, b)) if b <= ms => best,
             _ => Some((p, ms)),
-        });
-    let quorum = est.iter().find(|(p, _)| *p == ReadPath::Quorum).map(|e| e.1);
+        },
+    );
+    let quorum = est
+        .iter()
+        .find(|(p, _)| *p == ReadPath::Quorum)
+        .map(|e| e.1);
     match (single, quorum) {
         (Some((p, s)), Some(q)) if q + quorum_margin(s) >= s => Some(p),
         (Some((p, _)), None) => Some(p),
