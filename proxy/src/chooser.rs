@@ -75,20 +75,14 @@ pub fn estimates_with_holder(
 
 /// How much faster a quorum read must be expected to answer than the best one-replica path
 /// (lease holder, leader) to be taken: it asks every site, so it costs n replicas' work and n
-/// calls where the others cost one. The margin is the larger of a fixed part (the jitter of RTT
-/// estimates between nearby sites, where the choice is a coin toss but the cost is not) and a
-/// share of the one-replica estimate; across a WAN, where a quorum of nearby sites beats a far
-/// leader by tens of ms, it changes nothing.
+/// calls where the others cost one. The margin covers the jitter of RTT estimates between
+/// nearby sites (on a LAN or loopback the choice would otherwise be a coin toss, while the cost
+/// is not); it is fixed, not a share, so across a WAN a quorum that is faster by more than a
+/// millisecond still wins and reads keep their latency.
 pub const QUORUM_MARGIN_MS: f64 = 1.0;
-pub const QUORUM_MARGIN_SHARE: f64 = 0.05;
-
-/// The margin a quorum read must win by against a one-replica path estimated at `ms`.
-pub fn quorum_margin(ms: f64) -> f64 {
-    QUORUM_MARGIN_MS.max(QUORUM_MARGIN_SHARE * ms)
-}
 
 /// The cheapest path: the fastest one-replica path (ties go to the earlier estimate: lease,
-/// then leader), unless the quorum path beats it by more than [`quorum_margin`].
+/// then leader), unless the quorum path beats it by more than [`QUORUM_MARGIN_MS`].
 pub fn choose(est: &[(ReadPath, f64)]) -> Option<ReadPath> {
     let single = est.iter().filter(|(p, _)| *p != ReadPath::Quorum).fold(
         None,
@@ -102,7 +96,7 @@ pub fn choose(est: &[(ReadPath, f64)]) -> Option<ReadPath> {
         .find(|(p, _)| *p == ReadPath::Quorum)
         .map(|e| e.1);
     match (single, quorum) {
-        (Some((p, s)), Some(q)) if q + quorum_margin(s) >= s => Some(p),
+        (Some((p, s)), Some(q)) if q + QUORUM_MARGIN_MS >= s => Some(p),
         (Some((p, _)), None) => Some(p),
         (_, Some(_)) => Some(ReadPath::Quorum),
         (None, None) => None,
@@ -166,20 +160,16 @@ mod tests {
             choose(&estimates(&rtt, Some(2), true, &sh)),
             Some(ReadPath::Quorum)
         );
-        // Across a WAN the share counts: a quorum at 60 ms does not beat a leader at 62 ms by
-        // 5 % of 62 (3.1 ms); it beats one at 64 ms, and one at 100 ms by far.
+        // Across a WAN the margin is the same millisecond: a quorum at 60 ms beats a leader at
+        // 61.5 ms, not one at 60.8 ms.
         let wan = |leader: f64| [Some(2.0), Some(40.0), Some(60.0), Some(90.0), Some(leader)];
         assert_eq!(
-            choose(&estimates(&wan(64.0), Some(4), true, &sh)),
+            choose(&estimates(&wan(61.5), Some(4), true, &sh)),
             Some(ReadPath::Quorum)
         );
         assert_eq!(
-            choose(&estimates(&wan(62.0), Some(4), true, &sh)),
+            choose(&estimates(&wan(60.8), Some(4), true, &sh)),
             Some(ReadPath::Leader)
-        );
-        assert_eq!(
-            choose(&estimates(&wan(100.0), Some(4), true, &sh)),
-            Some(ReadPath::Quorum)
         );
         // The same margin against a lease holder.
         let rtt = [Some(1.5), Some(1.8), Some(2.6), Some(2.0), Some(1.7)];
