@@ -7,6 +7,12 @@ use std::time::Duration;
 /// Events kept per shard (the newest).
 pub const KEEP: usize = 32;
 
+/// A replica records no churn in its first seconds: a fresh cluster's (or a restarted
+/// replica's) first elections, on a busy machine several rounds of them, and the preferred
+/// leader taking over are how a group starts, not leases lapsing in steady state; counted, they
+/// fired `lease_churn` on clusters nobody had touched yet.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(15);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChurnKind {
     LeaderChanged,
@@ -49,14 +55,28 @@ pub struct Observed {
 pub struct Churn {
     last: Option<Observed>,
     events: VecDeque<(Duration, ChurnKind)>,
+    /// Changes observed before this (on the replica's clock) are not recorded.
+    grace: Duration,
 }
 
 impl Churn {
+    /// A record that ignores what changes before `grace` (the replica's [`STARTUP_GRACE`]).
+    pub fn with_grace(grace: Duration) -> Churn {
+        Churn {
+            grace,
+            ..Churn::default()
+        }
+    }
+
     /// Compares with the previous observation and records what changed at `now`. A leader's
     /// lease that ends because it stepped down counts once, as the leader change.
     pub fn observe(&mut self, now: Duration, o: Observed) {
         if let Some(prev) = &self.last {
+            let grace = now < self.grace;
             let mut push = |k| {
+                if grace {
+                    return;
+                }
                 if self.events.len() == KEEP {
                     self.events.pop_front();
                 }
@@ -188,6 +208,32 @@ mod tests {
         c.observe(s(6), obs(2, false, false, &[]));
         assert_eq!(c.recent(s(6))[0], (s(0), ChurnKind::LeaseLost));
         assert_eq!(c.recent(s(6)).len(), 2);
+    }
+
+    /// Start-up elections (several rounds of them, a lease lapsing, the preferred leader taking
+    /// over) inside the grace are not churn; the same changes after it are.
+    #[test]
+    fn changes_during_the_start_up_grace_are_not_recorded() {
+        let mut c = Churn::with_grace(STARTUP_GRACE);
+        let s = Duration::from_secs;
+        c.observe(s(0), obs(1, false, false, &[]));
+        c.observe(s(1), obs(1, true, false, &[]));
+        c.observe(s(2), obs(1, false, false, &[]));
+        c.observe(s(3), obs(2, false, false, &[]));
+        c.observe(s(4), obs(3, true, false, &[]));
+        assert!(c.recent(s(5)).is_empty(), "{:?}", c.recent(s(5)));
+        // After the grace, the state it ended in is the baseline: changes count again.
+        c.observe(s(16), obs(3, true, false, &[]));
+        assert!(c.recent(s(16)).is_empty());
+        c.observe(s(17), obs(3, false, false, &[]));
+        c.observe(s(18), obs(4, false, false, &[]));
+        assert_eq!(
+            c.recent(s(18)),
+            vec![
+                (s(0), ChurnKind::LeaderChanged),
+                (s(1), ChurnKind::LeaseLost)
+            ]
+        );
     }
 
     #[test]

@@ -180,7 +180,7 @@ impl Shard {
             data_dir: opts.data_dir,
             inbox: opts.inbox,
             campaigning: false,
-            churn: Default::default(),
+            churn: super::churn::Churn::with_grace(super::churn::STARTUP_GRACE),
             watchers: Vec::new(),
             watched_rev: 0,
             watch_blocked: false,
