@@ -4,6 +4,7 @@
 mod bench;
 mod cmd;
 mod https;
+mod ports;
 mod telemetry;
 mod wan;
 

@@ -38,24 +38,6 @@ pub fn binary() -> Result<PathBuf> {
         })
 }
 
-/// A free port below the kernel's ephemeral range (32768 and up by default), held until the
-/// members start: a port from `bind(0)` is an ephemeral one that any outgoing connection of a
-/// concurrent process may take in the meantime.
-fn free_port(ip: &str, held: &mut Vec<std::net::TcpListener>) -> Result<u16> {
-    let mut x = (std::process::id() as u64) << 20 ^ held.len() as u64 ^ 0x9e37_79b9;
-    for _ in 0..1000 {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let port = 20_000 + ((x >> 33) % 12_000) as u16;
-        if let Ok(l) = std::net::TcpListener::bind((ip, port)) {
-            held.push(l);
-            return Ok(port);
-        }
-    }
-    bail!("no free port for etcd in 20000..32000")
-}
-
 impl EtcdCluster {
     /// Starts one member per region under `dir`: on loopback, or (`wan`) each on the emulated
     /// host of its region, inside that host's namespace. `heartbeat_ms` should be about the
@@ -89,8 +71,14 @@ impl EtcdCluster {
                     None => {
                         namespaces.push(None);
                         (
-                            format!("http://127.0.0.1:{}", free_port("127.0.0.1", &mut held)?),
-                            format!("http://127.0.0.1:{}", free_port("127.0.0.1", &mut held)?),
+                            format!(
+                                "http://127.0.0.1:{}",
+                                crate::ports::free_port("127.0.0.1", &mut held)?
+                            ),
+                            format!(
+                                "http://127.0.0.1:{}",
+                                crate::ports::free_port("127.0.0.1", &mut held)?
+                            ),
                         )
                     }
                 };

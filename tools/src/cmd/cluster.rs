@@ -112,7 +112,8 @@ pub struct Cluster {
     pub config: ClusterConfig,
 }
 
-/// Distinct free ports: every listener is held until all are chosen, so none repeats.
+/// Distinct free ports below the ephemeral range (`crate::ports`): every listener is held
+/// until all are chosen, so none repeats.
 struct Ports(Vec<std::net::TcpListener>);
 
 impl Ports {
@@ -120,10 +121,8 @@ impl Ports {
         Ports(Vec::new())
     }
     fn next(&mut self) -> Result<std::net::SocketAddr> {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let a = l.local_addr()?;
-        self.0.push(l);
-        Ok(a)
+        let port = crate::ports::free_port("127.0.0.1", &mut self.0)?;
+        Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 }
 
