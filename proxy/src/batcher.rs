@@ -29,6 +29,14 @@ struct Job {
     trace: Option<TraceContext>,
 }
 
+/// Counters of the calls writes leave in (`meridian_proxy_write_calls_total`,
+/// `meridian_proxy_writes_submitted_total`: their ratio is the mean batch).
+#[derive(Clone, Default)]
+pub struct WriteCounters {
+    pub calls: prometheus_client::metrics::counter::Counter,
+    pub commands: prometheus_client::metrics::counter::Counter,
+}
+
 #[derive(Clone)]
 pub struct Batcher {
     queues: Vec<mpsc::UnboundedSender<Job>>,
@@ -39,7 +47,13 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn start(sites: Arc<Sites>, shards: u32, batching: bool, limit: usize) -> Batcher {
+    pub fn start(
+        sites: Arc<Sites>,
+        shards: u32,
+        batching: bool,
+        limit: usize,
+        counters: WriteCounters,
+    ) -> Batcher {
         let queues = (0..shards)
             .map(|shard| {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -48,6 +62,7 @@ impl Batcher {
                     shard,
                     rx,
                     if batching { MAX_BATCH } else { 1 },
+                    counters.clone(),
                 ));
                 tx
             })
@@ -96,7 +111,13 @@ impl Batcher {
     }
 }
 
-async fn run(sites: Arc<Sites>, shard: u32, mut rx: mpsc::UnboundedReceiver<Job>, max: usize) {
+async fn run(
+    sites: Arc<Sites>,
+    shard: u32,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    max: usize,
+    counters: WriteCounters,
+) {
     let mut q = WriteQueue::new(BATCHES_IN_FLIGHT, max, MAX_BATCH_BYTES);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
     loop {
@@ -112,6 +133,8 @@ async fn run(sites: Arc<Sites>, shard: u32, mut rx: mpsc::UnboundedReceiver<Job>
             q.push(j);
         }
         while let Some(jobs) = q.next_batch(|j| j.bytes) {
+            counters.calls.inc();
+            counters.commands.inc_by(jobs.len() as u64);
             let (sites, done) = (sites.clone(), done_tx.clone());
             tokio::spawn(async move {
                 submit(&sites, shard, jobs).await;

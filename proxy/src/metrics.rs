@@ -62,6 +62,7 @@ pub struct ProxyMetrics {
     pub watch_moves: Counter,
     pub read_calls: Counter,
     pub batched_reads: Counter,
+    pub writes: crate::batcher::WriteCounters,
     registry: Registry,
 }
 
@@ -120,6 +121,7 @@ impl ProxyMetrics {
             watch_moves: Counter::default(),
             read_calls: Counter::default(),
             batched_reads: Counter::default(),
+            writes: Default::default(),
             registry: Registry::default(),
         };
         for reason in CLOSE_REASONS {
@@ -216,6 +218,16 @@ impl ProxyMetrics {
             "batched_reads",
             "Point reads that left in a batch of two or more (ReadBatch)",
             m.batched_reads.clone(),
+        );
+        r.register(
+            "write_calls",
+            "Submit calls sent to leaders (a batch of writes is one call)",
+            m.writes.calls.clone(),
+        );
+        r.register(
+            "writes_submitted",
+            "Writes sent in those calls (divided by write_calls: the mean batch)",
+            m.writes.commands.clone(),
         );
         r.register(
             "connections_parked",

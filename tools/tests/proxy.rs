@@ -410,6 +410,14 @@ fn batched_reads_each_get_their_own_keys_value() {
         calls < unbatched,
         "{calls} calls for reads that would take {unbatched} alone"
     );
+    // The 40 writes went one after the other: 40 calls of one write each.
+    assert_eq!(
+        (
+            value("meridian_proxy_write_calls_total"),
+            value("meridian_proxy_writes_submitted_total")
+        ),
+        (40.0, 40.0)
+    );
 }
 
 /// Defect 2: `bounded:40` from ap-northeast-1 reflects a write acknowledged 50 ms before the
