@@ -433,6 +433,49 @@ fn the_etcd_client_crate_works_unchanged() {
             .await
             .expect_err("a future revision");
         assert!(e.to_string().contains("future revision"), "{e}");
+        // Inside a transaction, a range at a revision reads history (not the transaction's
+        // own writes), nested too; a future revision refuses it all, nothing written.
+        let t = Txn::new().and_then([
+            TxnOp::get("hist/x", at(r1)),
+            TxnOp::put("hist/y", "new", None),
+            TxnOp::txn(Txn::new().and_then([TxnOp::get("hist/x", at(r2))])),
+        ]);
+        let r = a.txn(t).await.unwrap();
+        assert!(r.succeeded());
+        let rs = r.op_responses();
+        match &rs[0] {
+            TxnOpResponse::Get(g) => assert_eq!(value(g.clone()).as_deref(), Some("1")),
+            o => panic!("{o:?}"),
+        }
+        match &rs[2] {
+            TxnOpResponse::Txn(t) => match &t.op_responses()[0] {
+                TxnOpResponse::Get(g) => assert_eq!(value(g.clone()).as_deref(), Some("2")),
+                o => panic!("{o:?}"),
+            },
+            o => panic!("{o:?}"),
+        }
+        assert_eq!(
+            value(a.get("hist/y", None).await.unwrap()).as_deref(),
+            Some("new")
+        );
+        let e = a
+            .txn(Txn::new().and_then([
+                TxnOp::get("hist/x", at(r3 + 1_000_000)),
+                TxnOp::put("hist/z", "no", None),
+            ]))
+            .await
+            .expect_err("a future revision inside a transaction");
+        assert!(e.to_string().contains("future revision"), "{e}");
+        assert!(a.get("hist/z", None).await.unwrap().kvs().is_empty());
+        // Only reads of history: answered without the log.
+        let r = a
+            .txn(Txn::new().and_then([TxnOp::get("hist/x", at(r2))]))
+            .await
+            .unwrap();
+        match &r.op_responses()[0] {
+            TxnOpResponse::Get(g) => assert_eq!(value(g.clone()).as_deref(), Some("2")),
+            o => panic!("{o:?}"),
+        }
         let e = b
             .get("hist/", at(r1).map(|o| o.with_prefix()))
             .await

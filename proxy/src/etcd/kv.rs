@@ -151,7 +151,7 @@ impl KvService {
     /// A Range at a revision: the keys as they were then, from the watch history of the one
     /// shard the range lies on (the shard's revision at etcd revision `R` is its last one whose
     /// etcd revision is at most `R`).
-    async fn range_at(
+    pub(super) async fn range_at(
         &self,
         who: Option<&crate::auth::Identity>,
         r: &PbRangeRequest,

@@ -1,7 +1,8 @@
 //! etcd's Txn over the state machine's transaction: compares mapped to the shard's
 //! revisions, each branch planned into state-machine operations (every step reads first, so
 //! its answer is the state it acted on; nested transactions recursively), and the answers
-//! handed back to the plan in the order the operations ran.
+//! handed back to the plan in the order the operations ran. A range at a revision reads
+//! history, which no write changes: it is read before the transaction (`read_history`).
 use super::decode_for;
 use super::kv::{lease_not_found, pb_kv, shape, span, txn_put, KvService};
 use super::{encode, Edge};
@@ -27,14 +28,25 @@ impl KvService {
             .iter()
             .map(|c| compare(c, self.0.placement()))
             .collect::<Result<Vec<_>, _>>()?;
-        let (success, s_plan) = ops(&r.success, self.0.placement(), 0)?;
-        let (failure, f_plan) = ops(&r.failure, self.0.placement(), 0)?;
+        let (success, mut s_plan) = ops(&r.success, self.0.placement(), 0)?;
+        let (failure, mut f_plan) = ops(&r.failure, self.0.placement(), 0)?;
+        // Ranges at a revision read history, which no later write changes: they are read
+        // before the transaction, and one that fails (compacted, future, not on one shard)
+        // refuses the whole request with nothing written.
+        let mut header = 0;
+        for plan in [&mut s_plan, &mut f_plan] {
+            header = header.max(self.read_history(who.as_ref(), plan).await?);
+        }
         if compares.is_empty() && success.is_empty() && failure.is_empty() {
-            return Ok(PbTxnResponse {
-                header: self.0.header(0),
-                succeeded: true,
-                responses: Vec::new(),
-            });
+            // Nothing for the log: reads of history at most, on the success branch.
+            let mut answers = Answers {
+                edge: &self.0,
+                header,
+                branches: vec![true].into_iter(),
+                gets: Vec::new().into_iter(),
+                ranges: Vec::new().into_iter(),
+            };
+            return Ok(answers.txn(s_plan, f_plan));
         }
         let t = Txn {
             compares,
@@ -73,6 +85,35 @@ impl KvService {
     }
 }
 
+impl KvService {
+    /// Reads every range at a revision of `plan` (nested transactions' too) now, in place;
+    /// returns the highest header revision among them (0 if none).
+    fn read_history<'a>(
+        &'a self,
+        who: Option<&'a crate::auth::Identity>,
+        plan: &'a mut [Step],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, Status>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut header = 0;
+            for step in plan.iter_mut() {
+                match step {
+                    Step::RangeAt(r) => {
+                        let got = self.range_at(who, r).await?;
+                        header = header.max(got.header.as_ref().map_or(0, |h| h.revision));
+                        *step = Step::Read(Box::new(got));
+                    }
+                    Step::Txn { success, failure } => {
+                        header = header.max(self.read_history(who, success).await?);
+                        header = header.max(self.read_history(who, failure).await?);
+                    }
+                    _ => {}
+                }
+            }
+            Ok(header)
+        })
+    }
+}
+
 /// The state machine's answers to a transaction, handed out to its plan in the order its
 /// operations ran.
 struct Answers<'a> {
@@ -106,6 +147,13 @@ impl Answers<'_> {
         let pl = self.edge.placement();
         let h = self.edge.header(self.header);
         match step {
+            Step::Read(mut r) => {
+                r.header = h;
+                PbTxnOpResponse::ResponseRange(*r)
+            }
+            Step::RangeAt(_) => {
+                unreachable!("ranges at a revision are read before the transaction")
+            }
             Step::Span(r) => {
                 let kvs = self.ranges.next().unwrap_or_default();
                 let n = kvs.len() as u64;
@@ -174,6 +222,10 @@ enum Step {
     },
     /// A range over a span (answered from `TxnRanges`).
     Span(PbRangeRequest),
+    /// A range at a revision: read from history before the transaction (`read_history`)...
+    RangeAt(PbRangeRequest),
+    /// ...which leaves its answer here.
+    Read(Box<PbRangeResponse>),
     Put {
         prev_kv: bool,
     },
@@ -205,10 +257,11 @@ fn ops(
     for r in reqs {
         match &r.request {
             Some(PbTxnOpRequest::RequestRange(g)) => {
-                if g.revision != 0 {
-                    return Err(Status::unimplemented("a range inside a transaction reads the present: a revision is not supported there"));
-                }
                 check_key(&g.key)?;
+                if g.revision != 0 {
+                    plan.push(Step::RangeAt(g.clone()));
+                    continue;
+                }
                 if !g.range_end.is_empty() {
                     // A span: the proxy refuses it unless it lies on the transaction's shard.
                     let (start, end) = span(&g.key, &g.range_end);
