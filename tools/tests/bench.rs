@@ -220,13 +220,29 @@ fn bench_runs_etcd_side_by_side_when_it_is_installed() {
     assert!(rows
         .iter()
         .all(|x| x["count"].as_u64().unwrap() > 0 && x["errors"] == 0));
-    for sys in ["meridian", "etcd"] {
+    for (sys, roles) in [
+        ("meridian", &["leaders", "followers", "proxies"][..]),
+        ("etcd", &["leaders", "followers"][..]),
+    ] {
+        let g = &r["generator"][sys];
+        let total = g["system_cpu_us_per_op"].as_f64().unwrap();
+        assert!(total > 0.0, "{sys}");
+        // The system's CPU by role: every role worked, and the roles add up to the whole.
+        let by_role = g["system_cpu_us_per_op_by_role"].as_object().unwrap();
+        assert_eq!(
+            by_role.keys().map(String::as_str).collect::<Vec<_>>().len(),
+            roles.len(),
+            "{sys}: {by_role:?}"
+        );
+        let mut sum = 0.0;
+        for role in roles {
+            let v = by_role[*role].as_f64().unwrap();
+            assert!(v > 0.0, "{sys} {role}: {by_role:?}");
+            sum += v;
+        }
         assert!(
-            r["generator"][sys]["system_cpu_us_per_op"]
-                .as_f64()
-                .unwrap()
-                > 0.0,
-            "{sys}"
+            (sum - total).abs() <= 0.1 * roles.len() as f64,
+            "{sys}: {sum} vs {total}"
         );
     }
     assert!(r["topology"]["etcd"]["leader"]

@@ -175,10 +175,15 @@ struct SystemRun {
     rows: Vec<Value>,
     measured_ops: u64,
     system_cpu: f64,
+    /// The system's CPU seconds by role (they sum to `system_cpu`).
+    by_role: Vec<(String, f64)>,
     generator_cpu: f64,
     window: f64,
     topology: Value,
 }
+
+/// A system's processes by role, for CPU accounting.
+type Roles = Vec<(String, Vec<u32>)>;
 
 fn geometry<'a>(m: &'a RttMatrix, regions: &[String]) -> Result<Geometry<'a>> {
     Ok(Geometry {
@@ -220,37 +225,59 @@ fn placement(regions: &[String], per_region: Option<usize>, total: usize) -> Vec
     }
 }
 
-/// Measures `drive::run` with CPU accounting over the measured window.
+/// Measures `drive::run` with CPU accounting over the measured window: the system's CPU
+/// seconds by role (`roles`), the generator's, and the window.
 async fn measured(
     system: &str,
     clients: Vec<Client>,
     w: &Workload,
     regions: usize,
-    pids: &[u32],
+    roles: &Roles,
     history: bool,
     origin: Instant,
-) -> Result<(drive::Outcome, f64, f64, f64)> {
-    let pids_owned = pids.to_vec();
+) -> Result<(drive::Outcome, Vec<(String, f64)>, f64, f64)> {
+    let roles_owned = roles.clone();
     let warm = w.warmup;
     let cpu_start = tokio::spawn(async move {
         tokio::time::sleep(warm).await;
-        (Instant::now(), cpu::total(&pids_owned), cpu::this_process())
+        let by_role: Vec<f64> = roles_owned.iter().map(|(_, p)| cpu::total(p)).collect();
+        (Instant::now(), by_role, cpu::this_process())
     });
     let out = drive::run(system, clients, w, regions, history, origin).await?;
     let (t0, sys0, gen0) = cpu_start.await?;
     let window = t0.elapsed().as_secs_f64();
-    Ok((
-        out,
-        cpu::total(pids) - sys0,
-        cpu::this_process() - gen0,
-        window,
-    ))
+    let by_role = roles
+        .iter()
+        .zip(sys0)
+        .map(|((name, pids), before)| (name.clone(), cpu::total(pids) - before))
+        .collect();
+    Ok((out, by_role, cpu::this_process() - gen0, window))
+}
+
+/// Meridian's processes by role: the replicas leading a shard when the run began, the other
+/// replicas, the proxies.
+fn meridian_roles(setup: &MeridianSetup) -> Roles {
+    let mut roles: Roles = ["leaders", "followers", "proxies"]
+        .iter()
+        .map(|r| (r.to_string(), Vec::new()))
+        .collect();
+    for (name, pid) in &setup.named_pids {
+        let site = setup.cfg.sites.iter().position(|s| &s.name == name);
+        let role = match site {
+            Some(i) if setup.leaders.contains(&i) => 0,
+            Some(_) => 1,
+            None => 2,
+        };
+        roles[role].1.push(*pid);
+    }
+    roles
 }
 
 struct MeridianSetup {
     cfg: ClusterConfig,
     leaders: Vec<usize>,
-    pids: Vec<u32>,
+    /// Every process of the cluster by its name (a site's or a proxy's).
+    named_pids: Vec<(String, u32)>,
 }
 
 async fn start_meridian(a: &WorkloadArgs, dir: &Path, no_wan: bool) -> Result<MeridianSetup> {
@@ -277,11 +304,18 @@ async fn start_meridian(a: &WorkloadArgs, dir: &Path, no_wan: bool) -> Result<Me
     let cluster = up(&up_args).await?;
     let cfg = cluster.config;
     let leaders = wait_for_preferred_leaders(&cfg).await?;
-    let pids = std::fs::read_to_string(dir.join("pids"))?
+    let named_pids = std::fs::read_to_string(dir.join("pids"))?
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_string(), f.next()?.parse().ok()?))
+        })
         .collect();
-    Ok(MeridianSetup { cfg, leaders, pids })
+    Ok(MeridianSetup {
+        cfg,
+        leaders,
+        named_pids,
+    })
 }
 
 async fn meridian_clients(
@@ -325,12 +359,12 @@ async fn run_meridian(
         let mut targets: Vec<Target> = loaders.drain(..).map(|c| c.target).collect();
         history.extend(drive::preload("meridian", 1_000_000, &mut targets, a.key_count, a.value_size, origin, a.history.is_some()).await?);
         let clients = meridian_clients(&setup.cfg, &regions, &placement(&regions, at, total)).await?;
-        let (out, system_cpu, generator_cpu, window) = measured(
+        let (out, by_role, generator_cpu, window) = measured(
             "meridian",
             clients,
             w,
             regions.len(),
-            &setup.pids,
+            &meridian_roles(&setup),
             a.history.is_some(),
             origin,
         )
@@ -373,7 +407,8 @@ async fn run_meridian(
             recorded: out.recorded,
             rows,
             measured_ops: out.measured_ops,
-            system_cpu,
+            system_cpu: by_role.iter().map(|(_, c)| c).sum(),
+            by_role,
             generator_cpu,
             window,
             topology,
@@ -454,12 +489,25 @@ async fn run_etcd(
                 target: Target::etcd(&e.members[r].client_url).await?,
             });
         }
-        let (out, system_cpu, generator_cpu, window) = measured(
+        // The member the leader was moved to above.
+        let lead = Some(leader);
+        let pids = e.pids();
+        let roles: Roles = vec![
+            (
+                "leaders".to_string(),
+                pids.iter().enumerate().filter(|(i, _)| Some(*i) == lead).map(|(_, p)| *p).collect(),
+            ),
+            (
+                "followers".to_string(),
+                pids.iter().enumerate().filter(|(i, _)| Some(*i) != lead).map(|(_, p)| *p).collect(),
+            ),
+        ];
+        let (out, by_role, generator_cpu, window) = measured(
             "etcd",
             clients,
             w,
             regions.len(),
-            &e.pids(),
+            &roles,
             a.history.is_some(),
             origin,
         )
@@ -494,7 +542,8 @@ async fn run_etcd(
             recorded: out.recorded,
             rows,
             measured_ops: out.measured_ops,
-            system_cpu,
+            system_cpu: by_role.iter().map(|(_, c)| c).sum(),
+            by_role,
             generator_cpu,
             window,
             topology,
@@ -558,6 +607,7 @@ fn generator_json(s: &SystemRun, margin: f64) -> Value {
         "ops_per_s": (rate * 10.0).round() / 10.0,
         "generator_cpu_us_per_op": (gen_per_op * 1e7).round() / 10.0,
         "system_cpu_us_per_op": (s.system_cpu / ops * 1e7).round() / 10.0,
+        "system_cpu_us_per_op_by_role": s.by_role.iter().map(|(r, c)| (r.clone(), json!((c / ops * 1e7).round() / 10.0))).collect::<serde_json::Map<_, _>>(),
         "generator_capacity_ops_per_s": if capacity.is_finite() { json!(capacity.round()) } else { json!(null) },
         "headroom": if capacity.is_finite() { json!((capacity / rate * 10.0).round() / 10.0) } else { json!(null) },
         "machine_busy": (busy * 1000.0).round() / 1000.0,

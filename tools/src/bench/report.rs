@@ -147,11 +147,20 @@ fn markdown(report: &Value, rows: &[Value], throughput: &[Value]) -> String {
     }
     if !throughput.is_empty() {
         md.push_str("Throughput on loopback (no emulated delay), closed loop, fsync on for both systems.\n\n");
-        md.push_str("| system | op | clients | ops/s | p50 ms | p99 ms | CPU µs/op (system) | CPU µs/op (generator) | generator busy |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n");
+        md.push_str("| system | op | clients | ops/s | p50 ms | p99 ms | CPU µs/op (system) | of which, by role | CPU µs/op (generator) | generator busy |\n|---|---|---:|---:|---:|---:|---:|---|---:|---|\n");
         for t in throughput {
+            let by_role = t["system_cpu_us_per_op_by_role"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(role, v)| format!("{role} {}", cell(v)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 cell(&t["system"]),
                 cell(&t["op"]),
                 cell(&t["clients"]),
@@ -159,6 +168,7 @@ fn markdown(report: &Value, rows: &[Value], throughput: &[Value]) -> String {
                 cell(&t["p50_ms"]),
                 cell(&t["p99_ms"]),
                 cell(&t["system_cpu_us_per_op"]),
+                by_role,
                 cell(&t["generator_cpu_us_per_op"]),
                 if t["generator_bottleneck"] == true {
                     "**yes: the generator limited this row**"
