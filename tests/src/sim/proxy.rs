@@ -2,6 +2,7 @@
 //! `logic::WriteOp`, the batch bounds, the exactly-once identity pool, the chooser), with the
 //! simulator's event queue in place of sockets and timers.
 use meridian_core::Quorum;
+use meridian_proxy::batcher::BATCHES_IN_FLIGHT;
 use meridian_proxy::chooser::{choose, estimates_with_holder, ReadPath};
 use meridian_proxy::logic::batch::{WriteQueue, MAX_BATCH_BYTES};
 use meridian_proxy::logic::read_op::{Consistency, Mode};
@@ -19,7 +20,6 @@ use std::time::Duration;
 pub const DEADLINE: Duration = Duration::from_secs(5);
 /// Writes per batch in the simulator (small, so batches of several form under load).
 const BATCH: usize = 16;
-const BATCHES_IN_FLIGHT: usize = 8;
 /// Identities per proxy.
 const IDENTITIES: u64 = 64;
 
