@@ -86,7 +86,8 @@ impl Sites {
         self.epoch.elapsed()
     }
 
-    /// The connection to site `i` (made once; tonic reconnects it underneath if it drops).
+    /// The connection to site `i` (made once; tonic reconnects it underneath if it drops), its
+    /// writes and reads on one persistent pipe stream.
     pub async fn conn(&self, i: usize) -> Option<ReplicaClient> {
         if let Some(c) = self.sites[i].conn.lock().expect("conn lock").clone() {
             return Some(c);
@@ -94,7 +95,8 @@ impl Sites {
         let c = ReplicaClient::connect(&self.sites[i].addr, &self.tls)
             .await
             .ok()?
-            .with_origin(self.origin);
+            .with_origin(self.origin)
+            .with_pipe();
         let mut slot = self.sites[i].conn.lock().expect("conn lock");
         Some(slot.get_or_insert(c).clone())
     }

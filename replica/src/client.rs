@@ -18,6 +18,9 @@ pub enum ClientError {
     Decode(String),
 }
 
+/// Calls larger than this (encoded) leave unary even on a piped client.
+pub const PIPE_MAX_CALL: usize = 64 << 10;
+
 #[derive(Clone)]
 pub struct ReplicaClient {
     inner: Grpc<Channel>,
@@ -25,6 +28,8 @@ pub struct ReplicaClient {
     origin_site: u32,
     /// Sent with every request as `traceparent` metadata.
     trace: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// Submit, Read and ReadBatch over one persistent stream (`with_pipe`), else unary.
+    pipe: Option<std::sync::Arc<crate::client_pipe::PipeSlot>>,
 }
 
 pub enum Outcome<T> {
@@ -55,6 +60,7 @@ impl ReplicaClient {
                 .max_encoding_message_size(8 << 20),
             origin_site: 0,
             trace: None,
+            pipe: None,
         })
     }
 
@@ -72,6 +78,51 @@ impl ReplicaClient {
                 .insert(crate::trace::TRACEPARENT, t.clone());
         }
         r
+    }
+
+    /// Submit, Read and ReadBatch travel over one persistent `Pipe` stream shared by this
+    /// client's clones (one message each way per call instead of an HTTP/2 stream each);
+    /// unary if the replica does not serve pipes.
+    pub fn with_pipe(mut self) -> ReplicaClient {
+        self.pipe = Some(Default::default());
+        self
+    }
+
+    /// Whether this client's calls travel on an open pipe now (false before the first call,
+    /// while it is broken, and when the replica serves none).
+    pub fn pipe_open(&self) -> bool {
+        self.pipe.as_ref().is_some_and(|p| p.is_open())
+    }
+
+    /// `call` over the pipe; the call back when there is none (call it unary).
+    async fn piped(
+        &self,
+        call: pb::pipe_request::Call,
+    ) -> Result<Result<pb::pipe_reply::Reply, ClientError>, pb::pipe_request::Call> {
+        use prost::Message;
+        let Some(slot) = self.pipe.as_ref() else {
+            return Err(call);
+        };
+        let len = match &call {
+            pb::pipe_request::Call::Submit(r) => r.encoded_len(),
+            pb::pipe_request::Call::Read(r) => r.encoded_len(),
+            pb::pipe_request::Call::ReadBatch(r) => r.encoded_len(),
+        };
+        if len > PIPE_MAX_CALL {
+            // Its own HTTP/2 stream: the frames of other calls interleave with a large one's,
+            // where on the pipe they would wait behind all of it.
+            return Err(call);
+        }
+        let trace = self
+            .trace
+            .as_ref()
+            .and_then(|t| t.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        Ok(slot
+            .call(&self.inner, call, trace)
+            .await?
+            .map_err(ClientError::Rpc))
     }
 
     /// Requests say they come from `site` (a proxy's own site), so the replicas can count
@@ -114,7 +165,15 @@ impl ReplicaClient {
             commands: cmds.iter().map(|c| c.encode()).collect(),
             origin_site: self.origin_site,
         };
-        let r = self.inner.submit(self.request(req)).await?.into_inner();
+        let r = match self.piped(pb::pipe_request::Call::Submit(req)).await {
+            Ok(Ok(pb::pipe_reply::Reply::Submit(r))) => r,
+            Ok(Ok(_)) => return Err(mismatched()),
+            Ok(Err(e)) => return Err(e),
+            Err(pb::pipe_request::Call::Submit(req)) => {
+                self.inner.submit(self.request(req)).await?.into_inner()
+            }
+            Err(_) => return Err(mismatched()),
+        };
         if r.not_leader {
             return Ok(Outcome::NotLeader(
                 (r.leader_hint >= 0).then_some(r.leader_hint as usize),
@@ -173,7 +232,15 @@ impl ReplicaClient {
             wait_ms: wait.as_millis().min(u32::MAX as u128) as u32,
             origin_site: self.origin_site,
         };
-        let r = self.inner.read(self.request(req)).await?.into_inner();
+        let r = match self.piped(pb::pipe_request::Call::Read(req)).await {
+            Ok(Ok(pb::pipe_reply::Reply::Read(r))) => r,
+            Ok(Ok(_)) => return Err(mismatched()),
+            Ok(Err(e)) => return Err(e),
+            Err(pb::pipe_request::Call::Read(req)) => {
+                self.inner.read(self.request(req)).await?.into_inner()
+            }
+            Err(_) => return Err(mismatched()),
+        };
         Ok(read_outcome(r))
     }
 
@@ -197,7 +264,15 @@ impl ReplicaClient {
                 })
                 .collect(),
         };
-        let r = self.inner.read_batch(self.request(req)).await?.into_inner();
+        let r = match self.piped(pb::pipe_request::Call::ReadBatch(req)).await {
+            Ok(Ok(pb::pipe_reply::Reply::ReadBatch(r))) => r,
+            Ok(Ok(_)) => return Err(mismatched()),
+            Ok(Err(e)) => return Err(e),
+            Err(pb::pipe_request::Call::ReadBatch(req)) => {
+                self.inner.read_batch(self.request(req)).await?.into_inner()
+            }
+            Err(_) => return Err(mismatched()),
+        };
         if r.items.len() != reads.len() {
             return Err(ClientError::Decode(format!(
                 "{} answers to {} reads",
@@ -216,6 +291,10 @@ impl ReplicaClient {
             })
             .collect())
     }
+}
+
+fn mismatched() -> ClientError {
+    ClientError::Decode("a pipe reply of another kind than its call".into())
 }
 
 fn read_outcome(r: pb::ReadReply) -> Outcome<pb::ReadReply> {

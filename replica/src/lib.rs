@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+mod client_pipe;
 pub mod config;
 pub mod delay;
 pub mod driver;

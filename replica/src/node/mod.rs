@@ -5,6 +5,7 @@ mod clock;
 mod links;
 mod listener;
 mod peer;
+mod pipe;
 mod service;
 mod shard;
 mod wal_writer;

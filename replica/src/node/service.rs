@@ -18,6 +18,7 @@ pub const MAX_BATCH: usize = 4096;
 pub const MAX_WATCH_KEY: usize = 4096;
 const DEADLINE: Duration = Duration::from_secs(10);
 
+#[derive(Clone)]
 pub struct ReplicaService {
     pub links: std::sync::Arc<super::links::PeerLinks>,
     pub site: String,
@@ -101,12 +102,8 @@ fn checked(bytes: Vec<u8>) -> Result<crate::kv::EncodedCommand, Status> {
 
 /// The span of one client RPC at this replica: a child of the caller's span when the request
 /// carries a `traceparent` (see `crate::trace`).
-fn request_span<T>(rpc: &'static str, shard: u32, req: &Request<T>) -> tracing::Span {
-    let ctx = crate::trace::TraceContext::incoming(
-        req.metadata()
-            .get(crate::trace::TRACEPARENT)
-            .and_then(|v| v.to_str().ok()),
-    );
+fn request_span(rpc: &'static str, shard: u32, traceparent: Option<&str>) -> tracing::Span {
+    let ctx = crate::trace::TraceContext::incoming(traceparent);
     let span = tracing::debug_span!(
         "replica_request",
         rpc,
@@ -281,21 +278,87 @@ impl ReplicaService {
     }
 }
 
+fn traceparent<T>(req: &Request<T>) -> Option<&str> {
+    req.metadata()
+        .get(crate::trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The calls both the unary RPCs and the pipe (`super::pipe`) answer.
+impl ReplicaService {
+    pub(super) async fn submit_traced(
+        &self,
+        req: pb::SubmitRequest,
+        traceparent: Option<&str>,
+    ) -> Result<pb::SubmitReply, Status> {
+        use tracing::Instrument;
+        let span = request_span("submit", req.shard, traceparent);
+        let r = self.submit_inner(req).instrument(span.clone()).await;
+        let refused = r.as_ref().is_ok_and(|x| x.get_ref().not_leader);
+        record_outcome(&span, &r, refused);
+        r.map(Response::into_inner)
+    }
+
+    pub(super) async fn read_traced(
+        &self,
+        req: pb::ReadRequest,
+        traceparent: Option<&str>,
+    ) -> Result<pb::ReadReply, Status> {
+        use tracing::Instrument;
+        let span = request_span("read", req.shard, traceparent);
+        let r = self.read_inner(req).instrument(span.clone()).await;
+        let refused = r
+            .as_ref()
+            .is_ok_and(|x| x.get_ref().not_leader || x.get_ref().not_holder);
+        record_outcome(&span, &r, refused);
+        r.map(Response::into_inner)
+    }
+
+    pub(super) async fn read_batch_inner(
+        &self,
+        reads: Vec<pb::ReadRequest>,
+    ) -> Result<pb::ReadBatchReply, Status> {
+        use tracing::Instrument;
+        if reads.is_empty() || reads.len() > MAX_READ_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "a read batch carries 1..={MAX_READ_BATCH} reads, got {}",
+                reads.len()
+            )));
+        }
+        let span = tracing::debug_span!("read_batch", reads = reads.len());
+        let answers = futures::future::join_all(reads.into_iter().map(|r| self.read_inner(r)))
+            .instrument(span)
+            .await;
+        Ok(pb::ReadBatchReply {
+            items: answers
+                .into_iter()
+                .map(|a| match a {
+                    Ok(r) => pb::ReadBatchItem {
+                        reply: Some(r.into_inner()),
+                        code: 0,
+                        message: String::new(),
+                    },
+                    Err(s) => pb::ReadBatchItem {
+                        reply: None,
+                        code: s.code() as i32,
+                        message: s.message().to_string(),
+                    },
+                })
+                .collect(),
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl Replica for ReplicaService {
     async fn submit(
         &self,
         req: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitReply>, Status> {
-        use tracing::Instrument;
-        let span = request_span("submit", req.get_ref().shard, &req);
-        let r = self
-            .submit_inner(req.into_inner())
-            .instrument(span.clone())
-            .await;
-        let refused = r.as_ref().is_ok_and(|x| x.get_ref().not_leader);
-        record_outcome(&span, &r, refused);
-        r
+        let trace = traceparent(&req).map(str::to_string);
+        self.submit_traced(req.into_inner(), trace.as_deref())
+            .await
+            .map(Response::new)
     }
 
     type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<pb::WatchReply, Status>>;
@@ -336,49 +399,28 @@ impl Replica for ReplicaService {
         &self,
         req: Request<pb::ReadBatchRequest>,
     ) -> Result<Response<pb::ReadBatchReply>, Status> {
-        use tracing::Instrument;
-        let reads = req.into_inner().reads;
-        if reads.is_empty() || reads.len() > MAX_READ_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "a read batch carries 1..={MAX_READ_BATCH} reads, got {}",
-                reads.len()
-            )));
-        }
-        let span = tracing::debug_span!("read_batch", reads = reads.len());
-        let answers = futures::future::join_all(reads.into_iter().map(|r| self.read_inner(r)))
-            .instrument(span)
-            .await;
-        Ok(Response::new(pb::ReadBatchReply {
-            items: answers
-                .into_iter()
-                .map(|a| match a {
-                    Ok(r) => pb::ReadBatchItem {
-                        reply: Some(r.into_inner()),
-                        code: 0,
-                        message: String::new(),
-                    },
-                    Err(s) => pb::ReadBatchItem {
-                        reply: None,
-                        code: s.code() as i32,
-                        message: s.message().to_string(),
-                    },
-                })
-                .collect(),
-        }))
+        self.read_batch_inner(req.into_inner().reads)
+            .await
+            .map(Response::new)
     }
 
     async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<pb::ReadReply>, Status> {
-        use tracing::Instrument;
-        let span = request_span("read", req.get_ref().shard, &req);
-        let r = self
-            .read_inner(req.into_inner())
-            .instrument(span.clone())
-            .await;
-        let refused = r
-            .as_ref()
-            .is_ok_and(|x| x.get_ref().not_leader || x.get_ref().not_holder);
-        record_outcome(&span, &r, refused);
-        r
+        let trace = traceparent(&req).map(str::to_string);
+        self.read_traced(req.into_inner(), trace.as_deref())
+            .await
+            .map(Response::new)
+    }
+
+    type PipeStream = tokio_stream::wrappers::ReceiverStream<Result<pb::PipeReply, Status>>;
+
+    async fn pipe(
+        &self,
+        req: Request<tonic::Streaming<pb::PipeRequest>>,
+    ) -> Result<Response<Self::PipeStream>, Status> {
+        Ok(Response::new(super::pipe::serve(
+            self.clone(),
+            req.into_inner(),
+        )))
     }
 
     async fn status(
