@@ -394,20 +394,38 @@ impl KvStore {
         self.ttl.attach(key, lease);
         let lease = self.ttl.lease_of(key);
         let rev = self.revision;
-        let prev = self.data.get(key).cloned();
-        let (create, version) = prev
-            .as_ref()
-            .map_or((rev, 1), |p| (p.create_revision, p.version + 1));
-        let kv = KeyValue {
+        // An existing key is updated in place: one walk down the tree, the old entry moved
+        // out (not cloned) as the previous value.
+        if let Some(cur) = self.data.get_mut(key) {
+            let kv = KeyValue {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                create_revision: cur.create_revision,
+                mod_revision: rev,
+                version: cur.version + 1,
+                lease,
+            };
+            let old = std::mem::replace(cur, kv);
+            self.data_digest ^= entry_hash(cur) ^ entry_hash(&old);
+            if self.record {
+                self.changes.push(Change {
+                    revision: rev,
+                    delete: false,
+                    kv: cur.clone(),
+                    prev: Some(old.clone()),
+                });
+            }
+            return Some(old);
+        }
+        self.insert_kv(KeyValue {
             key: key.to_vec(),
             value: value.to_vec(),
-            create_revision: create,
+            create_revision: rev,
             mod_revision: rev,
-            version,
+            version: 1,
             lease,
-        };
-        self.insert_kv(kv);
-        prev
+        });
+        None
     }
 
     fn range(&self, prefix: &[u8], limit: usize) -> Outcome {
