@@ -11,4 +11,4 @@ pub use command::{
     KvResult, LeaseInfo, Op, Order, Outcome, Txn, TxnOp, Value,
 };
 pub use history::{Change, History, Since};
-pub use state_machine::{KvStore, KEEP_LEASE, MAX_SESSIONS};
+pub use state_machine::{KvStore, DIGEST_VERSION, KEEP_LEASE, MAX_SESSIONS};

@@ -448,6 +448,7 @@ impl Replica for ReplicaService {
                 holds_lease: st.holds_lease,
                 revision: st.revision,
                 state_digest: st.state_digest,
+                digest_version: crate::kv::DIGEST_VERSION,
                 wal_bytes: full.wal_bytes,
                 wal_grown_bytes: full.wal_grown,
                 compact_threshold_bytes: st.compact_threshold,

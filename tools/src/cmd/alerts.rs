@@ -100,13 +100,15 @@ pub const CHURN_WINDOW: std::time::Duration = std::time::Duration::from_secs(600
 pub const CHURN_MAX: usize = 3;
 
 /// Groups of sites (index, digest) that applied the same log prefix of a shard yet report
-/// different state digests (a digest of 0 is a site too old to report one).
+/// different state digests of the same digest version (a digest of 0 is a site too old to
+/// report one; digests of different versions — during a rolling upgrade — never compare).
 pub fn divergent(rows: &[(usize, &pb::ShardStatus)]) -> Vec<(u64, Vec<(usize, u64)>)> {
-    let mut by_applied: std::collections::BTreeMap<u64, Vec<(usize, u64)>> = Default::default();
+    let mut by_applied: std::collections::BTreeMap<(u64, u32), Vec<(usize, u64)>> =
+        Default::default();
     for (i, s) in rows {
         if s.state_digest != 0 {
             by_applied
-                .entry(s.applied_index)
+                .entry((s.applied_index, s.digest_version.max(1)))
                 .or_default()
                 .push((*i, s.state_digest));
         }
@@ -114,6 +116,7 @@ pub fn divergent(rows: &[(usize, &pb::ShardStatus)]) -> Vec<(u64, Vec<(usize, u6
     by_applied
         .into_iter()
         .filter(|(_, v)| v.iter().any(|(_, d)| *d != v[0].1))
+        .map(|((applied, _), v)| (applied, v))
         .collect()
 }
 
@@ -432,6 +435,21 @@ mod tests {
         assert!(
             divergent(&[(0, &a), (1, &old)]).is_empty(),
             "no digest reported"
+        );
+        // A rolling upgrade: the same state under another entry hash is not divergence; two
+        // sites of the new version that differ still are.
+        let v2 = |digest: u64| pb::ShardStatus {
+            digest_version: 2,
+            ..sh(10, digest)
+        };
+        let (e, f) = (v2(99), v2(98));
+        assert!(
+            divergent(&[(0, &a), (1, &b), (2, &e)]).is_empty(),
+            "versions 1 (reported as 0) and 2 do not compare"
+        );
+        assert_eq!(
+            divergent(&[(0, &a), (1, &e), (2, &f)]),
+            vec![(10, vec![(1, 99), (2, 98)])]
         );
     }
 

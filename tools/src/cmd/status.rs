@@ -233,7 +233,7 @@ fn print_json(
                     "shard": sh.shard, "is_leader": sh.is_leader, "leader": name(cfg, sh.leader_hint as i64),
                     "holds_lease": sh.holds_lease, "holds_quorum_lease": sh.holds_quorum_lease,
                     "commit_index": sh.commit_index, "applied_index": sh.applied_index,
-                    "state_digest": format!("{:016x}", sh.state_digest),
+                    "state_digest": format!("{:016x}", sh.state_digest), "digest_version": sh.digest_version.max(1),
                     "ballot": format!("{}.{}", sh.ballot_round, sh.ballot_site),
                     "wal_bytes": sh.wal_bytes, "wal_grown_bytes": sh.wal_grown_bytes, "compact_threshold_bytes": sh.compact_threshold_bytes, "fsync_us_last": sh.fsync_us_last,
                     "lease_holders": sh.lease_holders.iter().map(|h| name(cfg, *h as i64)).collect::<Vec<_>>(),
