@@ -200,22 +200,29 @@ tokio::task_local! {
 }
 
 /// Runs `fut` with `ctx` as the current trace context of the task (what outgoing calls carry).
-pub async fn scope<F: std::future::Future>(ctx: TraceContext, fut: F) -> F::Output {
-    CURRENT.scope(Cell::new(ctx), fut).await
+///
+/// Not an `async fn`: that would keep `fut` in its own state beside the task-local future
+/// holding it (a request future of the proxy was three times its size by such nesting, and
+/// every byte is copied when the future is boxed).
+pub fn scope<F: std::future::Future>(
+    ctx: TraceContext,
+    fut: F,
+) -> impl std::future::Future<Output = F::Output> {
+    CURRENT.scope(Cell::new(ctx), fut)
 }
 
 /// `scope`, also returning the context as `fut` left it (see `replace_current`): an edge
 /// reports the trace id its request span really had.
-pub async fn scope_reporting<F: std::future::Future>(
+pub fn scope_reporting<F: std::future::Future>(
     ctx: TraceContext,
     fut: F,
-) -> (F::Output, TraceContext) {
-    CURRENT
-        .scope(Cell::new(ctx), async {
-            let out = fut.await;
-            (out, current().unwrap_or(ctx))
-        })
-        .await
+) -> impl std::future::Future<Output = (F::Output, TraceContext)> {
+    // A combinator, not an async block: that would hold `fut` twice (captured and awaited).
+    use futures::FutureExt;
+    CURRENT.scope(
+        Cell::new(ctx),
+        fut.map(move |out| (out, current().unwrap_or(ctx))),
+    )
 }
 
 /// The current task's trace context, if it runs inside `scope`.
