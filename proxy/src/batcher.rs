@@ -152,11 +152,6 @@ async fn submit(sites: &Arc<Sites>, shard: u32, jobs: Vec<Job>) {
         .first()
         .and_then(|j| j.trace)
         .map_or_else(TraceContext::root, |t| t.child());
-    let request_spans = jobs
-        .iter()
-        .filter_map(|j| j.trace.map(|t| t.span_hex()))
-        .collect::<Vec<_>>()
-        .join(",");
     let span = tracing::debug_span!(
         "batch",
         shard,
@@ -164,7 +159,13 @@ async fn submit(sites: &Arc<Sites>, shard: u32, jobs: Vec<Job>) {
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
         parent_span = tracing::field::Empty,
-        request_spans = %request_spans,
+        // Evaluated only when the span is enabled (tracing's macros are lazy): no string per
+        // batch when debug spans are off.
+        request_spans = %jobs
+            .iter()
+            .filter_map(|j| j.trace.map(|t| t.span_hex()))
+            .collect::<Vec<_>>()
+            .join(","),
         calls = tracing::field::Empty,
         retries = tracing::field::Empty,
         outcome = tracing::field::Empty,
@@ -176,8 +177,10 @@ async fn submit(sites: &Arc<Sites>, shard: u32, jobs: Vec<Job>) {
 }
 
 async fn submit_batch(sites: &Arc<Sites>, shard: u32, jobs: Vec<Job>) {
-    let cmds: Vec<KvCommand> = jobs.iter().map(|j| j.cmd.clone()).collect();
     let deadline = jobs.iter().map(|j| j.deadline).max().unwrap_or_default();
+    // The commands move into the call; only the reply channels stay with this task.
+    let (cmds, replies): (Vec<KvCommand>, Vec<_>) =
+        jobs.into_iter().map(|j| (j.cmd, j.reply)).unzip();
     let n = sites.sites.len();
     let mut op = WriteOp::new(cmds, n, sites.leader(shard).site, deadline, false);
     let first = op.start(sites.now());
@@ -194,13 +197,13 @@ async fn submit_batch(sites: &Arc<Sites>, shard: u32, jobs: Vec<Job>) {
     );
     match r {
         Ok(results) => {
-            for (job, res) in jobs.into_iter().zip(results) {
-                let _ = job.reply.send(Ok(res));
+            for (reply, res) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(res));
             }
         }
         Err(e) => {
-            for job in jobs {
-                let _ = job.reply.send(Err(e.clone()));
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }

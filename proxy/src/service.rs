@@ -255,7 +255,7 @@ impl Proxy {
             seq: id.seq,
             op,
         };
-        let bytes = cmd.encode().len();
+        let bytes = cmd.encoded_len();
         if bytes > MAX_COMMAND_BYTES {
             return Err(ServiceError::TooLarge(format!(
                 "the request encodes to {bytes} bytes; one command is at most {MAX_COMMAND_BYTES}"
