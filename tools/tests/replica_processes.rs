@@ -441,6 +441,27 @@ fn corrupt_wal_refuses_to_start_and_torn_tail_is_truncated() {
 fn start_up_errors_are_clear() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = TestCluster::up("startup", &["--no-wan"]);
+    // `cluster up` gives each of its processes an equal share of the cores, at least one.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let processes = c.cfg.sites.len() + c.cfg.proxies.len();
+    let share = (cores / processes).max(1).to_string();
+    let names: Vec<String> = c
+        .cfg
+        .sites
+        .iter()
+        .map(|s| s.name.clone())
+        .chain(c.cfg.proxies.iter().map(|p| p.name.clone()))
+        .collect();
+    for name in &names {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", c.pid(name))).unwrap();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == b"--threads" && w[1] == share.as_bytes()),
+            "{name} runs without --threads {share}: {}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
     let cfg = c.dir.join("cluster.toml");
     let run = |cfg: &std::path::Path, site: &str| {
         let out = Command::new(bin())

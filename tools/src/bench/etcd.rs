@@ -42,11 +42,14 @@ impl EtcdCluster {
     /// Starts one member per region under `dir`: on loopback, or (`wan`) each on the emulated
     /// host of its region, inside that host's namespace. `heartbeat_ms` should be about the
     /// round trip between members (etcd's tuning guide); the election timeout is ten heartbeats.
+    /// Each member's Go runtime runs `threads` OS threads of Go code at once (GOMAXPROCS), as
+    /// many as a Meridian process has workers in the same benchmark.
     pub fn start(
         dir: &Path,
         regions: &[String],
         heartbeat_ms: u64,
         wan: Option<&crate::wan::WanFile>,
+        threads: usize,
     ) -> Result<EtcdCluster> {
         let bin = binary()?;
         let _ = std::fs::remove_dir_all(dir);
@@ -120,6 +123,7 @@ impl EtcdCluster {
                 .args(["--heartbeat-interval", &heartbeat_ms.to_string()])
                 .args(["--election-timeout", &(heartbeat_ms * 10).to_string()])
                 .args(["--logger", "zap", "--log-level", "warn"])
+                .env("GOMAXPROCS", threads.max(1).to_string())
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)

@@ -101,6 +101,11 @@ pub struct WorkloadArgs {
     pub throughput: Option<Vec<usize>>,
     #[arg(long, default_value = "meridian-bench")]
     pub out: PathBuf,
+    /// Worker threads of every server process, the same for both systems (Meridian's
+    /// `--threads`, etcd's GOMAXPROCS) (default: each system's own, one per core — not the
+    /// equal share `cluster up` gives its processes, which etcd does not have).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 fn validate(a: &WorkloadArgs) -> Result<()> {
@@ -300,6 +305,7 @@ async fn start_meridian(a: &WorkloadArgs, dir: &Path, no_wan: bool) -> Result<Me
         auth: false,
         parent_pid: Some(std::process::id() as i32),
         wan_hosts: wan_of(a)?.map(|_| wan_dir(a)),
+        threads: Some(server_threads(a)),
     };
     let cluster = up(&up_args).await?;
     let cfg = cluster.config;
@@ -452,6 +458,7 @@ async fn run_etcd(
             &regions,
             heartbeat,
             wan.as_ref(),
+            server_threads(a),
         )?;
         match e.wait_ready(Duration::from_secs(30)).await {
             Ok(_) => break e,
@@ -568,6 +575,11 @@ fn etcd_version() -> Option<String> {
 /// Whether the run has no emulated delay (bounds are then zero).
 fn loopback(a: &WorkloadArgs) -> bool {
     a.wan == Wan::None || a.throughput.is_some()
+}
+
+/// Worker threads of each server process of either system.
+fn server_threads(a: &WorkloadArgs) -> usize {
+    a.threads.unwrap_or_else(crate::cmd::runtime::cores)
 }
 
 /// The host-level emulation of a `--wan host` run: five hosts, one per region.
@@ -721,6 +733,8 @@ async fn measure_all(a: &WorkloadArgs) -> Result<()> {
         },
         "generator": generator,
         "machine": {"cores": cores()},
+        // Worker threads of each server process (both systems).
+        "threads_per_process": server_threads(a),
     });
     let mut header = header;
     if wan_of(a)?.is_some() {

@@ -193,6 +193,7 @@ fn loopback(dir: std::path::PathBuf, shards: u32, no_batching: bool) -> UpArgs {
         auth: false,
         parent_pid: Some(std::process::id() as i32),
         wan_hosts: None,
+        threads: None,
     }
 }
 

@@ -74,6 +74,10 @@ pub struct UpArgs {
     /// (DIR/wan.json): the router delays their packets, so the in-process delay layer is off.
     #[arg(long)]
     pub wan_hosts: Option<PathBuf>,
+    /// Async worker threads of every replica and proxy process (default: this machine's cores
+    /// split equally among them, at least one each).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -366,6 +370,12 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
         )?;
     }
     let mut pids: Vec<(String, u32)> = Vec::new();
+    let threads = a
+        .threads
+        .unwrap_or_else(|| {
+            super::runtime::share(super::runtime::cores(), cfg.sites.len() + cfg.proxies.len())
+        })
+        .to_string();
     let wan = a.wan_hosts.as_deref().map(crate::wan::load).transpose()?;
     let ns = |region: &str| {
         wan.as_ref()
@@ -373,7 +383,7 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
             .map(|h| h.namespace.clone())
     };
     for s in &cfg.sites {
-        let args = ["replica", "--site", &s.name];
+        let args = ["replica", "--site", &s.name, "--threads", &threads];
         let pid = spawn(&dir, &s.name, &args, a.parent_pid, ns(&s.region).as_deref())?;
         pids.push((s.name.clone(), pid));
     }

@@ -81,6 +81,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         auth: false,
         parent_pid: Some(std::process::id() as i32),
         wan_hosts: None,
+        threads: None,
     };
     println!("starting five replica processes (emulated WAN from the shipped AWS RTT matrix) ...");
     let cluster = up(&up_args).await?;

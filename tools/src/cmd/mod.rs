@@ -7,6 +7,7 @@ pub mod demo;
 pub mod plan;
 pub mod proxy;
 pub mod replica;
+pub mod runtime;
 pub mod signals;
 pub mod sim;
 pub mod status;

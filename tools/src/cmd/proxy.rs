@@ -17,6 +17,10 @@ pub struct ProxyArgs {
     no_batching: bool,
     #[arg(long, hide = true)]
     parent_pid: Option<i32>,
+    /// Async worker threads (0: one per core). `cluster up` gives each of its processes an
+    /// equal share of the machine's cores.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 pub fn run(a: ProxyArgs) -> Result<ExitCode> {
@@ -32,9 +36,7 @@ pub fn run(a: ProxyArgs) -> Result<ExitCode> {
         (None, None) => unreachable!("clap requires one"),
     };
     raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = super::runtime::server(a.threads)?;
     let opts = meridian_proxy::server::Options {
         batching: !a.no_batching,
         ..Default::default()

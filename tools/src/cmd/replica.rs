@@ -1,5 +1,5 @@
 //! `meridian replica --config cluster.toml --site NAME`
-use anyhow::{Context, Result};
+use anyhow::Result;
 use meridian_replica::config::ClusterConfig;
 use std::process::ExitCode;
 
@@ -13,14 +13,15 @@ pub struct ReplicaArgs {
     /// demo never leaves replicas behind).
     #[arg(long)]
     parent_pid: Option<i32>,
+    /// Async worker threads (0: one per core). `cluster up` gives each of its processes an
+    /// equal share of the machine's cores.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 pub fn run(a: ReplicaArgs) -> Result<ExitCode> {
     let cfg = ClusterConfig::load(&a.config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let rt = super::runtime::server(a.threads)?;
     rt.block_on(async move {
         let stop = super::signals::until_shutdown(a.parent_pid);
         meridian_replica::node::run(cfg, &a.site, stop).await
