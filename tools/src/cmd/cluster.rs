@@ -388,7 +388,7 @@ pub async fn up(a: &UpArgs) -> Result<Cluster> {
         pids.push((s.name.clone(), pid));
     }
     for p in &cfg.proxies {
-        let mut args = vec!["proxy", "--name", &p.name];
+        let mut args = vec!["proxy", "--name", &p.name, "--threads", &threads];
         if a.proxy_no_batching {
             args.push("--no-batching");
         }
