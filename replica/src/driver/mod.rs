@@ -600,7 +600,15 @@ impl ShardDriver {
                 continue;
             };
             configured |= matches!(cmd.op, Op::SetLeaseHolders { .. });
-            let result = self.kv.apply(&cmd);
+            // A follower's commands (and a replay's) have no token: nobody reads the result,
+            // so it is not copied out of the session table.
+            let token = tokens.get(k).copied();
+            let result = if token.is_some() {
+                Some(self.kv.apply(&cmd))
+            } else {
+                self.kv.apply_unanswered(&cmd);
+                None
+            };
             self.history.push(self.kv.take_changes());
             match cmd.op {
                 Op::Compact { revision } => {
@@ -612,10 +620,10 @@ impl ShardDriver {
                 | Op::LeaseExpire { id, .. } => self.sync_ttl_timer(id),
                 _ => {}
             }
-            let result = self.with_ttl_timer(result);
-            let Some(&token) = tokens.get(k) else {
+            let (Some(token), Some(result)) = (token, result) else {
                 continue;
             };
+            let result = self.with_ttl_timer(result);
             if self.cfg.planted_bug == Some(PlantedBug::LogReadSharedToken) && cmd.is_read_only() {
                 // The defect this bug plants back: every log read waiting in the shard takes
                 // the first applied read's answer.

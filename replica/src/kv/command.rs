@@ -17,13 +17,17 @@ pub struct KvCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     Put {
+        #[serde(with = "super::bytes_field")]
         key: Key,
+        #[serde(with = "super::bytes_field")]
         value: Value,
     },
     Delete {
+        #[serde(with = "super::bytes_field")]
         key: Key,
     },
     Get {
+        #[serde(with = "super::bytes_field")]
         key: Key,
     },
     Range {
@@ -239,7 +243,9 @@ impl Order {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "super::bytes_field")]
     pub key: Key,
+    #[serde(with = "super::bytes_field")]
     pub value: Value,
     pub create_revision: u64,
     pub mod_revision: u64,

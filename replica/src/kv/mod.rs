@@ -1,4 +1,5 @@
 //! The key-value state machine (DESIGN.md §2 "State machine").
+mod bytes_field;
 mod command;
 pub mod history;
 mod state_machine;

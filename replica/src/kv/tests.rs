@@ -189,8 +189,17 @@ fn session_table_is_bounded_and_evicts_the_least_recently_used() {
     let mut s = KvStore::default();
     for c in 0..(MAX_SESSIONS as u64 + 10) {
         s.apply(&cmd(c, 1, put("k", "v")));
+        if c == MAX_SESSIONS as u64 - 1 {
+            // Client 3 was created early but used late: least recently *used* goes, not
+            // oldest created.
+            s.apply(&cmd(3, 2, put("k", "late")));
+        }
     }
-    // Client 5 was among the oldest: forgotten, so its retry applies again (documented limit).
+    let before = s.revision();
+    s.apply(&cmd(3, 2, put("k", "late")));
+    assert_eq!(s.revision(), before, "a recently used client is remembered");
+    // Client 5 was among the least recently used: forgotten, so its retry applies again
+    // (documented limit).
     let before = s.revision();
     s.apply(&cmd(5, 1, put("k", "again")));
     assert_eq!(s.revision(), before + 1);
@@ -199,6 +208,43 @@ fn session_table_is_bounded_and_evicts_the_least_recently_used() {
     let before = s.revision();
     s.apply(&cmd(last, 1, put("k", "v")));
     assert_eq!(s.revision(), before);
+    // Nine tenths of the table survive an overflow; more than that were never kept.
+    let kept = (0..MAX_SESSIONS as u64 + 10)
+        .filter(|&c| {
+            let mut t = s.clone();
+            let before = t.revision();
+            t.apply(&cmd(c, 1, put("k", "v")));
+            t.revision() == before
+        })
+        .count();
+    assert!(
+        (MAX_SESSIONS * 9 / 10..=MAX_SESSIONS).contains(&kept),
+        "{kept} sessions kept"
+    );
+}
+
+/// A follower applies without answering: the same state, sessions included, as a leader that
+/// answers; a retry after a failover still gets the remembered result.
+#[test]
+fn unanswered_applies_leave_the_same_state() {
+    let cmds = [
+        cmd(1, 1, put("a", "1")),
+        cmd(2, 1, put("a", "2")),
+        cmd(1, 1, put("a", "1")),
+        cmd(1, 0, put("a", "old")),
+        cmd(3, 1, Op::Delete { key: b"a".to_vec() }),
+        cmd(4, 1, Op::Get { key: b"a".to_vec() }),
+    ];
+    let (mut leader, mut follower) = (KvStore::default(), KvStore::default());
+    for c in &cmds {
+        leader.apply(c);
+        follower.apply_unanswered(c);
+    }
+    assert_eq!(leader, follower);
+    assert_eq!(leader.snapshot(), follower.snapshot());
+    let retried = follower.apply(&cmd(2, 1, put("a", "2")));
+    assert_eq!(retried.revision, 2);
+    assert!(matches!(retried.outcome, Outcome::Put { prev: Some(ref p) } if p.value == b"1"));
 }
 
 /// The state digest: equal for equal states however they were reached (applied in order,
