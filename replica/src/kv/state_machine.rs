@@ -231,7 +231,7 @@ impl KvStore {
                 return answer.then(|| s.result.clone());
             }
             if cmd.seq < s.seq {
-                return answer.then(|| KvResult {
+                return answer.then_some(KvResult {
                     revision: self.revision,
                     outcome: Outcome::Stale,
                 });
