@@ -76,6 +76,20 @@ fn bench(c: &mut Criterion) {
             criterion::BatchSize::PerIteration,
         )
     });
+    group.bench_function("put_100k_keys_unanswered", |b| {
+        b.iter_batched(
+            // A follower's apply: nobody waits for the result.
+            loaded,
+            |mut s| {
+                for c in &cmds {
+                    s.apply_unanswered(c);
+                }
+                s.take_changes();
+                s
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
     group.finish();
 }
 

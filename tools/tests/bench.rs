@@ -154,6 +154,8 @@ fn bench_refuses_bad_arguments_before_starting_anything() {
             &["--throughput", "1", "--history", "/tmp/x"][..],
             "--history",
         ),
+        (&["--throughput", "1", "--rounds", "0"][..], "--rounds"),
+        (&["--rounds", "3"][..], "give --throughput"),
     ] {
         let (ok, log) = bench(&out, args);
         assert!(!ok, "{args:?} accepted");
@@ -250,6 +252,99 @@ fn bench_runs_etcd_side_by_side_when_it_is_installed() {
         .unwrap()
         .contains("us-east-1"));
     check_history(&h);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The side-by-side throughput run in rounds: every (operation, client count) measured for
+/// both systems in each round, and the report pairs them per round with their median.
+#[test]
+fn throughput_rounds_pair_both_systems_and_report_the_median_ratio() {
+    let Ok(path) = std::env::var("PATH") else {
+        return;
+    };
+    let found = std::env::var_os("MERIDIAN_ETCD").is_some()
+        || std::env::split_paths(&path).any(|d| d.join("etcd").is_file());
+    if !found {
+        eprintln!(
+            "SKIPPED: no etcd binary (Debian: apt-get install etcd-server; .ci/run installs it)"
+        );
+        return;
+    }
+    let out = temp_dir("bench-rounds");
+    let (ok, log) = bench(
+        &out,
+        &[
+            "--system",
+            "both",
+            "--throughput",
+            "2",
+            "--rounds",
+            "2",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0.5",
+            "--key-count",
+            "50",
+            "--threads",
+            "1",
+        ],
+    );
+    assert!(ok, "{log}");
+    let r = report(&out);
+    let rows = r["throughput"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "2 rounds x 2 ops x 2 systems: {rows:?}");
+    for round in 0..2u64 {
+        for op in ["write", "read"] {
+            for sys in ["meridian", "etcd"] {
+                let n = rows
+                    .iter()
+                    .filter(|t| t["round"] == round && t["op"] == op && t["system"] == sys)
+                    .filter(|t| t["ops_per_s"].as_f64().unwrap() > 0.0 && t["errors"] == 0)
+                    .count();
+                assert_eq!(n, 1, "round {round} {op} {sys}: {rows:?}");
+            }
+        }
+    }
+    // The second round starts with etcd: pairs alternate which system goes first.
+    let first_of = |round: u64| {
+        rows.iter()
+            .find(|t| t["round"] == round)
+            .map(|t| t["system"].clone())
+            .unwrap()
+    };
+    assert_eq!(first_of(0), "meridian");
+    assert_eq!(first_of(1), "etcd");
+    let ratios = r["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), 2, "{ratios:?}");
+    for q in ratios {
+        let op = q["op"].as_str().unwrap();
+        let each: Vec<f64> = (0..2u64)
+            .map(|round| {
+                let rate = |sys: &str| {
+                    rows.iter()
+                        .find(|t| t["round"] == round && t["op"] == op && t["system"] == sys)
+                        .unwrap()["ops_per_s"]
+                        .as_f64()
+                        .unwrap()
+                };
+                rate("meridian") / rate("etcd")
+            })
+            .collect();
+        let listed: Vec<f64> = q["meridian_over_etcd"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        for (a, b) in each.iter().zip(&listed) {
+            assert!((a - b).abs() < 0.01, "{op}: {each:?} vs {listed:?}");
+        }
+        let median = q["median"].as_f64().unwrap();
+        assert!((median - (each[0] + each[1]) / 2.0).abs() < 0.01, "{q}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("each round"), "{md}");
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod hist;
 pub mod idle;
 pub mod plot;
+pub mod ratios;
 pub mod report;
 pub mod target;
 pub mod watch;
@@ -99,6 +100,11 @@ pub struct WorkloadArgs {
     /// these total client counts, CPU per operation of every system (forces --wan none).
     #[arg(long, value_delimiter = ',')]
     pub throughput: Option<Vec<usize>>,
+    /// With --throughput: measure every (client count, operation) pair this many times, the
+    /// two systems back to back in each round (alternating which goes first), and report each
+    /// round's ratio and their median.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     #[arg(long, default_value = "meridian-bench")]
     pub out: PathBuf,
     /// Worker threads of every server process, the same for both systems (Meridian's
@@ -146,6 +152,12 @@ fn validate(a: &WorkloadArgs) -> Result<()> {
         if let Some(why) = crate::wan::netns::unavailable() {
             bail!("--wan host: {why}");
         }
+    }
+    if a.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    if a.rounds > 1 && a.throughput.is_none() {
+        bail!("--rounds repeats --throughput measurements; give --throughput");
     }
     if a.history.is_some() && a.throughput.is_some() {
         bail!("--history records one cluster's operations; --throughput starts a fresh cluster per row");
@@ -669,39 +681,52 @@ async fn measure_all(a: &WorkloadArgs) -> Result<()> {
     let mut generator = serde_json::Map::new();
     let mut throughput = Vec::new();
     if let Some(levels) = &a.throughput {
-        for &sys in &systems {
+        // Each (client count, operation) pair of systems back to back, round after round.
+        for round in 0..a.rounds {
             for &n in levels {
                 for (op, share) in [("write", 0.0), ("read", 1.0)] {
-                    let paths = if sys == "meridian" {
-                        vec!["auto".to_string()]
-                    } else {
-                        vec!["linearizable".to_string()]
-                    };
-                    let mut wa = a.clone();
-                    wa.read_share = share;
-                    let w = workload_of(&wa, paths, if sys == "meridian" { a.shards } else { 1 });
-                    eprintln!("{sys}: {op}s, {n} clients, {} s ...", a.seconds);
-                    let s = if sys == "meridian" {
-                        run_meridian(&wa, &w, None, n, &mut history, origin).await?
-                    } else {
-                        run_etcd(&wa, &w, None, n, &mut history, origin).await?
-                    };
-                    let mut all = hist::Series::default();
-                    for v in s.recorded.values() {
-                        all.merge(v);
+                    for sys in ratios::order(round, &systems) {
+                        let paths = if sys == "meridian" {
+                            vec!["auto".to_string()]
+                        } else {
+                            vec!["linearizable".to_string()]
+                        };
+                        let mut wa = a.clone();
+                        wa.read_share = share;
+                        let w =
+                            workload_of(&wa, paths, if sys == "meridian" { a.shards } else { 1 });
+                        eprintln!(
+                            "{sys}: {op}s, {n} clients, {} s (round {} of {}) ...",
+                            a.seconds,
+                            round + 1,
+                            a.rounds
+                        );
+                        let s = if sys == "meridian" {
+                            run_meridian(&wa, &w, None, n, &mut history, origin).await?
+                        } else {
+                            run_etcd(&wa, &w, None, n, &mut history, origin).await?
+                        };
+                        let mut all = hist::Series::default();
+                        for v in s.recorded.values() {
+                            all.merge(v);
+                        }
+                        let mut t = generator_json(&s, 2.0);
+                        t["system"] = json!(sys);
+                        t["op"] = json!(op);
+                        t["clients"] = json!(n);
+                        t["round"] = json!(round);
+                        t["p50_ms"] = json!((all.ms(0.5) * 100.0).round() / 100.0);
+                        t["p99_ms"] = json!((all.ms(0.99) * 100.0).round() / 100.0);
+                        t["errors"] = json!(all.errors);
+                        eprintln!("  {}", t);
+                        throughput.push(t);
+                        topology.insert(sys.to_string(), s.topology);
                     }
-                    let mut t = generator_json(&s, 2.0);
-                    t["system"] = json!(sys);
-                    t["op"] = json!(op);
-                    t["clients"] = json!(n);
-                    t["p50_ms"] = json!((all.ms(0.5) * 100.0).round() / 100.0);
-                    t["p99_ms"] = json!((all.ms(0.99) * 100.0).round() / 100.0);
-                    t["errors"] = json!(all.errors);
-                    eprintln!("  {}", t);
-                    throughput.push(t);
-                    topology.insert(sys.to_string(), s.topology);
                 }
             }
+        }
+        for r in ratios::summarize(&throughput) {
+            eprintln!("meridian / etcd: {r}");
         }
     } else {
         for &sys in &systems {

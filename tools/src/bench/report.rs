@@ -59,6 +59,10 @@ pub fn write(
     report["results"] = json!(rows);
     if !throughput.is_empty() {
         report["throughput"] = json!(throughput);
+        let ratios = super::ratios::summarize(throughput);
+        if !ratios.is_empty() {
+            report["ratios"] = json!(ratios);
+        }
     }
     std::fs::write(
         dir.join("report.json"),
@@ -147,7 +151,7 @@ fn markdown(report: &Value, rows: &[Value], throughput: &[Value]) -> String {
     }
     if !throughput.is_empty() {
         md.push_str("Throughput on loopback (no emulated delay), closed loop, fsync on for both systems.\n\n");
-        md.push_str("| system | op | clients | ops/s | p50 ms | p99 ms | CPU µs/op (system) | of which, by role | CPU µs/op (generator) | generator busy |\n|---|---|---:|---:|---:|---:|---:|---|---:|---|\n");
+        md.push_str("| round | system | op | clients | ops/s | p50 ms | p99 ms | CPU µs/op (system) | of which, by role | CPU µs/op (generator) | generator busy |\n|---:|---|---|---:|---:|---:|---:|---:|---|---:|---|\n");
         for t in throughput {
             let by_role = t["system_cpu_us_per_op_by_role"]
                 .as_object()
@@ -160,7 +164,8 @@ fn markdown(report: &Value, rows: &[Value], throughput: &[Value]) -> String {
                 .unwrap_or_default();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                t["round"].as_u64().map_or(1, |r| r + 1),
                 cell(&t["system"]),
                 cell(&t["op"]),
                 cell(&t["clients"]),
@@ -176,6 +181,32 @@ fn markdown(report: &Value, rows: &[Value], throughput: &[Value]) -> String {
                     "no"
                 },
             );
+        }
+        if let Some(ratios) = report["ratios"].as_array() {
+            md.push_str(
+                "\nMeridian's rate over etcd's, each round's pair measured back to back.\n\n",
+            );
+            md.push_str("| op | clients | rounds | each round | median | min | max | CPU µs/op etcd / Meridian (median) |\n|---|---:|---:|---|---:|---:|---:|---:|\n");
+            for r in ratios {
+                let each: Vec<String> = r["meridian_over_etcd"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(cell)
+                    .collect();
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    cell(&r["op"]),
+                    cell(&r["clients"]),
+                    cell(&r["rounds"]),
+                    each.join(" / "),
+                    cell(&r["median"]),
+                    cell(&r["min"]),
+                    cell(&r["max"]),
+                    cell(&r["cpu_per_op_etcd_over_meridian_median"]),
+                );
+            }
         }
     }
     md
