@@ -91,6 +91,18 @@ fn bench(c: &mut Criterion) {
         )
     });
     group.finish();
+    // What every replica pays to decode a put from a log entry (the leader twice).
+    let encoded: Vec<Vec<u8>> = cmds.iter().map(KvCommand::encode).collect();
+    let mut decode = c.benchmark_group("command");
+    decode.throughput(Throughput::Elements(WRITES));
+    decode.bench_function("decode_put", |b| {
+        b.iter(|| {
+            for e in &encoded {
+                criterion::black_box(KvCommand::decode(e).expect("decodes"));
+            }
+        })
+    });
+    decode.finish();
 }
 
 criterion_group!(benches, bench);

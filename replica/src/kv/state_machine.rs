@@ -19,12 +19,9 @@ pub struct KvStore {
     revision: u64,
     /// Per client: the last executed write's sequence number and result.
     sessions: OrdMap<u64, Session>,
-    /// Retired: the (last use, client) index eviction once kept beside `sessions` (two tree
-    /// updates per write, ~3 % of a follower's CPU). Eviction now finds the least recently
-    /// used sessions by their `used` stamps when the table overflows. Kept, always empty, so
-    /// that snapshots keep their layout (an older snapshot's entries are dropped on restore).
+    /// (last use, client), oldest first, for eviction.
     lru: OrdSet<(u64, u64)>,
-    /// Counts applied writes; stamps each session's last use.
+    /// Counts applied writes; orders `lru`.
     tick: u64,
     /// The quorum-lease holders the log configured (site indices).
     lease_holders: Vec<u8>,
@@ -202,8 +199,8 @@ impl KvStore {
     /// last write returns the remembered result; an older sequence number returns `Stale`.
     /// Read-only commands bypass the session table: re-executing a retried read is harmless
     /// and answers with the state at its own point in the log, and readers need no identity.
-    /// The table is bounded: when it outgrows `MAX_SESSIONS`, the least recently used tenth
-    /// is forgotten (deterministically, so every replica forgets the same clients).
+    /// The table is bounded: beyond `MAX_SESSIONS` the least recently used client is forgotten
+    /// (deterministically, so every replica forgets the same one).
     pub fn apply(&mut self, cmd: &KvCommand) -> KvResult {
         self.apply_answering(cmd, true)
             .expect("an answered apply returns its result")
@@ -240,35 +237,22 @@ impl KvStore {
         let result = self.execute(&cmd.op);
         let out = answer.then(|| result.clone());
         self.tick += 1;
-        self.sessions.insert(
+        if let Some(old) = self.sessions.insert(
             cmd.client,
             Session {
                 seq: cmd.seq,
                 result,
                 used: self.tick,
             },
-        );
-        if self.sessions.len() > MAX_SESSIONS {
-            self.evict_sessions();
+        ) {
+            self.lru.remove(&(old.used, cmd.client));
+        }
+        self.lru.insert((self.tick, cmd.client));
+        while self.sessions.len() > MAX_SESSIONS {
+            let (_, client) = self.lru.remove_min().expect("lru tracks every session");
+            self.sessions.remove(&client);
         }
         out
-    }
-
-    /// Forgets the least recently used tenth of `MAX_SESSIONS` (and any excess): one pass
-    /// over the table every `MAX_SESSIONS / 10` new clients instead of an index updated on
-    /// every write. `used` stamps are distinct (one write each), so every replica picks the
-    /// same clients.
-    fn evict_sessions(&mut self) {
-        let keep = MAX_SESSIONS - MAX_SESSIONS / 10;
-        let mut by_use: Vec<(u64, u64)> = self.sessions.iter().map(|(c, s)| (s.used, *c)).collect();
-        let forget = by_use.len().saturating_sub(keep);
-        if forget == 0 {
-            return;
-        }
-        by_use.select_nth_unstable(forget - 1);
-        for (_, client) in &by_use[..forget] {
-            self.sessions.remove(client);
-        }
     }
 
     /// Serves a read without going through the log (lease or quorum reads).
@@ -665,8 +649,6 @@ impl KvStore {
             bincode::deserialize_from(&mut rest)
         }
         .map_err(decode)?;
-        // The retired eviction index (see `lru`): an older snapshot's entries go.
-        s.lru = OrdSet::new();
         if !rest.is_empty() {
             let Some(section) = rest.strip_prefix(TTL_SECTION.as_slice()) else {
                 return Err(crate::Error::Decode(format!(

@@ -208,19 +208,6 @@ fn session_table_is_bounded_and_evicts_the_least_recently_used() {
     let before = s.revision();
     s.apply(&cmd(last, 1, put("k", "v")));
     assert_eq!(s.revision(), before);
-    // Nine tenths of the table survive an overflow; more than that were never kept.
-    let kept = (0..MAX_SESSIONS as u64 + 10)
-        .filter(|&c| {
-            let mut t = s.clone();
-            let before = t.revision();
-            t.apply(&cmd(c, 1, put("k", "v")));
-            t.revision() == before
-        })
-        .count();
-    assert!(
-        (MAX_SESSIONS * 9 / 10..=MAX_SESSIONS).contains(&kept),
-        "{kept} sessions kept"
-    );
 }
 
 /// A follower applies without answering: the same state, sessions included, as a leader that
