@@ -3,7 +3,7 @@
 //! and bounded-staleness reads) driven on the persistent site connections.
 use crate::chooser::{choose, estimates_with_holder, ReadPath};
 use crate::logic::{ReadOp, ReadPlan, ServiceError};
-use crate::sites::Sites;
+use crate::sites::{LeaderInfo, RttView, Sites};
 use meridian_core::Quorum;
 use meridian_replica::kv::KvCommand;
 use meridian_topology::model::QuorumShape;
@@ -24,10 +24,14 @@ pub struct Reader {
 impl Reader {
     /// The path `auto` would take for `shard` now.
     pub fn auto_path(&self, shard: u32) -> ReadPath {
-        let l = self.sites.leader(shard);
-        let holder = self.sites.nearest_holder(shard);
+        let view = self.sites.rtt_view();
+        let holder = self.sites.nearest_holder_in(&view, shard);
+        self.auto_path_in(&view, self.sites.leader(shard), holder)
+    }
+
+    fn auto_path_in(&self, view: &RttView, l: LeaderInfo, holder: Option<usize>) -> ReadPath {
         choose(&estimates_with_holder(
-            &self.sites.rtt_ms(),
+            &view.rtt,
             l.site,
             l.lease,
             &self.shape,
@@ -45,22 +49,26 @@ impl Reader {
         deadline: Duration,
     ) -> Result<ReadOutcome, ServiceError> {
         let now = self.sites.now();
+        // One view of the sites for the whole plan.
+        let view = self.sites.rtt_view();
+        let leader = self.sites.leader(shard);
+        let holder = self.sites.nearest_holder_in(&view, shard);
         let plan = ReadPlan {
             consistency,
             mode,
             quorum: self.quorum.clone(),
             sites: self.sites.sites.len(),
-            leader: self.sites.leader(shard).site,
-            auto_path: self.auto_path(shard),
-            holder: self.sites.nearest_holder(shard),
+            leader: leader.site,
+            auto_path: self.auto_path_in(&view, leader, holder),
+            holder,
             quorum_leases: self.quorum_leases,
-            nearest: self.sites.nearest_first(),
+            nearest: view.nearest.clone(),
             deadline: now + deadline,
             ignore_barrier: false,
         };
         let mut op = ReadOp::new(plan);
         let first = op.start(now);
-        let before = self.sites.leader(shard).site;
+        let before = leader.site;
         let r = crate::drive::drive(&self.sites, shard, Some(cmd), first, |now, id, site, r| {
             op.on_result(now, id, site, r)
         })

@@ -4,8 +4,23 @@
 use meridian_replica::client::ReplicaClient;
 use meridian_replica::delay::DelayLine;
 use meridian_replica::tls::TlsFiles;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// A site's RTT counts only while its probes succeed: unanswered this long, it is unknown.
+const RTT_FRESH: Duration = Duration::from_secs(3);
+/// How long a computed [`RttView`] serves requests before it is computed again (a probe's
+/// result replaces it at once): it only has to notice `RTT_FRESH` running out.
+const VIEW_TTL: Duration = Duration::from_millis(10);
+
+/// The measured RTTs (ms; `None`: unknown) and the sites by increasing RTT (unknown last).
+/// Every read consults them; computing them takes a lock and a clock read per site and two
+/// allocations, so requests share one copy (`Sites::rtt_view`).
+#[derive(Debug)]
+pub struct RttView {
+    pub rtt: Vec<Option<f64>>,
+    pub nearest: Vec<usize>,
+}
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RttStat {
@@ -49,6 +64,8 @@ pub struct Sites {
     pub reads: crate::read_batch::ReadBatcher,
     /// The proxy logic's clock: time since this proxy started.
     epoch: Instant,
+    /// The last `RttView` and when it was computed.
+    view: Mutex<Option<(Instant, Arc<RttView>)>>,
 }
 
 impl Sites {
@@ -62,6 +79,7 @@ impl Sites {
             tls,
             origin: None,
             epoch: Instant::now(),
+            view: Mutex::new(None),
         }
     }
 
@@ -107,16 +125,38 @@ impl Sites {
     }
 
     pub fn rtt_ms(&self) -> Vec<Option<f64>> {
-        self.sites
+        self.rtt_view().rtt.clone()
+    }
+
+    /// The RTTs and the sites by distance, as of at most `VIEW_TTL` ago (or the last probe).
+    pub fn rtt_view(&self) -> Arc<RttView> {
+        let now = Instant::now();
+        let mut cached = self.view.lock().expect("view lock");
+        if let Some((at, v)) = cached.as_ref() {
+            if now.saturating_duration_since(*at) < VIEW_TTL {
+                return v.clone();
+            }
+        }
+        let rtt: Vec<Option<f64>> = self
+            .sites
             .iter()
             .map(|s| {
                 let r = s.rtt.lock().expect("rtt lock");
                 r.ewma_ms.filter(|_| {
                     r.last_ok
-                        .is_some_and(|t| t.elapsed() < Duration::from_secs(3))
+                        .is_some_and(|t| now.saturating_duration_since(t) < RTT_FRESH)
                 })
             })
-            .collect()
+            .collect();
+        let mut nearest: Vec<usize> = (0..self.sites.len()).collect();
+        nearest.sort_by(|&a, &b| {
+            rtt[a]
+                .unwrap_or(f64::MAX)
+                .total_cmp(&rtt[b].unwrap_or(f64::MAX))
+        });
+        let v = Arc::new(RttView { rtt, nearest });
+        *cached = Some((now, v.clone()));
+        v
     }
 
     /// The highest revision of `shard` a probe has seen at any site.
@@ -140,22 +180,21 @@ impl Sites {
 
     /// The nearest site that held a valid quorum lease on `shard` at its last probe.
     pub fn nearest_holder(&self, shard: u32) -> Option<usize> {
+        self.nearest_holder_in(&self.rtt_view(), shard)
+    }
+
+    /// `nearest_holder` by the distances of `view`.
+    pub fn nearest_holder_in(&self, view: &RttView, shard: u32) -> Option<usize> {
         let bits = self.qlease.lock().expect("qlease lock")[shard as usize];
-        let rtt = self.rtt_ms();
-        self.nearest_first()
-            .into_iter()
-            .find(|&i| bits & (1 << i) != 0 && rtt[i].is_some())
+        view.nearest
+            .iter()
+            .copied()
+            .find(|&i| bits & (1 << i) != 0 && view.rtt[i].is_some())
     }
 
     /// Sites by increasing measured RTT (unmeasured last).
     pub fn nearest_first(&self) -> Vec<usize> {
-        let r = self.rtt_ms();
-        let mut idx: Vec<usize> = (0..self.sites.len()).collect();
-        idx.sort_by(|&a, &b| {
-            r[a].unwrap_or(f64::MAX)
-                .total_cmp(&r[b].unwrap_or(f64::MAX))
-        });
-        idx
+        self.rtt_view().nearest.clone()
     }
 
     fn record(&self, i: usize, ms: f64) {
@@ -165,6 +204,9 @@ impl Sites {
         r.max_recent_ms = (r.max_recent_ms * 0.95).max(ms);
         r.samples += 1;
         r.last_ok = Some(Instant::now());
+        drop(r);
+        // The next request sees this measurement.
+        *self.view.lock().expect("view lock") = None;
     }
 
     /// Pings site `i` forever: measures the round trip on the persistent connection and learns
@@ -291,4 +333,51 @@ pub fn live_matrix(
     let m = meridian_topology::RttMatrix { regions, ms };
     m.validate().map_err(|e| e.to_string())?;
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sites(n: usize) -> Sites {
+        let sites = (0..n)
+            .map(|i| Site {
+                name: format!("s{i}"),
+                region: format!("r{i}"),
+                conn: Mutex::new(None),
+                addr: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                one_way: Duration::ZERO,
+                rtt: Mutex::new(RttStat::default()),
+                peer_rtt: Mutex::new(Vec::new()),
+            })
+            .collect();
+        let tls = TlsFiles {
+            ca: "ca.pem".into(),
+            cert: "c.pem".into(),
+            key: "c.key".into(),
+        };
+        Sites::new(sites, 1, tls)
+    }
+
+    #[test]
+    fn a_probe_shows_in_the_next_view_and_a_silent_site_drops_out() {
+        let s = sites(3);
+        assert_eq!(s.rtt_ms(), vec![None, None, None]);
+        // Views are shared between requests...
+        assert!(Arc::ptr_eq(&s.rtt_view(), &s.rtt_view()));
+        // ...but a probe's result is seen by the very next one.
+        s.record(2, 10.0);
+        s.record(0, 30.0);
+        let v = s.rtt_view();
+        assert_eq!(v.rtt, vec![Some(30.0), None, Some(10.0)]);
+        assert_eq!(v.nearest, vec![2, 0, 1]);
+        s.qlease.lock().unwrap()[0] = 0b011;
+        assert_eq!(s.nearest_holder(0), Some(0), "site 1 holds but is unmeasured");
+        // Site 2 last answered longer ago than RTT_FRESH: unknown within VIEW_TTL.
+        s.sites[2].rtt.lock().unwrap().last_ok = Instant::now().checked_sub(RTT_FRESH);
+        std::thread::sleep(VIEW_TTL + Duration::from_millis(5));
+        let v = s.rtt_view();
+        assert_eq!(v.rtt, vec![Some(30.0), None, None]);
+        assert_eq!(v.nearest[0], 0);
+    }
 }
