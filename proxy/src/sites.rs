@@ -372,7 +372,11 @@ mod tests {
         assert_eq!(v.rtt, vec![Some(30.0), None, Some(10.0)]);
         assert_eq!(v.nearest, vec![2, 0, 1]);
         s.qlease.lock().unwrap()[0] = 0b011;
-        assert_eq!(s.nearest_holder(0), Some(0), "site 1 holds but is unmeasured");
+        assert_eq!(
+            s.nearest_holder(0),
+            Some(0),
+            "site 1 holds but is unmeasured"
+        );
         // Site 2 last answered longer ago than RTT_FRESH: unknown within VIEW_TTL.
         s.sites[2].rtt.lock().unwrap().last_ok = Instant::now().checked_sub(RTT_FRESH);
         std::thread::sleep(VIEW_TTL + Duration::from_millis(5));

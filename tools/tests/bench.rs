@@ -26,6 +26,19 @@ fn bench(out: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Whether an etcd binary is there to run beside Meridian (says SKIPPED when not).
+fn etcd_installed() -> bool {
+    let found = std::env::var_os("MERIDIAN_ETCD").is_some()
+        || std::env::var("PATH")
+            .is_ok_and(|p| std::env::split_paths(&p).any(|d| d.join("etcd").is_file()));
+    if !found {
+        eprintln!(
+            "SKIPPED: no etcd binary (Debian: apt-get install etcd-server; .ci/run installs it)"
+        );
+    }
+    found
+}
+
 fn report(out: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
 }
@@ -172,15 +185,7 @@ fn bench_refuses_bad_arguments_before_starting_anything() {
 /// generators accounted, and the combined history (etcd's keys kept apart) linearizable.
 #[test]
 fn bench_runs_etcd_side_by_side_when_it_is_installed() {
-    let Ok(path) = std::env::var("PATH") else {
-        return;
-    };
-    let found = std::env::var_os("MERIDIAN_ETCD").is_some()
-        || std::env::split_paths(&path).any(|d| d.join("etcd").is_file());
-    if !found {
-        eprintln!(
-            "SKIPPED: no etcd binary (Debian: apt-get install etcd-server; .ci/run installs it)"
-        );
+    if !etcd_installed() {
         return;
     }
     let out = temp_dir("bench-etcd");
@@ -259,15 +264,7 @@ fn bench_runs_etcd_side_by_side_when_it_is_installed() {
 /// both systems in each round, and the report pairs them per round with their median.
 #[test]
 fn throughput_rounds_pair_both_systems_and_report_the_median_ratio() {
-    let Ok(path) = std::env::var("PATH") else {
-        return;
-    };
-    let found = std::env::var_os("MERIDIAN_ETCD").is_some()
-        || std::env::split_paths(&path).any(|d| d.join("etcd").is_file());
-    if !found {
-        eprintln!(
-            "SKIPPED: no etcd binary (Debian: apt-get install etcd-server; .ci/run installs it)"
-        );
+    if !etcd_installed() {
         return;
     }
     let out = temp_dir("bench-rounds");
