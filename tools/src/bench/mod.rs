@@ -196,6 +196,8 @@ struct SystemRun {
     by_role: Vec<(String, f64)>,
     generator_cpu: f64,
     window: f64,
+    /// The share of the machine's CPU time the hypervisor stole during the window.
+    host_steal: Option<f64>,
     topology: Value,
 }
 
@@ -242,8 +244,17 @@ fn placement(regions: &[String], per_region: Option<usize>, total: usize) -> Vec
     }
 }
 
+/// What the measured window cost: the system's CPU seconds by role, the generator's, the
+/// window's length and the share of the machine the hypervisor stole meanwhile.
+struct Measured {
+    by_role: Vec<(String, f64)>,
+    generator_cpu: f64,
+    window: f64,
+    host_steal: Option<f64>,
+}
+
 /// Measures `drive::run` with CPU accounting over the measured window: the system's CPU
-/// seconds by role (`roles`), the generator's, and the window.
+/// seconds by role (`roles`), the generator's, the window, the host's steal.
 async fn measured(
     system: &str,
     clients: Vec<Client>,
@@ -252,23 +263,36 @@ async fn measured(
     roles: &Roles,
     history: bool,
     origin: Instant,
-) -> Result<(drive::Outcome, Vec<(String, f64)>, f64, f64)> {
+) -> Result<(drive::Outcome, Measured)> {
     let roles_owned = roles.clone();
     let warm = w.warmup;
     let cpu_start = tokio::spawn(async move {
         tokio::time::sleep(warm).await;
         let by_role: Vec<f64> = roles_owned.iter().map(|(_, p)| cpu::total(p)).collect();
-        (Instant::now(), by_role, cpu::this_process())
+        (
+            Instant::now(),
+            by_role,
+            cpu::this_process(),
+            cpu::host_times(),
+        )
     });
     let out = drive::run(system, clients, w, regions, history, origin).await?;
-    let (t0, sys0, gen0) = cpu_start.await?;
+    let (t0, sys0, gen0, host0) = cpu_start.await?;
     let window = t0.elapsed().as_secs_f64();
     let by_role = roles
         .iter()
         .zip(sys0)
         .map(|((name, pids), before)| (name.clone(), cpu::total(pids) - before))
         .collect();
-    Ok((out, by_role, cpu::this_process() - gen0, window))
+    Ok((
+        out,
+        Measured {
+            by_role,
+            generator_cpu: cpu::this_process() - gen0,
+            window,
+            host_steal: cpu::steal_share(host0, cpu::host_times()),
+        },
+    ))
 }
 
 /// Meridian's processes by role: the replicas leading a shard when the run began, the other
@@ -377,7 +401,7 @@ async fn run_meridian(
         let mut targets: Vec<Target> = loaders.drain(..).map(|c| c.target).collect();
         history.extend(drive::preload("meridian", 1_000_000, &mut targets, a.key_count, a.value_size, origin, a.history.is_some()).await?);
         let clients = meridian_clients(&setup.cfg, &regions, &placement(&regions, at, total)).await?;
-        let (out, by_role, generator_cpu, window) = measured(
+        let (out, Measured { by_role, generator_cpu, window, host_steal }) = measured(
             "meridian",
             clients,
             w,
@@ -429,6 +453,7 @@ async fn run_meridian(
             by_role,
             generator_cpu,
             window,
+            host_steal,
             topology,
         })
     }
@@ -521,7 +546,7 @@ async fn run_etcd(
                 pids.iter().enumerate().filter(|(i, _)| Some(*i) != lead).map(|(_, p)| *p).collect(),
             ),
         ];
-        let (out, by_role, generator_cpu, window) = measured(
+        let (out, Measured { by_role, generator_cpu, window, host_steal }) = measured(
             "etcd",
             clients,
             w,
@@ -565,6 +590,7 @@ async fn run_etcd(
             by_role,
             generator_cpu,
             window,
+            host_steal,
             topology,
         })
     }
@@ -635,6 +661,7 @@ fn generator_json(s: &SystemRun, margin: f64) -> Value {
         "generator_capacity_ops_per_s": if capacity.is_finite() { json!(capacity.round()) } else { json!(null) },
         "headroom": if capacity.is_finite() { json!((capacity / rate * 10.0).round() / 10.0) } else { json!(null) },
         "machine_busy": (busy * 1000.0).round() / 1000.0,
+        "host_steal": s.host_steal.map(|x| (x * 1000.0).round() / 1000.0),
         "generator_bottleneck": capacity < margin * rate || (busy >= 0.9 && share >= 1.0 / 3.0),
     })
 }

@@ -49,6 +49,7 @@ pub fn summarize(rows: &[Value]) -> Vec<Value> {
     for (op, n) in keys {
         let mut rates = Vec::new();
         let mut cpus = Vec::new();
+        let mut steal: Option<f64> = None;
         let rounds = rows
             .iter()
             .filter_map(|t| t["round"].as_u64())
@@ -59,6 +60,11 @@ pub fn summarize(rows: &[Value]) -> Vec<Value> {
                 continue;
             };
             let f = |t: &Value, k: &str| t[k].as_f64().unwrap_or(0.0);
+            for t in [m, e] {
+                if let Some(x) = t["host_steal"].as_f64() {
+                    steal = Some(steal.map_or(x, |s: f64| s.max(x)));
+                }
+            }
             if f(e, "ops_per_s") > 0.0 {
                 rates.push(f(m, "ops_per_s") / f(e, "ops_per_s"));
             }
@@ -83,6 +89,7 @@ pub fn summarize(rows: &[Value]) -> Vec<Value> {
             "min": r2(lo),
             "max": r2(hi),
             "cpu_per_op_etcd_over_meridian_median": if cpus.is_empty() { Value::Null } else { json!(r2(median(&mut cpus))) },
+            "host_steal_max": steal,
         }));
     }
     out
@@ -127,6 +134,17 @@ mod tests {
         assert_eq!(w["max"], 4.0);
         // CPU ratios 3.0, 2.0, 5.0: median 3.0.
         assert_eq!(w["cpu_per_op_etcd_over_meridian_median"], 3.0);
+        // No steal readings (not a VM, or no /proc/stat): null, not zero.
+        assert_eq!(w["host_steal_max"], Value::Null);
+        let mut stolen = rows.clone();
+        stolen[1]["host_steal"] = json!(0.02);
+        stolen[3]["host_steal"] = json!(0.15);
+        stolen[6]["host_steal"] = json!(0.5);
+        let s = summarize(&stolen);
+        assert_eq!(
+            s[0]["host_steal_max"], 0.15,
+            "the highest of the paired rows; the unpaired read row does not count"
+        );
         let mut even = vec![1.0, 4.0, 2.0, 3.0];
         assert_eq!(median(&mut even), 2.5);
     }

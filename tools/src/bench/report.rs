@@ -151,7 +151,7 @@ fn markdown(report: &Value, rows: &[Value], throughput: &[Value]) -> String {
     }
     if !throughput.is_empty() {
         md.push_str("Throughput on loopback (no emulated delay), closed loop, fsync on for both systems.\n\n");
-        md.push_str("| round | system | op | clients | ops/s | p50 ms | p99 ms | CPU µs/op (system) | of which, by role | CPU µs/op (generator) | generator busy |\n|---:|---|---|---:|---:|---:|---:|---:|---|---:|---|\n");
+        md.push_str("| round | system | op | clients | ops/s | p50 ms | p99 ms | CPU µs/op (system) | of which, by role | CPU µs/op (generator) | generator busy | host steal |\n|---:|---|---|---:|---:|---:|---:|---:|---|---:|---|---:|\n");
         for t in throughput {
             let by_role = t["system_cpu_us_per_op_by_role"]
                 .as_object()
@@ -164,7 +164,7 @@ fn markdown(report: &Value, rows: &[Value], throughput: &[Value]) -> String {
                 .unwrap_or_default();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 t["round"].as_u64().map_or(1, |r| r + 1),
                 cell(&t["system"]),
                 cell(&t["op"]),
@@ -180,13 +180,16 @@ fn markdown(report: &Value, rows: &[Value], throughput: &[Value]) -> String {
                 } else {
                     "no"
                 },
+                t["host_steal"]
+                    .as_f64()
+                    .map_or("—".to_string(), |x| format!("{:.1} %", x * 100.0)),
             );
         }
         if let Some(ratios) = report["ratios"].as_array() {
             md.push_str(
                 "\nMeridian's rate over etcd's, each round's pair measured back to back.\n\n",
             );
-            md.push_str("| op | clients | rounds | each round | median | min | max | CPU µs/op etcd / Meridian (median) |\n|---|---:|---:|---|---:|---:|---:|---:|\n");
+            md.push_str("| op | clients | rounds | each round | median | min | max | CPU µs/op etcd / Meridian (median) | host steal, highest |\n|---|---:|---:|---|---:|---:|---:|---:|---:|\n");
             for r in ratios {
                 let each: Vec<String> = r["meridian_over_etcd"]
                     .as_array()
@@ -196,7 +199,7 @@ fn markdown(report: &Value, rows: &[Value], throughput: &[Value]) -> String {
                     .collect();
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     cell(&r["op"]),
                     cell(&r["clients"]),
                     cell(&r["rounds"]),
@@ -205,6 +208,9 @@ fn markdown(report: &Value, rows: &[Value], throughput: &[Value]) -> String {
                     cell(&r["min"]),
                     cell(&r["max"]),
                     cell(&r["cpu_per_op_etcd_over_meridian_median"]),
+                    r["host_steal_max"]
+                        .as_f64()
+                        .map_or("—".to_string(), |x| format!("{:.1} %", x * 100.0)),
                 );
             }
         }

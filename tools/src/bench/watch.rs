@@ -240,6 +240,7 @@ pub async fn measure(cfg: &ClusterConfig, plan: &Plan) -> Result<Value> {
         super::cpu::total(&all),
         super::cpu::this_process(),
     );
+    let host0 = super::cpu::host_times();
     let started = Instant::now();
     let mut writers = Vec::new();
     for _ in 0..plan.writers {
@@ -276,6 +277,7 @@ pub async fn measure(cfg: &ClusterConfig, plan: &Plan) -> Result<Value> {
         super::cpu::total(&all) - cpu_before.1,
         super::cpu::this_process() - cpu_before.2,
     );
+    let host_steal = super::cpu::steal_share(host0, super::cpu::host_times());
     let acks = acks.lock().expect("acks lock").clone();
     let delays = check(&watches, &acks)?;
     let moves = proxy_metric(metrics, "meridian_proxy_watch_moves_total").await;
@@ -313,6 +315,7 @@ pub async fn measure(cfg: &ClusterConfig, plan: &Plan) -> Result<Value> {
         "p99_ms": p99,
         "max_ms": quantile(&delays, 1.0),
         "p99_over_one_way_ms": p99 - one_way,
+        "host_steal": host_steal,
     }))
 }
 

@@ -240,6 +240,12 @@ async fn watch_bench(a: &BenchArgs, cdir: &std::path::Path, watchers: usize) -> 
         cpu["all_replicas_and_proxies"].as_f64().unwrap_or(f64::NAN),
         cpu["clients"].as_f64().unwrap_or(f64::NAN),
     );
+    if let Some(x) = v["host_steal"].as_f64() {
+        println!(
+            "host steal during the writes: {:.1} % of the machine's CPU time",
+            x * 100.0
+        );
+    }
     std::fs::create_dir_all(&a.w.out)?;
     std::fs::write(
         a.w.out.join("watch.json"),
