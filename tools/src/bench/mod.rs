@@ -2,6 +2,7 @@
 //! proxy processes; etcd: one member per region), drives the same workload through each from
 //! clients in every region, and writes the report of DESIGN.md §7b with plots.
 pub mod bounds;
+mod cost;
 pub mod cpu;
 pub mod drive;
 pub mod etcd;
@@ -17,6 +18,7 @@ pub mod workload;
 use crate::cmd::cluster::{down, lease_holders, tool_tls, up, wait_for_preferred_leaders, UpArgs};
 use anyhow::{bail, Context, Result};
 use bounds::Geometry;
+use cost::{cores, generator_json, measured, Measured, Roles, SystemRun};
 use drive::{Client, Workload};
 use hist::Recorded;
 use meridian_replica::config::ClusterConfig;
@@ -187,23 +189,6 @@ fn regions_of(cfg: &ClusterConfig) -> Vec<String> {
     cfg.sites.iter().map(|s| s.region.clone()).collect()
 }
 
-struct SystemRun {
-    recorded: Recorded,
-    rows: Vec<Value>,
-    measured_ops: u64,
-    system_cpu: f64,
-    /// The system's CPU seconds by role (they sum to `system_cpu`).
-    by_role: Vec<(String, f64)>,
-    generator_cpu: f64,
-    window: f64,
-    /// The share of the machine's CPU time the hypervisor stole during the window.
-    host_steal: Option<f64>,
-    topology: Value,
-}
-
-/// A system's processes by role, for CPU accounting.
-type Roles = Vec<(String, Vec<u32>)>;
-
 fn geometry<'a>(m: &'a RttMatrix, regions: &[String]) -> Result<Geometry<'a>> {
     Ok(Geometry {
         m,
@@ -242,57 +227,6 @@ fn placement(regions: &[String], per_region: Option<usize>, total: usize) -> Vec
             .collect(),
         None => (0..total).map(|i| i % regions.len()).collect(),
     }
-}
-
-/// What the measured window cost: the system's CPU seconds by role, the generator's, the
-/// window's length and the share of the machine the hypervisor stole meanwhile.
-struct Measured {
-    by_role: Vec<(String, f64)>,
-    generator_cpu: f64,
-    window: f64,
-    host_steal: Option<f64>,
-}
-
-/// Measures `drive::run` with CPU accounting over the measured window: the system's CPU
-/// seconds by role (`roles`), the generator's, the window, the host's steal.
-async fn measured(
-    system: &str,
-    clients: Vec<Client>,
-    w: &Workload,
-    regions: usize,
-    roles: &Roles,
-    history: bool,
-    origin: Instant,
-) -> Result<(drive::Outcome, Measured)> {
-    let roles_owned = roles.clone();
-    let warm = w.warmup;
-    let cpu_start = tokio::spawn(async move {
-        tokio::time::sleep(warm).await;
-        let by_role: Vec<f64> = roles_owned.iter().map(|(_, p)| cpu::total(p)).collect();
-        (
-            Instant::now(),
-            by_role,
-            cpu::this_process(),
-            cpu::host_times(),
-        )
-    });
-    let out = drive::run(system, clients, w, regions, history, origin).await?;
-    let (t0, sys0, gen0, host0) = cpu_start.await?;
-    let window = t0.elapsed().as_secs_f64();
-    let by_role = roles
-        .iter()
-        .zip(sys0)
-        .map(|((name, pids), before)| (name.clone(), cpu::total(pids) - before))
-        .collect();
-    Ok((
-        out,
-        Measured {
-            by_role,
-            generator_cpu: cpu::this_process() - gen0,
-            window,
-            host_steal: cpu::steal_share(host0, cpu::host_times()),
-        },
-    ))
 }
 
 /// Meridian's processes by role: the replicas leading a shard when the run began, the other
@@ -631,39 +565,6 @@ fn wan_of(a: &WorkloadArgs) -> Result<Option<crate::wan::WanFile>> {
     } else {
         Ok(None)
     }
-}
-
-fn cores() -> f64 {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
-}
-
-/// What the load generator cost and whether it could have been the bottleneck: its CPU per
-/// operation gives the most it could drive with every core (`capacity`). A run whose rate is
-/// within `margin` times that (10 for WAN runs: the bar; 2 for loopback throughput
-/// rows), or in which the machine was saturated with the generator taking a third or more of
-/// it, is flagged.
-fn generator_json(s: &SystemRun, margin: f64) -> Value {
-    let ops = s.measured_ops.max(1) as f64;
-    let rate = ops / s.window.max(1e-9);
-    let gen_per_op = s.generator_cpu / ops;
-    let capacity = if gen_per_op > 0.0 {
-        cores() / gen_per_op
-    } else {
-        f64::INFINITY
-    };
-    let busy = (s.generator_cpu + s.system_cpu) / s.window.max(1e-9) / cores();
-    let share = s.generator_cpu / (s.generator_cpu + s.system_cpu).max(1e-9);
-    json!({
-        "ops_per_s": (rate * 10.0).round() / 10.0,
-        "generator_cpu_us_per_op": (gen_per_op * 1e7).round() / 10.0,
-        "system_cpu_us_per_op": (s.system_cpu / ops * 1e7).round() / 10.0,
-        "system_cpu_us_per_op_by_role": s.by_role.iter().map(|(r, c)| (r.clone(), json!((c / ops * 1e7).round() / 10.0))).collect::<serde_json::Map<_, _>>(),
-        "generator_capacity_ops_per_s": if capacity.is_finite() { json!(capacity.round()) } else { json!(null) },
-        "headroom": if capacity.is_finite() { json!((capacity / rate * 10.0).round() / 10.0) } else { json!(null) },
-        "machine_busy": (busy * 1000.0).round() / 1000.0,
-        "host_steal": s.host_steal.map(|x| (x * 1000.0).round() / 1000.0),
-        "generator_bottleneck": capacity < margin * rate || (busy >= 0.9 && share >= 1.0 / 3.0),
-    })
 }
 
 async fn bench(a: &WorkloadArgs) -> Result<()> {
