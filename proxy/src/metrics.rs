@@ -15,14 +15,14 @@ use std::time::Instant;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpPath {
-    pub op: String,
-    pub path: String,
+    pub op: &'static str,
+    pub path: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpOutcome {
-    pub op: String,
-    pub outcome: String,
+    pub op: &'static str,
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -269,18 +269,19 @@ impl ProxyMetrics {
     }
 
     /// Records one finished request.
-    pub fn finished(&self, op: &str, path: &str, t0: Instant, result: Result<(), &ServiceError>) {
+    /// Labels are static strings: a request's metrics allocate nothing.
+    pub fn finished(
+        &self,
+        op: &'static str,
+        path: &'static str,
+        t0: Instant,
+        result: Result<(), &ServiceError>,
+    ) {
         let outcome = result.map_or_else(outcome, |_| "ok");
         self.requests
-            .get_or_create(&OpOutcome {
-                op: op.to_string(),
-                outcome: outcome.to_string(),
-            })
+            .get_or_create(&OpOutcome { op, outcome })
             .inc();
-        let label = OpPath {
-            op: op.to_string(),
-            path: path.to_string(),
-        };
+        let label = OpPath { op, path };
         if result.is_ok() {
             self.request_seconds
                 .get_or_create(&label)

@@ -147,6 +147,10 @@ fn seed() -> u64 {
 /// remote trace and its OpenTelemetry ids are the ones returned, so the exported spans chain
 /// across processes.
 pub fn enter(ctx: TraceContext, span: &tracing::Span) -> TraceContext {
+    if span.is_disabled() {
+        // Nothing records the ids (no subscriber wants the span): do not format them.
+        return ctx;
+    }
     let ctx = otel::adopt(ctx, span);
     span.record("trace_id", tracing::field::display(ctx.trace_hex()));
     span.record("span_id", tracing::field::display(ctx.span_hex()));
