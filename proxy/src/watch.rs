@@ -31,6 +31,29 @@ pub struct Batch {
     pub events: Vec<pb::WatchEvent>,
 }
 
+/// What one watcher receives: the part of a shared `Batch` from revision `from` on — the batch
+/// itself, shared with every other watcher of the upstream, not a copy of its events.
+#[derive(Debug)]
+pub struct Delivery {
+    batch: Arc<Batch>,
+    pub from: u64,
+}
+
+impl Delivery {
+    pub fn through(&self) -> u64 {
+        self.batch.through
+    }
+
+    /// The changes with revisions in `[from, through]`, in order.
+    pub fn events(&self) -> impl Iterator<Item = &pb::WatchEvent> + '_ {
+        let from = self.from;
+        self.batch
+            .events
+            .iter()
+            .filter(move |e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= from))
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Item {
     Batch(Arc<Batch>),
@@ -425,7 +448,7 @@ impl Subscription {
 
     /// The next piece of the watcher's history (revisions `[from, through]`, possibly with no
     /// event: progress), in order, with no gap and no duplicate.
-    pub async fn recv(&mut self) -> Result<Batch, WatchError> {
+    pub async fn recv(&mut self) -> Result<Delivery, WatchError> {
         loop {
             match self.rx.recv().await {
                 Ok(Item::Batch(b)) => {
@@ -442,19 +465,9 @@ impl Subscription {
                         self.resume();
                         continue;
                     }
-                    let floor = self.next;
+                    let from = self.next;
                     self.next = b.through + 1;
-                    let events = b
-                        .events
-                        .iter()
-                        .filter(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= floor))
-                        .cloned()
-                        .collect();
-                    return Ok(Batch {
-                        from: floor,
-                        through: b.through,
-                        events,
-                    });
+                    return Ok(Delivery { batch: b, from });
                 }
                 Ok(Item::Compacted(h)) => return Err(WatchError::Compacted(h)),
                 Err(broadcast::error::RecvError::Lagged(n)) => {

@@ -297,26 +297,21 @@ async fn feed(edge: Edge, spec: Spec, mut sub: Subscription, tx: Out, delivered:
                 return;
             }
         };
-        let through = encode(batch.through, shard, shards);
+        let through = encode(batch.through(), shard, shards);
         delivered.fetch_max(through, Ordering::Relaxed);
-        let events: Vec<(u64, PbEvent)> = batch
-            .events
-            .iter()
+        let events: Vec<PbEvent> = batch
+            .events()
             .filter(|e| !(e.delete && spec.no_delete || !e.delete && spec.no_put))
             .filter_map(|e| {
-                let kv = e.kv.as_ref()?;
-                Some((
-                    kv.mod_revision,
-                    PbEvent {
-                        r#type: i32::from(e.delete),
-                        kv: Some(pb_kv(kv, shard, shards)),
-                        prev_kv: e
-                            .prev
-                            .as_ref()
-                            .filter(|_| spec.prev_kv)
-                            .map(|p| pb_kv(p, shard, shards)),
-                    },
-                ))
+                Some(PbEvent {
+                    r#type: i32::from(e.delete),
+                    kv: Some(pb_kv(e.kv.as_ref()?, shard, shards)),
+                    prev_kv: e
+                        .prev
+                        .as_ref()
+                        .filter(|_| spec.prev_kv)
+                        .map(|p| pb_kv(p, shard, shards)),
+                })
             })
             .collect();
         if events.is_empty() {
@@ -333,7 +328,7 @@ async fn feed(edge: Edge, spec: Spec, mut sub: Subscription, tx: Out, delivered:
             continue;
         }
         last_progress = tokio::time::Instant::now();
-        for r in split(&edge, &spec, events, through) {
+        for r in split(response(&edge, spec.id, through), spec.fragment, events) {
             if tx.send(Ok(r)).await.is_err() {
                 return;
             }
@@ -341,37 +336,52 @@ async fn feed(edge: Edge, spec: Spec, mut sub: Subscription, tx: Out, delivered:
     }
 }
 
-/// Events as responses of about `RESPONSE_BYTES`, split between revisions (and, with
-/// `fragment`, within one: every piece but the last marked `fragment`).
-fn split(
-    edge: &Edge,
-    spec: &Spec,
-    events: Vec<(u64, PbEvent)>,
-    through: i64,
-) -> Vec<PbWatchResponse> {
+/// Events as responses like `base` (watch id, header) of about `RESPONSE_BYTES`, split between
+/// revisions (and, with `fragment`, within one: every piece but the last marked `fragment`).
+/// Events that surely fit in one response (by `size_bound`, nearly always) are not measured one
+/// by one.
+fn split(base: PbWatchResponse, fragment: bool, events: Vec<PbEvent>) -> Vec<PbWatchResponse> {
     use prost::Message;
+    if events.iter().map(size_bound).sum::<usize>() <= RESPONSE_BYTES {
+        return vec![PbWatchResponse { events, ..base }];
+    }
     let mut out = Vec::new();
     let mut cur: Vec<PbEvent> = Vec::new();
     let mut bytes = 0;
     let mut cur_rev = None;
-    for (rev, e) in events {
+    for e in events {
         let n = e.encoded_len();
+        let rev = e.kv.as_ref().map(|kv| kv.mod_revision);
         let new_rev = cur_rev != Some(rev);
-        if !cur.is_empty() && bytes + n > RESPONSE_BYTES && (new_rev || spec.fragment) {
-            let mut r = response(edge, spec.id, through);
-            r.fragment = !new_rev;
-            r.events = std::mem::take(&mut cur);
-            out.push(r);
+        if !cur.is_empty() && bytes + n > RESPONSE_BYTES && (new_rev || fragment) {
+            out.push(PbWatchResponse {
+                fragment: !new_rev,
+                events: std::mem::take(&mut cur),
+                ..base.clone()
+            });
             bytes = 0;
         }
         cur_rev = Some(rev);
         bytes += n;
         cur.push(e);
     }
-    let mut r = response(edge, spec.id, through);
-    r.events = cur;
-    out.push(r);
+    out.push(PbWatchResponse {
+        events: cur,
+        ..base
+    });
     out
+}
+
+/// An upper bound of an event's encoded size: its keys and values and 64 bytes for each
+/// key-value's other fields (revisions, version, lease, tags and lengths: at most ~50), 16 for
+/// the event's own.
+fn size_bound(e: &PbEvent) -> usize {
+    [&e.kv, &e.prev_kv]
+        .into_iter()
+        .flatten()
+        .map(|kv| kv.key.len() + kv.value.len() + 64)
+        .sum::<usize>()
+        + 16
 }
 
 #[cfg(test)]
@@ -392,6 +402,80 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn event(rev: i64, key: usize, value: usize, prev: bool) -> PbEvent {
+        let kv = |r: i64| PbKeyValue {
+            key: vec![b'k'; key],
+            create_revision: r,
+            mod_revision: r,
+            version: r,
+            value: vec![b'v'; value],
+            lease: i64::MAX,
+        };
+        PbEvent {
+            r#type: 1,
+            kv: Some(kv(rev)),
+            prev_kv: prev.then(|| kv(rev - 1)),
+        }
+    }
+
+    /// The bound that lets `split` skip measuring is a bound: never below the encoded size.
+    #[test]
+    fn the_size_bound_is_never_below_the_encoded_size() {
+        use prost::Message;
+        for rev in [1, 300, 1 << 40, i64::MAX] {
+            for (key, value) in [(1, 0), (0, 0), (100, 127), (128, 16_384), (4096, 1 << 20)] {
+                for prev in [false, true] {
+                    let e = event(rev, key, value, prev);
+                    assert!(
+                        size_bound(&e) >= e.encoded_len(),
+                        "{rev} {key} {value} {prev}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Small batches go out whole; large ones split between revisions, and within one only
+    /// with `fragment` (every piece but the last marked) — every event once, in order.
+    #[test]
+    fn responses_split_between_revisions_and_fragment_within_one() {
+        let base = PbWatchResponse {
+            watch_id: 7,
+            ..Default::default()
+        };
+        let flat = |out: &[PbWatchResponse]| -> Vec<i64> {
+            out.iter()
+                .flat_map(|r| r.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision))
+                .collect()
+        };
+        let small: Vec<PbEvent> = (1..=100).map(|r| event(r, 8, 64, true)).collect();
+        let out = split(base.clone(), false, small);
+        assert_eq!(out.len(), 1);
+        assert_eq!(flat(&out), (1..=100).collect::<Vec<_>>());
+        // Ten revisions of 300 KiB each: about three per response.
+        let big: Vec<PbEvent> = (1..=10).map(|r| event(r, 8, 300 << 10, false)).collect();
+        let out = split(base.clone(), false, big);
+        assert!(out.len() >= 3, "{} responses", out.len());
+        assert_eq!(flat(&out), (1..=10).collect::<Vec<_>>());
+        assert!(out.iter().all(|r| r.watch_id == 7 && !r.fragment));
+        // One revision of five 300 KiB events (a transaction): whole without `fragment`,
+        // in fragments with it.
+        let txn = || {
+            (0..5)
+                .map(|_| event(4, 8, 300 << 10, false))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(split(base.clone(), false, txn()).len(), 1);
+        let out = split(base, true, txn());
+        assert!(out.len() >= 2);
+        assert_eq!(out.iter().map(|r| r.events.len()).sum::<usize>(), 5);
+        let last = out.len() - 1;
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.fragment == (i < last)));
     }
 
     #[test]
