@@ -13,7 +13,6 @@ pub mod conn_limits;
 mod drive;
 pub mod etcd;
 pub mod fuzzing;
-pub mod gather;
 pub(crate) mod grpc;
 mod http;
 pub mod logic;

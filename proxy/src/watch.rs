@@ -40,6 +40,12 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// All of `batch`.
+    pub fn whole(batch: Arc<Batch>) -> Delivery {
+        let from = batch.from;
+        Delivery { batch, from }
+    }
+
     pub fn through(&self) -> u64 {
         self.batch.through
     }
@@ -484,6 +490,18 @@ impl Subscription {
                 }
             }
         }
+    }
+
+    /// The deliveries as a stream, ending after an error.
+    pub fn into_stream(self) -> futures::stream::BoxStream<'static, Result<Delivery, WatchError>> {
+        use futures::StreamExt;
+        futures::stream::unfold(Some(self), |sub| async move {
+            let mut sub = sub?;
+            let got = sub.recv().await;
+            let more = got.is_ok();
+            Some((got, more.then_some(sub)))
+        })
+        .boxed()
     }
 
     fn resume(&mut self) {

@@ -266,6 +266,45 @@ fn watches_see_every_change_once_in_order_and_resume_from_a_revision() {
             let (e, _) = collect(s, 50, Duration::from_secs(10)).await;
             assert_eq!(e.len(), 50, "every watcher sees the put once");
         }
+        // Cancel: each canceled watch is confirmed and sees nothing more; the others go on.
+        // A progress request gets one response for the stream (watch id -1) at or past the
+        // put.
+        let hot = b.put("hot/0", "i", None).await.unwrap();
+        let hot_rev = hot.header().unwrap().revision();
+        for s in &mut streams {
+            let (e, _) = collect(s, 50, Duration::from_secs(10)).await;
+            assert_eq!(e.len(), 50);
+        }
+        for id in 1..50 {
+            streams[0].cancel(id).await.unwrap();
+        }
+        let mut confirmed = std::collections::BTreeSet::new();
+        while confirmed.len() < 49 {
+            let m = tokio::time::timeout(Duration::from_secs(10), streams[0].message())
+                .await
+                .expect("cancel confirmations")
+                .unwrap()
+                .unwrap();
+            assert!(m.canceled() && m.events().is_empty(), "{m:?}");
+            confirmed.insert(m.watch_id());
+        }
+        assert_eq!(confirmed, (1..50).collect());
+        streams[1].request_progress().await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(10), streams[1].message())
+            .await
+            .expect("a progress response")
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.watch_id(), -1);
+        assert!(m.events().is_empty() && !m.canceled());
+        assert!(m.header().unwrap().revision() >= hot_rev, "{m:?}");
+        b.put("hot/0", "j", None).await.unwrap();
+        let (e, _) = collect(&mut streams[0], 2, Duration::from_secs(3)).await;
+        assert_eq!(e.len(), 1, "one watch of the stream is left: {e:?}");
+        for s in &mut streams[1..] {
+            let (e, _) = collect(s, 50, Duration::from_secs(10)).await;
+            assert_eq!(e.len(), 50);
+        }
         drop(streams);
 
         // A proxy restart: the client resumes from its last revision + 1, and sees exactly

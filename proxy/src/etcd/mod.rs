@@ -15,6 +15,7 @@
 //! the reason). Not built: historical reads (`revision` ≠ 0), Auth, member changes — each
 //! `UNIMPLEMENTED` with the reason.
 mod cluster;
+mod feed;
 mod kv;
 mod lease;
 mod txn;

@@ -9,15 +9,15 @@
 //! after a proxy restart from their last revision + 1 without gap or duplicate. A range over
 //! several shards cannot be resumed from one revision (another shard's unseen changes may carry
 //! lower revisions): such a create with `start_revision` is refused with a `cancel_reason`.
+use super::feed::{Command, Feed, Shared, Source, Spec, Stamp};
 use super::{encode, shard_from, Edge};
 use crate::auth::Access;
-use crate::watch::{Subscription, WatchError};
+use crate::watch::WatchError;
 use etcd_client::proto::{
-    PbEvent, PbKeyValue, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService,
+    PbEvent, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService,
 };
-use meridian_replica::wire::pb;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -27,14 +27,14 @@ pub struct WatchService(pub Edge);
 
 /// How often a watch created with `progress_notify` gets a progress response while idle.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-/// Responses buffered per client stream (a slow client's watches fall back to private
-/// upstreams; nothing is dropped).
+/// Control responses and watch hand-overs queued per client stream (the request loop waits
+/// when the client does not read).
 const OUT_BUFFER: usize = 256;
 /// Events of one response (bytes, about): larger batches are split at revision boundaries
 /// (within one revision too when the client asked for `fragment`).
 const RESPONSE_BYTES: usize = 1 << 20;
 
-type Out = mpsc::Sender<Result<PbWatchResponse, Status>>;
+type Out = mpsc::Sender<Command>;
 
 /// `[key, range_end)` as a span: empty `range_end`: the key alone; "\0": every key from `key`.
 fn watch_span(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
@@ -49,32 +49,20 @@ fn watch_span(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
-fn pb_kv(kv: &pb::WatchKv, shard: u32, shards: u32) -> PbKeyValue {
-    PbKeyValue {
-        key: kv.key.clone(),
-        create_revision: encode(kv.create_revision, shard, shards),
-        mod_revision: encode(kv.mod_revision, shard, shards),
-        version: kv.version as i64,
-        value: kv.value.clone(),
-        lease: kv.lease,
+fn stamp(edge: &Edge) -> Stamp {
+    Stamp {
+        cluster_id: edge.cluster_id,
+        member_id: edge.member_id(),
+        shards: edge.shards(),
     }
-}
-
-/// What one watch of a client stream asked for.
-#[derive(Clone)]
-struct Spec {
-    id: i64,
-    no_put: bool,
-    no_delete: bool,
-    prev_kv: bool,
-    fragment: bool,
-    progress_notify: bool,
 }
 
 #[tonic::async_trait]
 impl PbWatchService for WatchService {
-    type WatchStream = crate::gather::Gather<Result<PbWatchResponse, Status>>;
+    type WatchStream = Feed;
 
+    /// The request loop runs in its own task; the responses (and every watch's events) are
+    /// produced by the response stream, `Feed`.
     async fn watch(
         &self,
         req: Request<Streaming<PbWatchRequest>>,
@@ -83,9 +71,11 @@ impl PbWatchService for WatchService {
         let mut incoming = req.into_inner();
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let edge = self.0.clone();
+        let stamp = stamp(&edge);
         tokio::spawn(async move {
-            let mut watches: HashMap<i64, (tokio::task::AbortHandle, Arc<AtomicI64>)> =
-                HashMap::new();
+            // Per watch id: the task creating it (done once the watch is handed over) and
+            // what the feed shares of it.
+            let mut watches: HashMap<i64, (tokio::task::AbortHandle, Arc<Shared>)> = HashMap::new();
             let mut next_id = 0i64;
             loop {
                 let msg = match incoming.message().await {
@@ -93,6 +83,7 @@ impl PbWatchService for WatchService {
                     // The client went away: its watches end with it.
                     Ok(None) | Err(_) => break,
                 };
+                watches.retain(|_, (_, s)| !s.ended.load(Ordering::Acquire));
                 match msg.request_union {
                     Some(PbWatchRequestUnion::CreateRequest(c)) => {
                         let id = if c.watch_id != 0 {
@@ -104,9 +95,8 @@ impl PbWatchService for WatchService {
                             next_id
                         };
                         if watches.contains_key(&id) {
-                            let _ = tx
-                                .send(Ok(canceled(&edge, id, "etcdserver: duplicate watch ID")))
-                                .await;
+                            let r = canceled(stamp, id, "etcdserver: duplicate watch ID");
+                            let _ = tx.send(Command::Send(r)).await;
                             continue;
                         }
                         let spec = Spec {
@@ -128,11 +118,11 @@ impl PbWatchService for WatchService {
                             None
                         };
                         if let Some(reason) = refusal {
-                            let _ = tx.send(Ok(canceled(&edge, id, &reason))).await;
+                            let _ = tx.send(Command::Send(canceled(stamp, id, &reason))).await;
                             continue;
                         }
-                        let revision = Arc::new(AtomicI64::new(0));
-                        let task = tokio::spawn(run_watch(
+                        let shared = Arc::new(Shared::default());
+                        let task = tokio::spawn(create(
                             edge.clone(),
                             spec,
                             start,
@@ -140,16 +130,19 @@ impl PbWatchService for WatchService {
                             c.start_revision,
                             c.range_end.is_empty(),
                             tx.clone(),
-                            revision.clone(),
+                            shared.clone(),
                         ));
-                        watches.insert(id, (task.abort_handle(), revision));
+                        watches.insert(id, (task.abort_handle(), shared));
                     }
                     Some(PbWatchRequestUnion::CancelRequest(c)) => {
-                        if let Some((task, _)) = watches.remove(&c.watch_id) {
+                        if let Some((task, shared)) = watches.remove(&c.watch_id) {
+                            // Ended first: a hand-over still on its way is then ignored.
+                            shared.ended.store(true, Ordering::Release);
                             task.abort();
-                            let mut r = response(&edge, c.watch_id, 0);
+                            let _ = tx.send(Command::Detach(c.watch_id)).await;
+                            let mut r = stamp.response(c.watch_id, 0);
                             r.canceled = true;
-                            let _ = tx.send(Ok(r)).await;
+                            let _ = tx.send(Command::Send(r)).await;
                         }
                     }
                     Some(PbWatchRequestUnion::ProgressRequest(_)) => {
@@ -157,43 +150,36 @@ impl PbWatchService for WatchService {
                         // every watch of it has delivered through.
                         let rev = watches
                             .values()
-                            .map(|(_, r)| r.load(Ordering::Relaxed))
+                            .map(|(_, s)| s.delivered.load(Ordering::Relaxed))
                             .min()
                             .unwrap_or(0);
-                        let _ = tx.send(Ok(response(&edge, -1, rev))).await;
+                        let _ = tx.send(Command::Send(stamp.response(-1, rev))).await;
                     }
                     None => {}
                 }
-                watches.retain(|_, (t, _)| !t.is_finished());
             }
-            for (t, _) in watches.values() {
+            for (t, s) in watches.values() {
+                s.ended.store(true, Ordering::Release);
                 t.abort();
             }
         });
-        Ok(Response::new(crate::gather::Gather::new(rx)))
+        Ok(Response::new(Feed::new(stamp, rx)))
     }
 }
 
-fn response(edge: &Edge, id: i64, revision: i64) -> PbWatchResponse {
-    PbWatchResponse {
-        header: edge.header(revision),
-        watch_id: id,
-        ..Default::default()
-    }
-}
-
-fn canceled(edge: &Edge, id: i64, reason: &str) -> PbWatchResponse {
+fn canceled(stamp: Stamp, id: i64, reason: &str) -> PbWatchResponse {
     PbWatchResponse {
         created: true,
         canceled: true,
         cancel_reason: reason.to_string(),
-        ..response(edge, id, 0)
+        ..stamp.response(id, 0)
     }
 }
 
-/// One watch: created response, then events of every shard it covers as they come.
+/// Creates one watch: a subscription per shard it covers, the created response once every
+/// shard's start is known, then the subscriptions handed to the feed. A refusal ends the watch.
 #[allow(clippy::too_many_arguments)]
-async fn run_watch(
+async fn create(
     edge: Edge,
     spec: Spec,
     start: Vec<u8>,
@@ -201,8 +187,13 @@ async fn run_watch(
     start_revision: i64,
     one_key: bool,
     tx: Out,
-    delivered: Arc<AtomicI64>,
+    shared: Arc<Shared>,
 ) {
+    let stamp = stamp(&edge);
+    let refuse = |why: &str| {
+        shared.ended.store(true, Ordering::Release);
+        Command::Send(canceled(stamp, spec.id, why))
+    };
     let shards = edge.shards();
     let covered: Vec<u32> = if one_key {
         vec![edge.placement().shard(&start)]
@@ -210,24 +201,18 @@ async fn run_watch(
         edge.placement().span_shards(&start, &end)
     };
     if start_revision < 0 {
-        let _ = tx
-            .send(Ok(canceled(
-                &edge,
-                spec.id,
-                "etcdserver: negative start revision",
-            )))
-            .await;
+        let _ = tx.send(refuse("etcdserver: negative start revision")).await;
         return;
     }
     if start_revision > 0 && covered.len() > 1 {
         let why = format!(
             "meridian: a watch over several shards cannot start at a revision (revisions are per shard and not ordered across the {shards} shards); watch one key, a range inside a co-located prefix (cluster.colocate), or from now (start_revision 0)"
         );
-        let _ = tx.send(Ok(canceled(&edge, spec.id, &why))).await;
+        let _ = tx.send(refuse(&why)).await;
         return;
     }
     let hub = edge.watches.clone();
-    let mut subs: Vec<Subscription> = covered
+    let mut subs: Vec<_> = covered
         .iter()
         .map(|&s| {
             let from = if start_revision > 0 {
@@ -247,100 +232,45 @@ async fn run_watch(
             }
             Err(WatchError::Compacted(h)) => {
                 let mut r = canceled(
-                    &edge,
+                    stamp,
                     spec.id,
                     "etcdserver: mvcc: required revision has been compacted",
                 );
                 r.compact_revision = encode(h, s.shard(), shards);
-                let _ = tx.send(Ok(r)).await;
+                shared.ended.store(true, Ordering::Release);
+                let _ = tx.send(Command::Send(r)).await;
                 return;
             }
         }
     }
-    delivered.store(created_rev, Ordering::Relaxed);
-    let mut created = response(&edge, spec.id, created_rev);
+    shared.delivered.store(created_rev, Ordering::Relaxed);
+    let mut created = stamp.response(spec.id, created_rev);
     created.created = true;
-    if tx.send(Ok(created)).await.is_err() {
+    if tx.send(Command::Send(created)).await.is_err() {
         return;
     }
-    // One task per shard, all feeding the client stream.
-    let mut tasks = tokio::task::JoinSet::new();
-    for sub in subs {
-        tasks.spawn(feed(
-            edge.clone(),
-            spec.clone(),
-            sub,
-            tx.clone(),
-            delivered.clone(),
-        ));
-    }
-    while tasks.join_next().await.is_some() {
-        // A shard ended (compacted, or the client left): the watch is over.
-        tasks.abort_all();
-    }
-}
-
-/// Forwards one shard's changes to the client stream as etcd responses.
-async fn feed(edge: Edge, spec: Spec, mut sub: Subscription, tx: Out, delivered: Arc<AtomicI64>) {
-    let shards = edge.shards();
-    let shard = sub.shard();
-    let mut last_progress = tokio::time::Instant::now();
-    loop {
-        let batch = match sub.recv().await {
-            Ok(b) => b,
-            Err(WatchError::Compacted(h)) => {
-                let mut r = response(&edge, spec.id, 0);
-                r.canceled = true;
-                r.compact_revision = encode(h, shard, shards);
-                r.cancel_reason = "etcdserver: mvcc: required revision has been compacted".into();
-                let _ = tx.send(Ok(r)).await;
-                return;
-            }
-        };
-        let through = encode(batch.through(), shard, shards);
-        delivered.fetch_max(through, Ordering::Relaxed);
-        let events: Vec<PbEvent> = batch
-            .events()
-            .filter(|e| !(e.delete && spec.no_delete || !e.delete && spec.no_put))
-            .filter_map(|e| {
-                Some(PbEvent {
-                    r#type: i32::from(e.delete),
-                    kv: Some(pb_kv(e.kv.as_ref()?, shard, shards)),
-                    prev_kv: e
-                        .prev
-                        .as_ref()
-                        .filter(|_| spec.prev_kv)
-                        .map(|p| pb_kv(p, shard, shards)),
-                })
-            })
-            .collect();
-        if events.is_empty() {
-            if spec.progress_notify && last_progress.elapsed() >= PROGRESS_EVERY {
-                last_progress = tokio::time::Instant::now();
-                if tx
-                    .send(Ok(response(&edge, spec.id, through)))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            continue;
-        }
-        last_progress = tokio::time::Instant::now();
-        for r in split(response(&edge, spec.id, through), spec.fragment, events) {
-            if tx.send(Ok(r)).await.is_err() {
-                return;
-            }
-        }
-    }
+    let sources: Vec<(u32, Source)> = subs
+        .into_iter()
+        .map(|s| (s.shard(), s.into_stream()))
+        .collect();
+    let _ = tx
+        .send(Command::Attach {
+            spec,
+            shared,
+            sources,
+        })
+        .await;
 }
 
 /// Events as responses like `base` (watch id, header) of about `RESPONSE_BYTES`, split between
 /// revisions (and, with `fragment`, within one: every piece but the last marked `fragment`).
 /// Events that surely fit in one response (by `size_bound`, nearly always) are not measured one
 /// by one.
-fn split(base: PbWatchResponse, fragment: bool, events: Vec<PbEvent>) -> Vec<PbWatchResponse> {
+pub(super) fn split(
+    base: PbWatchResponse,
+    fragment: bool,
+    events: Vec<PbEvent>,
+) -> Vec<PbWatchResponse> {
     use prost::Message;
     if events.iter().map(size_bound).sum::<usize>() <= RESPONSE_BYTES {
         return vec![PbWatchResponse { events, ..base }];
@@ -405,7 +335,7 @@ mod tests {
     }
 
     fn event(rev: i64, key: usize, value: usize, prev: bool) -> PbEvent {
-        let kv = |r: i64| PbKeyValue {
+        let kv = |r: i64| etcd_client::proto::PbKeyValue {
             key: vec![b'k'; key],
             create_revision: r,
             mod_revision: r,
