@@ -509,6 +509,30 @@ mod tests {
         assert!(feeders[0].is_closed());
     }
 
+    /// A delivery of a watch not yet sent when the watch is canceled and its id taken again
+    /// is not sent as the new watch's.
+    #[tokio::test]
+    async fn a_reused_id_gets_nothing_of_the_watch_before() {
+        let (tx, rx) = mpsc::channel(16);
+        let mut feed = Feed::new(STAMP, rx);
+        let (old, _, feeders) = attach(5, &[0]);
+        tx.send(old).await.unwrap();
+        assert!(ready(&mut feed).is_empty());
+        feeders[0]
+            .send(Ok(delivery(1, 1, vec![put(1, "a")])))
+            .unwrap();
+        feeders[0]
+            .send(Ok(delivery(2, 2, vec![put(2, "a")])))
+            .unwrap();
+        // One poll makes the first delivery a response (held for the yield).
+        assert!(feed.next().now_or_never().is_none());
+        tx.send(Command::Detach(5)).await.unwrap();
+        let (new, _, _feeders) = attach(5, &[0]);
+        tx.send(new).await.unwrap();
+        let got = ready(&mut feed);
+        assert_eq!(got.iter().map(revisions).collect::<Vec<_>>(), vec![vec![4]]);
+    }
+
     /// Ten sources woken together by one event each deliver; a task consuming the feed takes
     /// the first response and then whatever is ready at once (what an encoder writes in one
     /// go): the whole burst, thanks to the one yield.
