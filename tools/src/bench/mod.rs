@@ -111,7 +111,8 @@ pub struct WorkloadArgs {
     pub out: PathBuf,
     /// Worker threads of every server process, the same for both systems (Meridian's
     /// `--threads`, etcd's GOMAXPROCS) (default: each system's own, one per core — not the
-    /// equal share `cluster up` gives its processes, which etcd does not have).
+    /// equal share `cluster up` gives its processes, which etcd does not have). With
+    /// `--watchers`: every replica's and proxy's (default there: `cluster up`'s equal share).
     #[arg(long)]
     pub threads: Option<usize>,
 }

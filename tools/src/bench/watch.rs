@@ -60,13 +60,24 @@ fn quantile(xs: &[f64], q: f64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Every delivery's delay after its write's acknowledgement (ms, sorted), and per write the
+/// delay of its first delivery and how long after that its last watcher got it (ms, sorted):
+/// the first says how long a change took to reach the watchers' proxy and leave it, the
+/// second what fanning it out to every watcher added.
+#[derive(Debug, Default, PartialEq)]
+pub struct Delays {
+    pub all: Vec<f64>,
+    pub first: Vec<f64>,
+    pub spread: Vec<f64>,
+}
+
 /// Checks what each watch saw against the acknowledged writes of its key (revisions in
-/// order); returns the delivery delays in ms. Errors name the first watch that saw a write
-/// twice, out of order, not at all, or one of another key.
+/// order); returns the delivery delays. Errors name the first watch that saw a write twice,
+/// out of order, not at all, or one of another key.
 pub fn check(
     watches: &[(Vec<usize>, Seen)],
     acks: &HashMap<(usize, i64), Instant>,
-) -> Result<Vec<f64>> {
+) -> Result<Delays> {
     let mut per_key: HashMap<usize, Vec<i64>> = HashMap::new();
     for &(k, rev) in acks.keys() {
         per_key.entry(k).or_default().push(rev);
@@ -74,7 +85,9 @@ pub fn check(
     for v in per_key.values_mut() {
         v.sort_unstable();
     }
-    let mut delays = Vec::new();
+    let mut all = Vec::new();
+    // Per write: its earliest and latest delivery.
+    let mut range: HashMap<(usize, i64), (f64, f64)> = HashMap::new();
     for (s, (key_of, seen)) in watches.iter().enumerate() {
         for (id, &k) in key_of.iter().enumerate() {
             let got = seen.get(&(id as i64)).map(Vec::as_slice).unwrap_or(&[]);
@@ -91,12 +104,19 @@ pub fn check(
                 "stream {s} watch {id} (key {k}): saw revisions {revs:?}, the writes were {want:?}"
             );
             for e in got {
-                delays.push(e.2.saturating_duration_since(acks[&(k, e.1)]).as_secs_f64() * 1e3);
+                let d = e.2.saturating_duration_since(acks[&(k, e.1)]).as_secs_f64() * 1e3;
+                all.push(d);
+                let r = range.entry((k, e.1)).or_insert((d, d));
+                *r = (r.0.min(d), r.1.max(d));
             }
         }
     }
-    delays.sort_by(f64::total_cmp);
-    Ok(delays)
+    let mut first: Vec<f64> = range.values().map(|r| r.0).collect();
+    let mut spread: Vec<f64> = range.values().map(|r| r.1 - r.0).collect();
+    for v in [&mut all, &mut first, &mut spread] {
+        v.sort_by(f64::total_cmp);
+    }
+    Ok(Delays { all, first, spread })
 }
 
 /// One client stream: `n` watches (watch j on key `(first + j) % keys`), then every event
@@ -131,31 +151,59 @@ async fn stream(
         }
     }
     ready.wait().await;
-    let mut seen: Seen = HashMap::new();
+    // What arrives is noted cheaply while the run is measured (the generator shares the
+    // machine with what it measures): per watch id, the revision and arrival of each event
+    // of the key that watch asked for; anything else is kept aside for the check to name.
+    let want_key: Vec<Vec<u8>> = key_of.iter().map(|&k| key(k).into_bytes()).collect();
+    let mut by_id: Vec<Vec<(i64, Instant)>> = vec![Vec::new(); n];
+    let mut stray: Seen = HashMap::new();
     let mut note = |m: &etcd_client::WatchResponse, at: Instant| -> Result<usize> {
+        let id = m.watch_id();
         for e in m.events() {
             let kv = e.kv().context("event without a key")?;
-            let k: usize = kv
-                .key_str()?
-                .strip_prefix("many/")
-                .and_then(|k| k.parse().ok())
-                .context("event of a key not watched")?;
-            seen.entry(m.watch_id())
-                .or_default()
-                .push((k, kv.mod_revision(), at));
+            match usize::try_from(id).ok().filter(|&i| i < n) {
+                Some(i) if kv.key() == want_key[i] => by_id[i].push((kv.mod_revision(), at)),
+                _ => {
+                    let k: usize = kv
+                        .key_str()?
+                        .strip_prefix("many/")
+                        .and_then(|k| k.parse().ok())
+                        .context("event of a key not watched")?;
+                    stray
+                        .entry(id)
+                        .or_default()
+                        .push((k, kv.mod_revision(), at));
+                }
+            }
         }
         Ok(m.events().len())
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    // One timer for the whole wait (a timeout per message registers a timer each time).
+    let deadline = tokio::time::sleep(Duration::from_secs(300));
+    tokio::pin!(deadline);
     let mut got = 0;
     while got < want {
-        match tokio::time::timeout_at(deadline, ws.message()).await {
-            Ok(Ok(Some(m))) => got += note(&m, Instant::now())?,
-            _ => break,
+        tokio::select! {
+            m = ws.message() => match m {
+                Ok(Some(m)) => got += note(&m, Instant::now())?,
+                _ => break,
+            },
+            _ = &mut deadline => break,
         }
     }
     while let Ok(Ok(Some(m))) = tokio::time::timeout(Duration::from_secs(3), ws.message()).await {
         note(&m, Instant::now())?;
+    }
+    let mut seen = stray;
+    for (i, got) in by_id.into_iter().enumerate() {
+        if got.is_empty() {
+            continue;
+        }
+        let k = key_of[i];
+        let all = seen.entry(i as i64).or_default();
+        all.extend(got.into_iter().map(|(rev, at)| (k, rev, at)));
+        // Strays of this id and its own events, in the order they arrived.
+        all.sort_by_key(|e| e.2);
     }
     Ok((key_of, seen))
 }
@@ -279,7 +327,11 @@ pub async fn measure(cfg: &ClusterConfig, plan: &Plan) -> Result<Value> {
     );
     let host_steal = super::cpu::steal_share(host0, super::cpu::host_times());
     let acks = acks.lock().expect("acks lock").clone();
-    let delays = check(&watches, &acks)?;
+    let Delays {
+        all: delays,
+        first,
+        spread,
+    } = check(&watches, &acks)?;
     let moves = proxy_metric(metrics, "meridian_proxy_watch_moves_total").await;
     if let Some(u) = upstreams {
         ensure!(
@@ -315,6 +367,14 @@ pub async fn measure(cfg: &ClusterConfig, plan: &Plan) -> Result<Value> {
         "p99_ms": p99,
         "max_ms": quantile(&delays, 1.0),
         "p99_over_one_way_ms": p99 - one_way,
+        "first_delivery_over_one_way_ms": {
+            "p50": quantile(&first, 0.5) - one_way,
+            "p99": quantile(&first, 0.99) - one_way,
+        },
+        "fanout_spread_ms": {
+            "p50": quantile(&spread, 0.5),
+            "p99": quantile(&spread, 0.99),
+        },
         "host_steal": host_steal,
     }))
 }
@@ -329,6 +389,24 @@ mod tests {
         (vec![key], seen)
     }
 
+    /// Per write: when its first watcher got it, and how much later its last one did.
+    #[test]
+    fn each_write_reports_its_first_delivery_and_its_fanout_spread() {
+        let t = Instant::now();
+        let acks: HashMap<(usize, i64), Instant> =
+            [((1, 5), t), ((1, 9), t + Duration::from_millis(10))]
+                .into_iter()
+                .collect();
+        let ms = |m: u64| t + Duration::from_millis(m);
+        let mut a = watch_of(1, &[5, 9], ms(80));
+        a.1.get_mut(&0).unwrap()[1].2 = ms(95); // rev 9: 85 ms after its ack
+        let b = watch_of(1, &[5, 9], ms(83)); // rev 5 at 83, rev 9 at 73 after its ack
+        let d = check(&[a, b], &acks).unwrap();
+        assert_eq!(d.all, vec![73.0, 80.0, 83.0, 85.0]);
+        assert_eq!(d.first, vec![73.0, 80.0]);
+        assert_eq!(d.spread, vec![3.0, 12.0]);
+    }
+
     #[test]
     fn the_check_accepts_every_write_once_in_order_and_nothing_else() {
         let t = Instant::now();
@@ -337,7 +415,7 @@ mod tests {
             .collect();
         let later = t + Duration::from_millis(80);
         assert_eq!(
-            check(&[watch_of(1, &[5, 9], later)], &acks).unwrap(),
+            check(&[watch_of(1, &[5, 9], later)], &acks).unwrap().all,
             vec![80.0, 80.0]
         );
         for (what, revs) in [

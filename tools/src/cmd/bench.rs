@@ -201,6 +201,7 @@ fn loopback(dir: std::path::PathBuf, shards: u32, no_batching: bool) -> UpArgs {
 async fn watch_bench(a: &BenchArgs, cdir: &std::path::Path, watchers: usize) -> Result<ExitCode> {
     let mut up_args = loopback(cdir.to_path_buf(), a.w.shards, false);
     up_args.no_wan = false;
+    up_args.threads = a.w.threads;
     let cluster = up(&up_args).await?;
     let pids = std::fs::read_to_string(cdir.join("pids"))?
         .lines()
@@ -232,6 +233,14 @@ async fn watch_bench(a: &BenchArgs, cdir: &std::path::Path, watchers: usize) -> 
     println!(
         "delivery after the write's acknowledgement: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; one-way delay {:.1} ms (p99 = one-way + {:.1} ms)",
         f("p50_ms"), f("p99_ms"), f("max_ms"), f("one_way_ms"), f("p99_over_one_way_ms"),
+    );
+    let part = |k: &str, q: &str| v[k][q].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "per write: first delivery one-way + {:.1} ms (p50), + {:.1} ms (p99); its last watcher {:.1} ms (p50), {:.1} ms (p99) after its first",
+        part("first_delivery_over_one_way_ms", "p50"),
+        part("first_delivery_over_one_way_ms", "p99"),
+        part("fanout_spread_ms", "p50"),
+        part("fanout_spread_ms", "p99"),
     );
     let cpu = &v["cpu_us_per_event"];
     println!(
