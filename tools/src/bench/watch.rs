@@ -184,6 +184,7 @@ async fn stream(
     let mut got = 0;
     while got < want {
         tokio::select! {
+            biased; // (no random branch order to draw per message)
             m = ws.message() => match m {
                 Ok(Some(m)) => got += note(&m, Instant::now())?,
                 _ => break,
